@@ -1,0 +1,22 @@
+"""The ``omniseg`` command. Each subcommand lives in its own module beside this one."""
+
+from __future__ import annotations
+
+import click
+
+from streams.cli import bench, collector, demo, dev, importer, migrate, worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="omniseg")
+def main() -> None:
+    """omniseg: single customer view and real-time segments on Kafka and ClickHouse."""
+
+
+main.add_command(dev.dev)
+main.add_command(migrate.migrate)
+main.add_command(collector.collector)
+main.add_command(worker.worker)
+main.add_command(importer.import_)
+main.add_command(demo.demo)
+main.add_command(bench.bench)

@@ -1,0 +1,281 @@
+"""The event envelope (Segment Spec plus the identifiers each channel really has).
+
+These pydantic models mirror ``schemas/event.avsc`` field for field; ``tests/unit/test_contract.py`` proves it.
+``Event.from_segment`` turns a Segment-spec JSON call into an Event, ``Event.to_avro`` gives the record
+that goes on the wire.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EventType = Literal["track", "identify", "page", "screen", "alias", "group"]
+ChannelName = Literal["web", "app", "email", "store"]
+EVENT_TYPES: tuple[str, ...] = ("track", "identify", "page", "screen", "alias", "group")
+
+_MAX_ID = 256
+
+
+def _id_or_none(value: Any) -> Any:
+    # Segment accepts numeric ids; keep them as their decimal text. Other types fail validation.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=8192)
+
+
+class Device(_Model):
+    id: str | None = None
+    advertisingId: str | None = None
+    adTrackingEnabled: bool | None = None
+    type: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+
+
+class Page(_Model):
+    path: str | None = None
+    referrer: str | None = None
+    search: str | None = None
+    title: str | None = None
+    url: str | None = None
+
+
+class Campaign(_Model):
+    name: str | None = None
+    source: str | None = None
+    medium: str | None = None
+    term: str | None = None
+    content: str | None = None
+
+
+class Library(_Model):
+    name: str | None = None
+    version: str | None = None
+
+
+class Context(_Model):
+    channel: ChannelName
+    source: str | None = None
+    ip: str | None = None
+    userAgent: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    device: Device | None = None
+    page: Page | None = None
+    campaign: Campaign | None = None
+    library: Library | None = None
+
+
+class Identifiers(_Model):
+    email: str | None = Field(default=None, max_length=_MAX_ID)
+    phone: str | None = Field(default=None, max_length=_MAX_ID)
+    espSubscriberId: str | None = Field(default=None, max_length=_MAX_ID)
+    loyaltyCard: str | None = Field(default=None, max_length=_MAX_ID)
+    crmId: str | None = Field(default=None, max_length=_MAX_ID)
+
+    _ids = field_validator("*", mode="before")(_id_or_none)
+
+
+class Store(_Model):
+    storeId: str = Field(min_length=1, max_length=_MAX_ID)
+    terminalId: str | None = None
+    transactionId: str | None = None
+
+    _ids = field_validator("*", mode="before")(_id_or_none)
+
+
+class Line(_Model):
+    sku: str | None = None
+    ean: str | None = None
+    appProductId: str | None = None
+    quantity: float = 1.0
+    unitPrice: float | None = None
+    currency: str | None = Field(default=None, max_length=3)
+
+    _ids = field_validator("sku", "ean", "appProductId", mode="before")(_id_or_none)
+
+
+class Event(_Model):
+    """One validated event, ready to be written as Avro."""
+
+    messageId: str = Field(min_length=1, max_length=_MAX_ID)
+    type: EventType
+    event: str | None = Field(default=None, max_length=_MAX_ID)
+    name: str | None = Field(default=None, max_length=_MAX_ID)
+    anonymousId: str | None = Field(default=None, max_length=_MAX_ID)
+    userId: str | None = Field(default=None, max_length=_MAX_ID)
+    previousId: str | None = Field(default=None, max_length=_MAX_ID)
+    groupId: str | None = Field(default=None, max_length=_MAX_ID)
+    traits: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+    context: Context
+    identifiers: Identifiers = Identifiers()
+    store: Store | None = None
+    lines: list[Line] = Field(default_factory=list, max_length=1000)
+    timestamp: datetime
+    sentAt: datetime | None = None
+    receivedAt: datetime
+
+    _ids = field_validator(
+        "messageId", "anonymousId", "userId", "previousId", "groupId", mode="before"
+    )(_id_or_none)
+
+    @field_validator("timestamp", "sentAt", "receivedAt")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _segment_rules(self) -> Event:
+        if self.type == "track" and not self.event:
+            raise ValueError("event: a track call needs an event name")
+        if self.type == "alias" and not (self.previousId and self.userId):
+            raise ValueError("previousId: an alias call needs previousId and userId")
+        if self.type == "group" and not self.groupId:
+            raise ValueError("groupId: a group call needs groupId")
+        if not self.has_identifier():
+            raise ValueError(
+                "userId: no identifier; send userId or anonymousId (or an email, phone, "
+                "loyaltyCard, espSubscriberId, crmId or context.device id)"
+            )
+        return self
+
+    def has_identifier(self) -> bool:
+        ids = self.identifiers
+        device = self.context.device
+        return any(
+            (
+                self.userId,
+                self.anonymousId,
+                ids.email,
+                ids.phone,
+                ids.espSubscriberId,
+                ids.loyaltyCard,
+                ids.crmId,
+                device is not None and (device.id or device.advertisingId),
+            )
+        )
+
+    def partition_key(self) -> bytes:
+        """The source identifier the raw topics are keyed by (most specific first)."""
+        ids = self.identifiers
+        device = self.context.device
+        for value in (
+            self.userId,
+            ids.crmId,
+            ids.loyaltyCard,
+            ids.email,
+            ids.espSubscriberId,
+            ids.phone,
+            device.id if device else None,
+            device.advertisingId if device else None,
+            self.anonymousId,
+        ):
+            if value:
+                return value.encode()
+        return self.messageId.encode()
+
+    def to_avro(self) -> dict[str, Any]:
+        """The record for ``schemas/event.avsc`` (traits and properties become JSON text)."""
+        record = self.model_dump()
+        record["traits"] = None if self.traits is None else orjson.dumps(self.traits).decode()
+        record["properties"] = (
+            None if self.properties is None else orjson.dumps(self.properties).decode()
+        )
+        return record
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> Event:
+        data = dict(record)
+        for key in ("traits", "properties"):
+            if data.get(key) is not None:
+                data[key] = orjson.loads(data[key])
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_segment(
+        cls,
+        payload: dict[str, Any],
+        *,
+        channel: ChannelName,
+        source: str | None,
+        received_at: datetime,
+        call_type: str | None = None,
+    ) -> Event:
+        """Build an Event from one Segment-spec call (as sent to ``/v1/<type>`` or inside a batch).
+
+        Standard Segment fields map one to one. Channel identifiers come from the omniseg
+        ``identifiers`` object, else from ``traits``/``context.traits`` (email, phone); product lines
+        from ``lines``, else from ``properties.products`` (Segment e-commerce spec).
+        Raises ``pydantic.ValidationError`` naming the wrong field.
+        """
+        data = dict(payload)
+        if call_type is not None:
+            data["type"] = call_type
+        raw_context = data.get("context")
+        context = dict(raw_context) if isinstance(raw_context, dict) else {}
+        if raw_context is None or isinstance(raw_context, dict):
+            # The write key decides channel and source; a client cannot claim another.
+            context["channel"] = channel
+            context["source"] = source
+            data["context"] = context
+        data["receivedAt"] = received_at
+        if data.get("timestamp") is None:
+            data["timestamp"] = data.get("originalTimestamp") or received_at
+        if "identifiers" not in data:
+            data["identifiers"] = _identifiers_from_traits(data, context)
+        if "lines" not in data:
+            lines = _lines_from_products(data.get("properties"), channel)
+            if lines:
+                data["lines"] = lines
+        return cls.model_validate(data)
+
+
+def _identifiers_from_traits(data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for traits in (data.get("traits"), context.get("traits")):
+        if isinstance(traits, dict):
+            for key in ("email", "phone"):
+                if key not in found and isinstance(traits.get(key), str):
+                    found[key] = traits[key]
+    return found
+
+
+def _lines_from_products(properties: Any, channel: ChannelName) -> list[dict[str, Any]]:
+    if not isinstance(properties, dict):
+        return []
+    products = properties.get("products")
+    if not isinstance(products, list):
+        return []
+    lines: list[dict[str, Any]] = []
+    for product in products:
+        if not isinstance(product, dict):
+            continue
+        product_id = product.get("product_id") or product.get("productId")
+        lines.append(
+            {
+                "sku": product.get("sku") or (product_id if channel == "web" else None),
+                "ean": product.get("ean"),
+                "appProductId": product_id if channel == "app" else None,
+                "quantity": product.get("quantity", 1),
+                "unitPrice": product.get("price"),
+                "currency": properties.get("currency"),
+            }
+        )
+    return lines

@@ -1,0 +1,98 @@
+"""Every setting in one frozen object, read once from the environment (prefix ``OMNISEG_``).
+
+Local development and production use the same names: ``omniseg dev up`` writes the local values to
+``.omniseg/omniseg.env``, which is read when present; real environment variables always win.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Channel = Literal["web", "app", "email", "store"]
+CHANNELS: tuple[Channel, ...] = ("web", "app", "email", "store")
+
+DEFAULT_STATE_DIR = Path(".omniseg")
+ENV_FILE = os.environ.get("OMNISEG_ENV_FILE", str(DEFAULT_STATE_DIR / "omniseg.env"))
+
+
+class Source(BaseModel):
+    """One sending source: its write key maps to a name and the channel it feeds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    channel: Channel
+
+
+class Settings(BaseSettings):
+    """All configuration. Instances are immutable; use :func:`get_settings` for the process-wide one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OMNISEG_",
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+    )
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_partitions: int = Field(default=4, ge=1)
+    kafka_replication: int = Field(default=1, ge=1)
+    kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
+    topic_prefix: str = ""
+
+    # ClickHouse (native protocol)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000
+    clickhouse_database: str = "omniseg"
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+
+    # Collector
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 8088
+    sources: dict[str, Source] = Field(default_factory=dict)
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+    produce_timeout_s: float = 10.0
+
+    # History sink
+    sink_group: str = "omniseg-history-sink"
+    sink_batch_size: int = Field(default=20_000, ge=1)
+    sink_flush_interval_s: float = Field(default=0.5, gt=0)
+    sink_retry_max_backoff_s: float = Field(default=30.0, gt=0)
+
+    # Local stack (``omniseg dev``)
+    dev_state_dir: Path = DEFAULT_STATE_DIR
+    dev_kafka_port: int = 19092
+    dev_clickhouse_port: int = 19000
+    dev_clickhouse_http_port: int = 18123
+    dev_ready_timeout_s: float = 60.0
+
+    @field_validator("sources")
+    @classmethod
+    def _write_keys_not_blank(cls, value: dict[str, Source]) -> dict[str, Source]:
+        for key in value:
+            if len(key.strip()) < 8:
+                raise ValueError(f"write key {key[:3]!r}… is shorter than 8 characters")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a logical one (adds ``topic_prefix``)."""
+        return f"{self.topic_prefix}{name}"
+
+    def channel_topic(self, channel: Channel) -> str:
+        return self.topic(f"events.{channel}")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated once."""
+    return Settings()
