@@ -1,10 +1,51 @@
-"""`omniseg migrate` (placeholder until its module lands)."""
+"""``omniseg migrate``: apply the numbered ClickHouse migrations."""
 
 from __future__ import annotations
 
+import sys
+import tempfile
+
 import click
 
+from streams.dev.stack import apply_migrations
+from streams.settings import get_settings
+from streams.warehouse import migrations
 
-@click.group("migrate")
-def migrate() -> None:
-    """Not yet available."""
+
+@click.command("migrate")
+@click.option("--list", "list_only", is_flag=True, help="List the migrations and exit.")
+@click.option(
+    "--chdb",
+    "chdb_path",
+    metavar="DIR",
+    default=None,
+    help="Apply to a chDB (in-process, current ClickHouse) database in DIR instead of the server; "
+    "use 'tmp' for a throwaway folder. Proves the migrations run on a modern ClickHouse.",
+)
+def migrate(list_only: bool, chdb_path: str | None) -> None:
+    """Apply every migration in deploy/clickhouse/ that the database lacks (OMNISEG_CLICKHOUSE_*)."""
+    settings = get_settings()
+    try:
+        if list_only:
+            for item in migrations.discover():
+                click.echo(f"{item.version:04d}  {item.name}  {item.checksum}")
+            return
+        if chdb_path is not None:
+            path = tempfile.mkdtemp(prefix="omniseg-chdb-") if chdb_path == "tmp" else chdb_path
+            backend = migrations.ChdbBackend(path, settings.clickhouse_database)
+            done = migrations.apply(backend, settings.clickhouse_database, progress=click.echo)
+            click.echo(f"chDB at {path}: {len(done)} migrations applied")
+            return
+        done = apply_migrations(settings, report=click.echo)
+        click.echo(
+            f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}: "
+            f"{len(done)} migrations applied"
+        )
+    except migrations.MigrationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # connection failures: say where we tried
+        click.echo(
+            f"error: cannot migrate {settings.clickhouse_host}:{settings.clickhouse_port}: {exc}", err=True
+        )
+        sys.exit(1)

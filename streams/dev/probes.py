@@ -1,0 +1,41 @@
+"""Readiness probes: is a broker or a ClickHouse server answering right now?"""
+
+from __future__ import annotations
+
+import logging
+
+from clickhouse_driver import Client
+from clickhouse_driver.errors import Error as ClickHouseError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+
+def kafka_ready(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
+
+
+def clickhouse_ready(host: str, port: int) -> bool:
+    # clickhouse-driver logs every refused connection as an error with a traceback; while polling
+    # for readiness a refusal is expected, so keep its connection logger quiet here.
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
+    client = Client(host=host, port=port, connect_timeout=1, send_receive_timeout=2)
+    try:
+        client.execute("SELECT 1")
+    except (ClickHouseError, OSError, EOFError):
+        return False
+    finally:
+        client.disconnect()
+    return True
+
+
+class _Quiet:
+    def log(self, *_args: object) -> None:
+        return None
+
+
+_quiet = _Quiet()

@@ -1,0 +1,124 @@
+"""The local stack and the migrations, against the real servers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from clickhouse_driver import Client
+from confluent_kafka.admin import AdminClient
+
+from streams.dev.process import free_port
+from streams.dev.stack import LocalStack, apply_migrations, clickhouse_client
+from streams.settings import Settings
+from streams.topics import ALL_TOPICS
+from streams.warehouse import migrations
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, **env_extra}
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
+    ports = {
+        "OMNISEG_DEV_STATE_DIR": str(tmp_path / "state"),
+        "OMNISEG_ENV_FILE": str(tmp_path / "state" / "omniseg.env"),
+        "OMNISEG_DEV_KAFKA_PORT": str(free_port()),
+        "OMNISEG_DEV_CLICKHOUSE_PORT": str(free_port()),
+        "OMNISEG_DEV_CLICKHOUSE_HTTP_PORT": str(free_port()),
+    }
+    try:
+        up = _cli(ports, "dev", "up")
+        assert up.returncode == 0, up.stderr
+        assert "topics: 5 ready (5 created)" in up.stdout
+        status = _cli(ports, "dev", "status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("ready") == 2
+        # Idempotent: a second `up` finds both running and creates nothing new.
+        again = _cli(ports, "dev", "up")
+        assert again.returncode == 0, again.stderr
+        assert "(0 created)" in again.stdout
+        env = (tmp_path / "state" / "omniseg.env").read_text()
+        assert f"OMNISEG_KAFKA_BOOTSTRAP=127.0.0.1:{ports['OMNISEG_DEV_KAFKA_PORT']}" in env
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{ports['OMNISEG_DEV_KAFKA_PORT']}"})
+        topics = set(admin.list_topics(timeout=10).topics)
+        assert {spec.name for spec in ALL_TOPICS} <= topics
+        client = Client("127.0.0.1", port=int(ports["OMNISEG_DEV_CLICKHOUSE_PORT"]))
+        assert client.execute("SELECT count() FROM omniseg.schema_migrations")[0][0] == len(
+            migrations.discover()
+        )
+    finally:
+        down = _cli(ports, "dev", "down")
+    assert down.returncode == 0
+    assert _cli(ports, "dev", "status").returncode == 1
+
+
+def test_dev_up_reports_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        env = {
+            "OMNISEG_DEV_STATE_DIR": str(tmp_path / "state"),
+            "OMNISEG_ENV_FILE": str(tmp_path / "state" / "omniseg.env"),
+            "OMNISEG_DEV_KAFKA_PORT": str(taken),
+        }
+        result = _cli(env, "dev", "up")
+    assert result.returncode == 1
+    assert f"port {taken} on 127.0.0.1 is already taken" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrations_apply_once_on_clickhouse_18(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings = settings_factory()
+    client = clickhouse_client(settings, settings.clickhouse_database)
+    assert client.execute("SELECT version() LIKE '18.%'")[0][0] == 1
+    tables = {row[0] for row in client.execute("SHOW TABLES")}
+    assert {"events", "events_dedup", "invalid_events", "schema_migrations"} <= tables
+    assert apply_migrations(settings, report=lambda _m: None) == []
+
+
+def test_migrations_apply_on_modern_clickhouse_chdb(tmp_path: Path) -> None:
+    backend = migrations.ChdbBackend(str(tmp_path / "chdb"), "omniseg_test")
+    try:
+        done = migrations.apply(backend, "omniseg_test")
+        assert [m.version for m in done] == [m.version for m in migrations.discover()]
+        version = backend.rows("SELECT version()")[0][0]
+        assert not str(version).startswith("18."), version
+        tables = {row[0] for row in backend.rows("SELECT name FROM system.tables WHERE database = 'omniseg_test'")}
+        assert {"events", "events_dedup", "invalid_events"} <= tables
+        assert migrations.apply(backend, "omniseg_test") == []
+    finally:
+        backend.close()
+
+
+def test_edited_migration_is_refused(settings_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings = settings_factory()
+    copy = tmp_path / "mig"
+    copy.mkdir()
+    for item in migrations.discover():
+        (copy / item.path.name).write_text(item.sql)
+    (copy / "max_migration.txt").write_text(str(len(migrations.discover())))
+    first = copy / migrations.discover()[0].path.name
+    first.write_text(first.read_text() + "\n-- edited\n")
+    backend = migrations.ClickHouseBackend(
+        lambda db: clickhouse_client(settings, db), settings.clickhouse_database
+    )
+    with pytest.raises(migrations.MigrationError, match="changed after it was applied"):
+        migrations.apply(backend, settings.clickhouse_database, migrations.discover(copy))
+
+
+def test_stack_settings_point_at_ports() -> None:
+    stack = LocalStack(Settings(dev_kafka_port=1234))
+    assert stack.kafka_bootstrap == "127.0.0.1:1234"
