@@ -1,0 +1,274 @@
+"""The Segment-compatible HTTP collector: ``/v1/track|identify|page|screen|alias|group|batch|import``.
+
+A request is answered 200 only after the broker acknowledged every record it produced (valid calls on
+the source's channel topic, invalid batch items on ``events.invalid``); when the broker fails or is
+slower than ``produce_timeout_s`` the answer is 503, which Segment clients retry. A retry can repeat
+records that did land: downstream stages deduplicate by ``messageId``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from streams.api.intake import CollectorError, Intake, parse_json, write_key_from_header
+from streams.api.models import BatchRequest, CollectorAccepted, ErrorBody, Health, SegmentCall
+from streams.api.producer import AsyncProducer, OutRecord, ProduceError
+from streams.domain.events import EVENT_TYPES
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+_RETRY_AFTER_S = "1"
+_ACCEPTED_ONE = orjson.dumps({"success": True, "accepted": 1, "rejected": 0, "errors": []})
+
+
+def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _error(exc: CollectorError) -> Response:
+    headers = {"Retry-After": _RETRY_AFTER_S} if exc.status == 503 else None
+    return _json(exc.status, exc.body(), headers)
+
+
+def _too_large(what: str, size: int | str, limit: int) -> CollectorError:
+    return CollectorError(
+        413, "payload_too_large", f"the {what} is {size} bytes, over the limit of {limit} bytes"
+    )
+
+
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, decompressed, refusing more than ``limit`` bytes before and after decoding."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_len = int(declared)
+        except ValueError:
+            raise CollectorError(400, "invalid_request", f"bad Content-Length header {declared!r}") from None
+        if declared_len > limit:
+            raise _too_large(what, declared_len, limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(what, f"more than {limit}", limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise CollectorError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip or none"
+        )
+    # wbits 47 accepts gzip and zlib headers; max_length bounds memory against decompression bombs.
+    inflater = zlib.decompressobj(47)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise CollectorError(400, "invalid_request", f"the {encoding} body is corrupt: {exc}") from None
+    if len(plain) > limit:
+        raise _too_large(f"decompressed {what}", f"more than {limit}", limit)
+    return plain
+
+
+def _docs(body_model: str, summary: str, description: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "description": description,
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{body_model}"}}},
+            }
+        },
+        "responses": {
+            200: {"model": CollectorAccepted, "description": "Every record acknowledged by the broker."},
+            400: {"model": ErrorBody, "description": "Malformed JSON or an invalid call (names the field)."},
+            401: {"model": ErrorBody, "description": "Missing or unknown write key."},
+            413: {"model": ErrorBody, "description": "Over the per-event or per-batch size limit."},
+            503: {"model": ErrorBody, "description": "The broker did not acknowledge in time; retry."},
+        },
+    }
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The collector app; the Kafka producer starts with the app's lifespan and is flushed on shutdown."""
+    intake = Intake(settings)
+    needed_topics = sorted(
+        {settings.channel_topic(source.channel) for source in settings.sources.values()}
+        | {intake.invalid_topic}
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        producer = AsyncProducer(settings)
+        producer.start()
+        app.state.producer = producer
+        try:
+            yield
+        finally:
+            app.state.producer = None
+            await anyio.to_thread.run_sync(producer.close)
+
+    app = FastAPI(
+        title="omniseg collector",
+        version="1",
+        description=(
+            "Segment-compatible HTTP tracking API. Authenticate with HTTP Basic auth, the source's "
+            "write key as username and an empty password (or `writeKey` in the body). A 200 means "
+            "every record is stored on Kafka; retry on 5xx."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.producer = None
+
+    async def send(request: Request, records: list[OutRecord]) -> None:
+        producer: AsyncProducer | None = request.app.state.producer
+        if producer is None:
+            raise CollectorError(503, "unavailable", "the collector's Kafka producer is not running")
+        try:
+            await producer.send_all(records)
+        except ProduceError as exc:
+            log.warning("collector answered 503: %s", exc)
+            raise CollectorError(503, "unavailable", f"{exc}; nothing is confirmed, retry") from None
+
+    def single_endpoint(call_type: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            received_at = datetime.now(UTC)
+            try:
+                header_key = write_key_from_header(request.headers.get("authorization"))
+                source = intake.authenticate(header_key, None) if header_key else None
+                body = await read_body(request, settings.max_event_bytes, "event")
+                data = parse_json(body)
+                if source is None:
+                    source = intake.authenticate(None, data)
+                record = intake.single(data, call_type, source, received_at)
+                await send(request, [record])
+            except CollectorError as exc:
+                return _error(exc)
+            return Response(_ACCEPTED_ONE, media_type=_JSON)
+
+        endpoint.__name__ = call_type
+        return endpoint
+
+    async def batch(request: Request) -> Response:
+        received_at = datetime.now(UTC)
+        try:
+            header_key = write_key_from_header(request.headers.get("authorization"))
+            source = intake.authenticate(header_key, None) if header_key else None
+            body = await read_body(request, settings.max_batch_bytes, "batch")
+            data = parse_json(body)
+            if source is None:
+                source = intake.authenticate(None, data)
+            outcome = intake.batch(data, source, received_at, len(body))
+            await send(request, outcome.records)
+        except CollectorError as exc:
+            return _error(exc)
+        return _json(
+            200,
+            {
+                "success": True,
+                "accepted": outcome.accepted,
+                "rejected": len(outcome.rejections),
+                "errors": [rejection.as_dict() for rejection in outcome.rejections],
+            },
+        )
+
+    for call_type in EVENT_TYPES:
+        app.add_api_route(
+            f"/v1/{call_type}",
+            single_endpoint(call_type),
+            methods=["POST"],
+            tags=["tracking"],
+            **_docs(
+                "SegmentCall",
+                f"Send one {call_type} call",
+                f"One Segment `{call_type}` call, at most {settings.max_event_bytes} bytes.",
+            ),
+        )
+    for path in ("/v1/batch", "/v1/import"):
+        app.add_api_route(
+            path,
+            batch,
+            methods=["POST"],
+            tags=["tracking"],
+            name=path.rsplit("/", 1)[-1],
+            **_docs(
+                "BatchRequest",
+                "Send a batch of calls",
+                f"Up to {settings.max_batch_bytes} bytes of calls, each at most {settings.max_event_bytes} "
+                "bytes. Invalid calls go to events.invalid with their reason and are listed in `errors`; "
+                "the valid ones are stored. `/v1/import` is the same endpoint (Segment's alias).",
+            ),
+        )
+
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
+    async def health(request: Request) -> Response:
+        """200 when the broker answers and every topic the collector writes to exists."""
+        producer: AsyncProducer | None = request.app.state.producer
+        if producer is None:
+            return _json(503, {"status": "unavailable", "message": "the Kafka producer is not running"})
+        try:
+            found = await producer.check()
+        except ProduceError as exc:
+            return _json(503, {"status": "unavailable", "message": str(exc)})
+        missing = [topic for topic in needed_topics if topic not in found["topics"]]
+        if missing:
+            return _json(
+                503,
+                {
+                    "status": "unavailable",
+                    "brokers": found["brokers"],
+                    "missing_topics": missing,
+                    "message": "topics are missing; run `omniseg dev up` or create them",
+                },
+            )
+        return _json(200, {"status": "ok", "brokers": found["brokers"], "missing_topics": []})
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, defs = models_json_schema(
+            [(SegmentCall, "validation"), (BatchRequest, "validation")],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(defs["$defs"])
+        components["securitySchemes"] = {
+            "writeKey": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "Username: the source's write key. Password: empty.",
+            }
+        }
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"writeKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The collector for the process-wide settings (uvicorn factory of ``omniseg collector serve``)."""
+    return create_app(get_settings())

@@ -1,0 +1,252 @@
+"""What the collector does with a request body once it has the bytes: authenticate the write key,
+validate each Segment call, and turn it into the Kafka records to produce. No I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from streams.api.producer import OutRecord
+from streams.domain.events import EVENT_TYPES, Event
+from streams.serde import EVENT_CODEC, INVALID_CODEC, SerializationError
+from streams.settings import Settings, Source
+from streams.topics import INVALID_TOPIC
+
+_MAX_REASONS = 5
+_EXPECTED_TYPES = ", ".join(EVENT_TYPES)
+
+
+class CollectorError(Exception):
+    """A request the collector refuses as a whole; becomes an HTTP error with a JSON body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One batch item that went to ``events.invalid`` instead of its channel topic."""
+
+    index: int
+    field: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    records: list[OutRecord]
+    accepted: int
+    rejections: list[Rejection]
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[str | None, str]:
+    """The first offending field, and a message naming every wrong field (``properties: ...``)."""
+    first_field: str | None = None
+    parts: list[str] = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False)[:_MAX_REASONS]:
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"])
+        if not field:
+            # Model-level rules in Event raise "field: reason"; recover the field from the text.
+            message = message.removeprefix("Value error, ")
+            head, sep, _ = message.partition(":")
+            field = head if sep and " " not in head else ""
+            parts.append(message)
+        else:
+            parts.append(f"{field}: {message}")
+        if first_field is None and field:
+            first_field = field
+    return first_field, "; ".join(parts)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    if not body:
+        raise CollectorError(400, "invalid_json", "the request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CollectorError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CollectorError(
+            400, "invalid_json", f"the request body must be a JSON object, got {type(data).__name__}"
+        )
+    return data
+
+
+def write_key_from_header(authorization: str | None) -> str | None:
+    """The write key from ``Authorization: Basic base64(writeKey:)``, as Segment sends it."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise CollectorError(
+            401,
+            "unauthorized",
+            f"unsupported Authorization scheme {scheme!r}; send HTTP Basic auth with the write key "
+            "as the username and an empty password",
+        )
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise CollectorError(
+            401, "unauthorized", "the Authorization header is not valid base64 of 'writeKey:'"
+        ) from None
+    return decoded.partition(":")[0]
+
+
+class Intake:
+    """Validation and record building for one collector; holds the write-key table."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.invalid_topic = settings.topic(INVALID_TOPIC.name)
+        self._channel_topics = {
+            source.channel: settings.channel_topic(source.channel) for source in settings.sources.values()
+        }
+
+    def authenticate(self, header_key: str | None, body: dict[str, Any] | None) -> Source:
+        """The source for the write key (header first, then ``writeKey`` in the body), else 401."""
+        key: Any = header_key
+        if not key and body is not None:
+            key = body.get("writeKey")
+        if not key:
+            raise CollectorError(
+                401,
+                "unauthorized",
+                "missing write key: send HTTP Basic auth with the write key as the username "
+                "(empty password), or 'writeKey' in the JSON body",
+            )
+        source = self.settings.sources.get(key) if isinstance(key, str) else None
+        if source is None:
+            raise CollectorError(401, "unauthorized", "unknown write key; check the source's write key")
+        return source
+
+    def single(
+        self, payload: dict[str, Any], call_type: str, source: Source, received_at: datetime
+    ) -> OutRecord:
+        """The record for one call sent to ``/v1/<call_type>``; 400 naming the field when invalid."""
+        try:
+            return self._event_record(payload, call_type, source, received_at)
+        except ValidationError as exc:
+            field, reason = describe_validation_error(exc)
+            raise CollectorError(400, "invalid_request", reason, field) from None
+        except SerializationError as exc:
+            raise CollectorError(400, "invalid_request", str(exc)) from None
+
+    def batch(
+        self, body: dict[str, Any], source: Source, received_at: datetime, body_bytes: int
+    ) -> BatchOutcome:
+        """Records for every item of a batch: valid items to the channel topic, the rest to events.invalid."""
+        items = body.get("batch")
+        if not isinstance(items, list):
+            raise CollectorError(
+                400,
+                "invalid_request",
+                "batch: expected a JSON array of Segment calls under 'batch'",
+                "batch",
+            )
+        shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
+        shared_sent_at = body.get("sentAt")
+        max_event = self.settings.max_event_bytes
+        # Only a body larger than one event's limit can hold an oversized item.
+        check_sizes = body_bytes > max_event
+        records: list[OutRecord] = []
+        rejections: list[Rejection] = []
+        for index, item in enumerate(items):
+            field: str | None
+            if not isinstance(item, dict):
+                field, reason = None, f"batch[{index}]: expected a JSON object, got {type(item).__name__}"
+            else:
+                size = len(orjson.dumps(item)) if check_sizes else 0
+                if size > max_event:
+                    field, reason = None, f"the event is {size} bytes, over the limit of {max_event} bytes"
+                else:
+                    call = _with_batch_defaults(item, shared_context, shared_sent_at)
+                    call_type = call.get("type")
+                    if call_type not in EVENT_TYPES:
+                        field = "type"
+                        reason = (
+                            f"type: missing call type; expected one of {_EXPECTED_TYPES}"
+                            if call_type is None
+                            else f"type: unknown call type {call_type!r}; expected one of {_EXPECTED_TYPES}"
+                        )
+                    else:
+                        try:
+                            records.append(self._event_record(call, None, source, received_at))
+                            continue
+                        except ValidationError as exc:
+                            field, reason = describe_validation_error(exc)
+                        except SerializationError as exc:
+                            field, reason = None, str(exc)
+            rejection = Rejection(index=index, field=field, reason=reason)
+            rejections.append(rejection)
+            records.append(self._invalid_record(item, rejection, source, received_at))
+        return BatchOutcome(records=records, accepted=len(items) - len(rejections), rejections=rejections)
+
+    def _event_record(
+        self, payload: dict[str, Any], call_type: str | None, source: Source, received_at: datetime
+    ) -> OutRecord:
+        if not payload.get("messageId"):
+            # Segment assigns an id when the caller sends none; downstream dedup needs one.
+            payload = {**payload, "messageId": str(uuid.uuid4())}
+        event = Event.from_segment(
+            payload, channel=source.channel, source=source.name, received_at=received_at, call_type=call_type
+        )
+        return OutRecord(
+            topic=self._channel_topics[source.channel],
+            key=event.partition_key(),
+            value=EVENT_CODEC.encode(event.to_avro()),
+        )
+
+    def _invalid_record(
+        self, item: Any, rejection: Rejection, source: Source, received_at: datetime
+    ) -> OutRecord:
+        value = INVALID_CODEC.encode(
+            {
+                "stage": "collector",
+                "reason": rejection.reason,
+                "field": rejection.field,
+                "source": source.name,
+                "position": str(rejection.index),
+                "original": orjson.dumps(item),
+                "receivedAt": received_at,
+            }
+        )
+        return OutRecord(topic=self.invalid_topic, key=source.name.encode(), value=value)
+
+
+def _with_batch_defaults(
+    item: dict[str, Any], context: dict[str, Any] | None, sent_at: Any
+) -> dict[str, Any]:
+    # Segment's batch endpoint applies a top-level context and sentAt to every call; the call's own win.
+    if context is None and sent_at is None:
+        return item
+    call = dict(item)
+    if context is not None:
+        own = item.get("context")
+        call["context"] = {**context, **own} if isinstance(own, dict) else own if own is not None else context
+    if sent_at is not None and call.get("sentAt") is None:
+        call["sentAt"] = sent_at
+    return call
