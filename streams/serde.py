@@ -34,9 +34,9 @@ class Schema:
     fingerprint: bytes
 
 
-def _load(path: Path) -> Schema:
+def load_schema(path: Path) -> Schema:
     raw = json.loads(path.read_text())
-    parsed = fastavro.parse_schema(raw)
+    parsed: Any = fastavro.parse_schema(raw)
     canonical = to_parsing_canonical_form(parsed)
     fp = struct.pack("<Q", int(fingerprint(canonical, "CRC-64-AVRO"), 16))
     return Schema(name=parsed["name"], parsed=parsed, fingerprint=fp)
@@ -46,10 +46,10 @@ class AvroCodec:
     """Encodes with the current version of one schema; decodes any known version of it."""
 
     def __init__(self, schema_name: str, schema_dir: Path = SCHEMA_DIR) -> None:
-        self.current = _load(schema_dir / f"{schema_name}.avsc")
+        self.current = load_schema(schema_dir / f"{schema_name}.avsc")
         self._writers: dict[bytes, Schema] = {self.current.fingerprint: self.current}
         for old in sorted((schema_dir / "history").glob(f"{schema_name}.v*.avsc")):
-            schema = _load(old)
+            schema = load_schema(old)
             self._writers.setdefault(schema.fingerprint, schema)
 
     def encode(self, record: dict[str, Any]) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
@@ -11,7 +12,8 @@ from confluent_kafka.admin import AdminClient
 
 
 def kafka_ready(bootstrap: str, timeout_s: float = 1.0) -> bool:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet}
+    admin = AdminClient(config)
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException:

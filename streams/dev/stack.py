@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clickhouse_driver import Client
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.dev import servers
 from streams.dev.process import ManagedProcess, StackError
@@ -79,7 +79,9 @@ class LocalStack:
             (self.clickhouse(), f"127.0.0.1:{self.clickhouse_port}"),
         ):
             pid = proc.pid()
-            result.append(StackStatus(proc.name, pid, pid is not None and proc.is_ready(), address, proc.log_file))
+            result.append(
+                StackStatus(proc.name, pid, pid is not None and proc.is_ready(), address, proc.log_file)
+            )
         return result
 
     def write_env_file(self) -> Settings:

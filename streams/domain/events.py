@@ -1,6 +1,6 @@
 """The event envelope (Segment Spec plus the identifiers each channel really has).
 
-These pydantic models mirror ``schemas/event.avsc`` field for field; ``tests/unit/test_contract.py`` proves it.
+These pydantic models mirror ``schemas/event.avsc`` field for field (``tests/unit/test_contract.py``).
 ``Event.from_segment`` turns a Segment-spec JSON call into an Event, ``Event.to_avro`` gives the record
 that goes on the wire.
 """
@@ -128,9 +128,9 @@ class Event(_Model):
     sentAt: datetime | None = None
     receivedAt: datetime
 
-    _ids = field_validator(
-        "messageId", "anonymousId", "userId", "previousId", "groupId", mode="before"
-    )(_id_or_none)
+    _ids = field_validator("messageId", "anonymousId", "userId", "previousId", "groupId", mode="before")(
+        _id_or_none
+    )
 
     @field_validator("timestamp", "sentAt", "receivedAt")
     @classmethod
@@ -195,9 +195,7 @@ class Event(_Model):
         """The record for ``schemas/event.avsc`` (traits and properties become JSON text)."""
         record = self.model_dump()
         record["traits"] = None if self.traits is None else orjson.dumps(self.traits).decode()
-        record["properties"] = (
-            None if self.properties is None else orjson.dumps(self.properties).decode()
-        )
+        record["properties"] = None if self.properties is None else orjson.dumps(self.properties).decode()
         return record
 
     @classmethod

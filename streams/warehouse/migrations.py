@@ -157,9 +157,10 @@ class ChdbBackend:
     """chDB (ClickHouse as a library): proves migrations run on a current ClickHouse."""
 
     def __init__(self, path: str | None = None, database: str = "default") -> None:
-        from chdb import session  # type: ignore[import-not-found]
+        import chdb.session
 
-        self._session = session.Session(path) if path else session.Session()
+        factory: Any = chdb.session.Session
+        self._session: Any = factory(path) if path else factory()
         self._database = database
 
     def execute(self, sql: str) -> None:

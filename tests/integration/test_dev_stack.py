@@ -96,7 +96,9 @@ def test_migrations_apply_on_modern_clickhouse_chdb(tmp_path: Path) -> None:
         assert [m.version for m in done] == [m.version for m in migrations.discover()]
         version = backend.rows("SELECT version()")[0][0]
         assert not str(version).startswith("18."), version
-        tables = {row[0] for row in backend.rows("SELECT name FROM system.tables WHERE database = 'omniseg_test'")}
+        tables = {
+            row[0] for row in backend.rows("SELECT name FROM system.tables WHERE database = 'omniseg_test'")
+        }
         assert {"events", "events_dedup", "invalid_events"} <= tables
         assert migrations.apply(backend, "omniseg_test") == []
     finally:

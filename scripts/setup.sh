@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything omniseg needs on a fresh Debian machine (Python 3.11, pip and apt only):
+# ClickHouse server from Debian (for the local stack), a virtualenv in .venv, and the pinned packages.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+  say "error: omniseg needs Python 3.11 ($PYTHON is $("$PYTHON" --version 2>&1)). Set PYTHON=/path/to/python3.11."
+  exit 1
+fi
+
+if [ ! -x /usr/bin/clickhouse ] && [ ! -x /usr/sbin/clickhouse-server ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { say "error: ClickHouse is missing and I am not root; run: apt-get install clickhouse-server"; exit 1; }
+    SUDO=sudo
+  fi
+  say "installing clickhouse-server from Debian (local ClickHouse 18.16)"
+  $SUDO apt-get update -qq
+  # The package's own service is not used (omniseg runs its own server process on its own ports).
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating virtualenv .venv"
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.omniseg-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing pinned Python packages (constraints.txt)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+say "ready: .venv/bin/omniseg --help"
