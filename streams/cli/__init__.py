@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from streams.cli import bench, collector, demo, dev, importer, migrate, worker
+from streams.cli import bench, collector, demo, dev, importer, migrate, topics, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +15,7 @@ def main() -> None:
 
 main.add_command(dev.dev)
 main.add_command(migrate.migrate)
+main.add_command(topics.topics)
 main.add_command(collector.collector)
 main.add_command(worker.worker)
 main.add_command(importer.import_)

@@ -7,6 +7,7 @@ that goes on the wire.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -194,8 +195,8 @@ class Event(_Model):
     def to_avro(self) -> dict[str, Any]:
         """The record for ``schemas/event.avsc`` (traits and properties become JSON text)."""
         record = self.model_dump()
-        record["traits"] = None if self.traits is None else orjson.dumps(self.traits).decode()
-        record["properties"] = None if self.properties is None else orjson.dumps(self.properties).decode()
+        record["traits"] = _json_text(self.traits)
+        record["properties"] = _json_text(self.properties)
         return record
 
     @classmethod
@@ -203,7 +204,8 @@ class Event(_Model):
         data = dict(record)
         for key in ("traits", "properties"):
             if data.get(key) is not None:
-                data[key] = orjson.loads(data[key])
+                # stdlib json keeps integers beyond 64 bits exact (orjson turns them into floats).
+                data[key] = json.loads(data[key])
         return cls.model_validate(data)
 
     @classmethod
@@ -243,6 +245,16 @@ class Event(_Model):
             if lines:
                 data["lines"] = lines
         return cls.model_validate(data)
+
+
+def _json_text(value: dict[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits; the standard library keeps them exact.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _identifiers_from_traits(data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
