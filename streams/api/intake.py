@@ -211,6 +211,9 @@ class Intake:
         if not payload.get("messageId"):
             # Segment assigns an id when the caller sends none; downstream dedup needs one.
             payload = {**payload, "messageId": str(uuid.uuid4())}
+        category = payload.get("category")
+        if category is not None:
+            payload = _category_into_properties(payload, category)
         event = Event.from_segment(
             payload, channel=source.channel, source=source.name, received_at=received_at, call_type=call_type
         )
@@ -250,3 +253,14 @@ def _with_batch_defaults(
     if sent_at is not None and call.get("sentAt") is None:
         call["sentAt"] = sent_at
     return call
+
+
+def _category_into_properties(payload: dict[str, Any], category: Any) -> dict[str, Any]:
+    # page/screen calls carry a top-level ``category`` the event schema has no field for; Segment
+    # destinations read it as a property, so keep it there rather than drop it.
+    properties = payload.get("properties")
+    if properties is None:
+        return {**payload, "properties": {"category": category}}
+    if isinstance(properties, dict) and "category" not in properties:
+        return {**payload, "properties": {**properties, "category": category}}
+    return payload

@@ -98,6 +98,7 @@ class AsyncProducer:
     def __init__(self, settings: Settings, client_id: str = "omniseg-collector") -> None:
         config = producer_config(settings, client_id)
         config["error_cb"] = self._on_error
+        config["logger"] = logging.getLogger("streams.api.producer.librdkafka")
         self._timeout_s = settings.produce_timeout_s
         self._producer = Producer(config)
         self._fatal: str | None = None
