@@ -128,8 +128,12 @@ class AsyncProducer:
         return remaining
 
     def _poll_loop(self) -> None:
+        # This thread must outlive any error: without it no delivery resolves and every request 503s.
         while not self._stop.is_set():
-            self._producer.poll(_POLL_INTERVAL_S)
+            try:
+                self._producer.poll(_POLL_INTERVAL_S)
+            except Exception:
+                log.exception("collector producer: a delivery callback failed")
 
     def _on_error(self, err: KafkaError) -> None:
         self._last_error = err.str()
