@@ -63,6 +63,10 @@ class ReferenceIdentity:
     def count(self, component: frozenset[str], kind: str) -> int:
         return sum(1 for key in component if kind_of(key) == kind)
 
+    def within(self, component: frozenset[str], kind: str) -> bool:
+        limit = self.limits[kind]
+        return limit is None or self.count(component, kind) <= limit
+
     def has_room(self, component: frozenset[str], kind: str) -> bool:
         limit = self.limits[kind]
         return limit is None or self.count(component, kind) < limit
@@ -108,9 +112,7 @@ class ReferenceIdentity:
             theirs = self.component(key)
             other = self.person(theirs)
             union = mine | theirs
-            broken = [
-                k for k in self.priority if self.limits[k] is not None and self.count(union, k) > self.limits[k]
-            ]
+            broken = [k for k in self.priority if not self.within(union, k)]
             if broken:
                 out.append(("rejected", key, anchor, "merge_limit", other, broken[0]))
                 continue

@@ -20,10 +20,9 @@ from streams.domain.identity import (
     Merged,
     Outcome,
     PersonRecord,
-    Rejected,
     TypeRule,
 )
-from tests.unit.identity_reference import RefOutcome, ReferenceIdentity
+from tests.unit.identity_reference import ReferenceIdentity, RefOutcome
 
 POOL_SIZES = {
     IdKind.CUSTOMER_ID: 4,
