@@ -200,7 +200,7 @@ _CRM_STRIP = re.compile(r"[\s\-]")
 # (or punycode) top-level label. Deliberately stricter than RFC 5322: quoted local parts and IP-literal
 # domains are valid in theory and junk in a retailer's customer data.
 _EMAIL_LOCAL = re.compile(r"[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)*")
-_EMAIL_LABEL = re.compile(r"[^\W_](?:[\w-]{0,61}[^\W_])?")
+_EMAIL_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?")
 _EMAIL_TLD = re.compile(r"[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}")
 
 
