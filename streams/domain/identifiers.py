@@ -31,11 +31,11 @@ from __future__ import annotations
 import re
 from collections.abc import Container
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streams.domain.events import Event
 
@@ -174,8 +174,6 @@ class NormalisationRules(BaseModel):
     )
     blocklist: Blocklist = Blocklist()
 
-    _normaliser: Normaliser | None = PrivateAttr(default=None)
-
     @field_validator("default_phone_region")
     @classmethod
     def _known_region(cls, region: str) -> str:
@@ -186,9 +184,12 @@ class NormalisationRules(BaseModel):
 
     def normaliser(self) -> Normaliser:
         """The compiled normaliser for these rules (built once per rules object)."""
-        if self._normaliser is None:
-            self._normaliser = Normaliser(self)
-        return self._normaliser
+        return self._compiled
+
+    @cached_property
+    def _compiled(self) -> Normaliser:
+        # A cached_property, not a PrivateAttr: pydantic compares private attributes in ==.
+        return Normaliser(self)
 
 
 _SEPARATORS = re.compile(r"[\s\-.:_/+()]")
