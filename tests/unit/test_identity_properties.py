@@ -6,11 +6,13 @@ and priorities are random; timestamps repeat so that age ties are broken by the 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.domain.events import Event
 from streams.domain.identifiers import Identifier, IdKind
 from streams.domain.identity import (
     Attached,
@@ -228,3 +230,44 @@ def test_drained_records_are_exactly_the_changed_keys(data: st.DataObject) -> No
         assert changes.identifiers == {k: v for k, v in after_ids.items() if before_ids.get(k) != v}
         assert changes.persons == {k: v for k, v in after_persons.items() if before_persons.get(k) != v}
         assert all(isinstance(v, PersonRecord) for v in changes.persons.values())
+
+
+RAW_POOLS: dict[str, list[str]] = {
+    "userId": ["c1", " c1", "c2", "null", "undefined", "0"],
+    "anonymousId": ["a1", "A1", "a2", "anonymous", "00000000-0000-0000-0000-000000000000"],
+    "email": ["ann@shop.com", " Ann@Shop.COM", "bob@shop.com", "test@test.com", "none", "not-an-email"],
+    "phone": ["07911 123456", "+447911123456", "07400 123456", "12", "0000"],
+    "loyaltyCard": ["1234 5678", "1234-5678", "9999", "NULL"],
+}
+
+
+@st.composite
+def raw_event_strategy(draw: st.DrawFn) -> dict[str, str]:
+    fields = draw(st.sets(st.sampled_from(sorted(RAW_POOLS)), min_size=1))
+    return {name: draw(st.sampled_from(RAW_POOLS[name])) for name in fields}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(raw_event_strategy(), min_size=1, max_size=25))
+def test_blocked_and_invalid_raw_values_never_link(raw_events: list[dict[str, str]]) -> None:
+    graph = IdentityGraph()
+    normaliser = graph.rules.normalisation.normaliser()
+    good_keys: set[str] = set()
+    for n, raw in enumerate(raw_events):
+        identifiers = {k: v for k, v in raw.items() if k in ("email", "phone", "loyaltyCard")}
+        payload: dict[str, Any] = {"type": "identify", "messageId": f"m{n}", "identifiers": identifiers}
+        payload.update({k: v for k, v in raw.items() if k in ("userId", "anonymousId")})
+        event = Event.from_segment(
+            payload, channel="web", source="s", received_at=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        extracted = graph.rules.extract(event)
+        for rejected in extracted.rejected:
+            assert not isinstance(normaliser.normalise(rejected.kind, rejected.raw), Identifier)
+        good_keys.update(i.key for i in extracted.identifiers)
+        if extracted.identifiers:
+            graph.link(extracted.identifiers, n, f"m{n}")
+    keys = set(graph.records()[0])
+    assert keys <= good_keys
+    blocked = {"null", "undefined", "0", "anonymous", "none", "test@test.com", "0000"}
+    assert not any(key.split(":", 1)[1].lower() in blocked for key in keys)
+    assert not any("0000-0000" in key for key in keys)
