@@ -465,11 +465,13 @@ class IdentityGraph:
         for pid, record in graph._persons.items():
             if record.merged_into is not None and record.merged_into not in interned:
                 raise IdentityStateError(f"person {pid!r}: merged_into {record.merged_into!r} is unknown")
+        kinds = frozenset(kind.value for kind in IdKind)
         for key, pid in identifiers.items():
-            try:
-                Identifier.from_key(key)
-            except ValueError as exc:
-                raise IdentityStateError(str(exc)) from exc
+            kind, _, value = key.partition(":")
+            if kind not in kinds or not value:
+                raise IdentityStateError(
+                    f"identifier key {key!r}: expected '<kind>:<value>' with a known kind"
+                )
             members = graph._members.get(pid)
             if members is None:
                 state = "merged" if pid in interned else "unknown"

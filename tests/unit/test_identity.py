@@ -218,7 +218,7 @@ def test_person_id_for_matches_created_ids() -> None:
         ({"email:a@b.co": "p2"}, {"p1": (1, None)}, "unknown person 'p2'"),
         ({"email:a@b.co": "p1"}, {"p1": (1, "p2"), "p2": (0, None)}, "merged person 'p1'"),
         ({}, {"p1": (1, None)}, "live but has no identifiers"),
-        ({"shoe:9": "p1"}, {"p1": (1, None)}, "unknown kind"),
+        ({"shoe:9": "p1"}, {"p1": (1, None)}, "known kind"),
         ({"email:a@b.co": "p1"}, {"p1": (1, None), "p2": (1, "p3")}, "merged_into 'p3' is unknown"),
         ({"email:a@b.co": "p1"}, {"p1": (1, None), "p2": (1, "p3"), "p3": (1, "p2")}, "cycle"),
         ({"email:a@b.co": "p1"}, {"p1": ("soon", None)}, "bad record"),
