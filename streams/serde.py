@@ -92,3 +92,6 @@ class AvroCodec:
 
 EVENT_CODEC = AvroCodec("event")
 INVALID_CODEC = AvroCodec("invalid_record")
+RESOLVED_CODEC = AvroCodec("resolved_event")
+IDENTITY_CHANGE_CODEC = AvroCodec("identity_change")
+IDENTITY_ASSIGNMENT_CODEC = AvroCodec("identity_assignment")

@@ -14,6 +14,7 @@ class TopicSpec:
     value_schema: str  # ``schemas/<value_schema>.avsc``
     compacted: bool = False
     doc: str = ""
+    partitions: int | None = None  # None: OMNISEG_KAFKA_PARTITIONS
 
 
 CHANNEL_TOPICS: tuple[TopicSpec, ...] = tuple(
@@ -33,7 +34,35 @@ INVALID_TOPIC = TopicSpec(
     doc="Records that failed validation or decoding, with original bytes and reason.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*CHANNEL_TOPICS, INVALID_TOPIC)
+RESOLVED_TOPIC = TopicSpec(
+    name="events.resolved",
+    key="person id, UTF-8",
+    value_schema="resolved_event",
+    doc="Every event with its canonical person id (identity resolution output).",
+)
+
+IDENTITY_CHANGES_TOPIC = TopicSpec(
+    name="identity.changes",
+    key="surviving person id, UTF-8",
+    value_schema="identity_change",
+    doc="Merges (older person survives) and rejected links, each published once per decision.",
+)
+
+IDENTITY_ASSIGNMENTS_TOPIC = TopicSpec(
+    name="identity.assignments",
+    key="identifier key kind:value, UTF-8",
+    value_schema="identity_assignment",
+    compacted=True,
+    doc="Current owner of every normalised identifier (compacted); workers learn re-points from it.",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    *CHANNEL_TOPICS,
+    INVALID_TOPIC,
+    RESOLVED_TOPIC,
+    IDENTITY_CHANGES_TOPIC,
+    IDENTITY_ASSIGNMENTS_TOPIC,
+)
 
 
 def physical_names(settings: Settings) -> list[str]:

@@ -164,7 +164,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> int:
         wanted.append(
             NewTopic(
                 name,
-                num_partitions=settings.kafka_partitions,
+                num_partitions=spec.partitions or settings.kafka_partitions,
                 replication_factor=settings.kafka_replication,
                 config=config,
             )

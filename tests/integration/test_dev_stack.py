@@ -39,7 +39,7 @@ def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
     try:
         up = _cli(ports, "dev", "up")
         assert up.returncode == 0, up.stderr
-        assert "topics: 5 ready (5 created)" in up.stdout
+        assert f"topics: {len(ALL_TOPICS)} ready ({len(ALL_TOPICS)} created)" in up.stdout
         status = _cli(ports, "dev", "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("ready") == 2

@@ -106,3 +106,11 @@ def test_every_schema_has_docs_and_defaults_for_optional_fields(path: Path) -> N
     for field in schema["fields"]:
         if isinstance(field["type"], list) and field["type"][0] == "null":
             assert "default" in field and field["default"] is None, f"{path.name}.{field['name']}"
+
+
+def test_resolved_event_embeds_the_current_event_schema() -> None:
+    resolved = json.loads((SCHEMA_DIR / "resolved_event.avsc").read_text())
+    embedded = next(field["type"] for field in resolved["fields"] if field["name"] == "event")
+    assert embedded == json.loads((SCHEMA_DIR / "event.avsc").read_text()), (
+        "schemas/resolved_event.avsc must embed schemas/event.avsc verbatim; regenerate it"
+    )
