@@ -192,7 +192,7 @@ class NormalisationRules(BaseModel):
         return Normaliser(self)
 
 
-_SEPARATORS = re.compile(r"[\s\-.:_/+()]")
+_ZERO_CHARS = "0-.:_/+() \t\n\r\f\v"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _HEX = re.compile(r"[0-9a-f]+", re.IGNORECASE)
 _LOYALTY_STRIP = re.compile(r"[\s\-.]")
@@ -280,8 +280,8 @@ class Normaliser:
 
 
 def _all_zeros(value: str) -> bool:
-    stripped = _SEPARATORS.sub("", value)
-    return bool(stripped) and stripped.count("0") == len(stripped)
+    # "0" present and nothing but zeros and separators: str.strip removes every such character.
+    return "0" in value and not value.strip(_ZERO_CHARS)
 
 
 def _email(folded: str) -> tuple[str | None, str]:

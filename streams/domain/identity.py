@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -123,9 +124,13 @@ class IdentityRules(BaseModel):
     def kinds(self) -> tuple[IdKind, ...]:
         return tuple(rule.kind for rule in self.identifier_types)
 
+    @cached_property
+    def _enabled(self) -> frozenset[IdKind]:
+        return frozenset(self.kinds())
+
     def extract(self, event: Event) -> ExtractedIds:
         """The event's identifiers under these rules (kinds not listed come back rejected)."""
-        return extract(event, self.normalisation, frozenset(self.kinds()))
+        return extract(event, self.normalisation, self._enabled)
 
 
 class PersonRecord(NamedTuple):
