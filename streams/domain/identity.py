@@ -77,12 +77,14 @@ class IdentityRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    identifier_types: tuple[TypeRule, ...] = Field(default=DEFAULT_TYPE_RULES, min_length=1)
+    identifier_types: tuple[TypeRule, ...] = DEFAULT_TYPE_RULES
     normalisation: NormalisationRules = NormalisationRules()
 
     @field_validator("identifier_types")
     @classmethod
     def _unique_kinds(cls, rules: tuple[TypeRule, ...]) -> tuple[TypeRule, ...]:
+        if not rules:
+            raise ValueError("list at least one identifier kind")
         seen: set[IdKind] = set()
         for rule in rules:
             if rule.kind in seen:
