@@ -1,10 +1,30 @@
-"""`omniseg demo` (placeholder until its module lands)."""
+"""``omniseg demo``: run the main job on the local stack and print what landed."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from streams.dev.process import StackError
+from streams.settings import get_settings
 
-@click.group("demo")
-def demo() -> None:
-    """Not yet available."""
+
+@click.command("demo")
+@click.option("--customers", type=click.IntRange(1, 1_000_000), default=300, show_default=True)
+@click.option("--days", type=click.IntRange(1, 365), default=14, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same stream.")
+def demo(customers: int, days: int, seed: int) -> None:
+    """Start the local stack, a worker and the collector; send a realistic four-channel stream
+    (web sessions, app, email campaigns, store baskets, with bad records mixed in) through the
+    collector; wait until ClickHouse holds it; print counts and KPI queries.
+
+    The stack stays up afterwards for your own queries; `omniseg dev down` stops it.
+    """
+    from streams.demo import run_demo
+
+    try:
+        run_demo(get_settings(), customers=customers, days=days, seed=seed, report=click.echo)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

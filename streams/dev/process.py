@@ -58,6 +58,7 @@ class ManagedProcess:
     ports: Sequence[int]
     is_ready: Callable[[], bool]
     cwd: Path | None = None
+    env: dict[str, str] | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -100,6 +101,7 @@ class ManagedProcess:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     cwd=self.cwd,
+                    env=self.env,
                     start_new_session=True,
                 )
             except FileNotFoundError as exc:
