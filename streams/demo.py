@@ -80,7 +80,7 @@ def run_demo(
         collector.stop()
         worker.stop()
         report(
-            "\nworker and collector stopped; the stack is still up for queries "
+            "\nworker and collector stopped; the stack is up for queries unless --down was given "
             f"(clickhouse-client --port {settings.clickhouse_port} -d {settings.clickhouse_database}). "
             "Stop it with: .venv/bin/omniseg dev down"
         )

@@ -14,7 +14,8 @@ from streams.settings import get_settings
 @click.option("--customers", type=click.IntRange(1, 1_000_000), default=300, show_default=True)
 @click.option("--days", type=click.IntRange(1, 365), default=14, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same stream.")
-def demo(customers: int, days: int, seed: int) -> None:
+@click.option("--down", is_flag=True, help="Stop the local stack at the end instead of leaving it up.")
+def demo(customers: int, days: int, seed: int, down: bool) -> None:
     """Start the local stack, a worker and the collector; send a realistic four-channel stream
     (web sessions, app, email campaigns, store baskets, with bad records mixed in) through the
     collector; wait until ClickHouse holds it; print counts and KPI queries.
@@ -22,9 +23,13 @@ def demo(customers: int, days: int, seed: int) -> None:
     The stack stays up afterwards for your own queries; `omniseg dev down` stops it.
     """
     from streams.demo import run_demo
+    from streams.dev.stack import LocalStack
 
     try:
         run_demo(get_settings(), customers=customers, days=days, seed=seed, report=click.echo)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    finally:
+        if down:
+            LocalStack(get_settings()).down(report=click.echo)
