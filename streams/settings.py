@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     sink_retry_max_backoff_s: float = Field(default=30.0, gt=0)
 
+    # Identity resolution (streams/agents/identity.py); groups derive from identity_group
+    identity_rules_path: Path = Path(__file__).resolve().parent.parent / "deploy" / "identity.yaml"
+    identity_group: str = "omniseg-identity"
+    identity_batch_size: int = Field(default=5_000, ge=1)
+
     # Local stack (``omniseg dev``)
     dev_state_dir: Path = DEFAULT_STATE_DIR
     dev_kafka_port: int = 19092

@@ -56,12 +56,31 @@ IDENTITY_ASSIGNMENTS_TOPIC = TopicSpec(
     doc="Current owner of every normalised identifier (compacted); workers learn re-points from it.",
 )
 
+IDENTITY_LINKS_TOPIC = TopicSpec(
+    name="identity.links",
+    key="messageId, UTF-8",
+    value_schema="event",
+    partitions=1,
+    doc="Events whose identifiers are not yet known to share one person, forwarded verbatim by the "
+    "resolvers. One partition: the single link writer decides links in this total order.",
+)
+
+IDENTITY_PERSONS_TOPIC = TopicSpec(
+    name="identity.persons",
+    key="person id, UTF-8",
+    value_schema="identity_person",
+    compacted=True,
+    doc="Every person issued (first seen, merged into); with identity.assignments, the link writer's state.",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *CHANNEL_TOPICS,
     INVALID_TOPIC,
     RESOLVED_TOPIC,
     IDENTITY_CHANGES_TOPIC,
     IDENTITY_ASSIGNMENTS_TOPIC,
+    IDENTITY_LINKS_TOPIC,
+    IDENTITY_PERSONS_TOPIC,
 )
 
 

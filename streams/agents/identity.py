@@ -1,0 +1,308 @@
+"""The identity resolver: channel topics -> ``events.resolved`` (fast path) or ``identity.links``.
+
+Every worker runs one. It joins the consumer group ``<identity_group>.resolver`` on the four channel
+topics and keeps a read-only replica of ``identity.assignments`` (identifier key -> person id, read from
+the beginning, all partitions, no group). Per event (docs/identity.md, "Streaming design"):
+
+- identifiers extracted with :class:`FastExtractor` (the rules, without building a pydantic Event);
+- every identifier known and all owned by one person -> a ResolvedEvent on ``events.resolved`` keyed
+  by that person, built by byte concatenation around the original Event body;
+- otherwise (an unknown identifier, or several persons) -> the original bytes to ``identity.links``,
+  whose single writer decides (:mod:`streams.agents.identity_writer`);
+- no usable identifier (all blocked, invalid or disabled) or undecodable bytes -> ``events.invalid``
+  with stage ``identity`` and the reasons.
+
+At least once: a batch's offsets are committed only after every record it produced was acknowledged.
+A replayed event is resolved again with the same messageId (downstream deduplicates by it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.agents.identity_kafka import (
+    consumer_config,
+    partitions_of,
+    producer_config,
+    read_to_end,
+    resolver_group,
+)
+from streams.agents.identity_wire import (
+    ASSIGNMENT_READER,
+    EVENT_DECODER,
+    EventView,
+    event_body,
+    raw_ids,
+    resolved_event,
+)
+from streams.domain.identity import IdentityRules
+from streams.domain.resolution import FastExtractor, fast_person, invalid_reason
+from streams.serde import INVALID_CODEC, SerializationError
+from streams.settings import CHANNELS, Settings
+from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_LINKS_TOPIC, INVALID_TOPIC, RESOLVED_TOPIC
+
+log = logging.getLogger("streams.agents.identity")
+
+_READ_TIMEOUT_S = 60.0
+_RETRY_MAX_S = 10.0
+
+
+class AssignmentReplica:
+    """identifier key -> person id, from the compacted ``identity.assignments`` (read committed).
+
+    Person id strings are interned, so an identifier costs its key and one dict slot.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.owners: dict[str, str] = {}
+        self._interned: dict[str, str] = {}
+        self._topic = settings.topic(IDENTITY_ASSIGNMENTS_TOPIC.name)
+        self._person_index = ASSIGNMENT_READER.index("personId")
+        self._consumer = Consumer(
+            consumer_config(
+                settings,
+                group=f"{settings.identity_group}.replica",  # never joined or committed: assign only
+                client_id="omniseg-identity-replica",
+                **{"enable.partition.eof": True},
+            )
+        )
+
+    def load(self, timeout_s: float = _READ_TIMEOUT_S) -> int:
+        """Read the topic from the beginning to its end; returns the records read."""
+        partitions = partitions_of(self._consumer, self._topic, timeout_s)
+        start = [TopicPartition(self._topic, p, -2) for p in partitions]  # -2: OFFSET_BEGINNING
+        return read_to_end(self._consumer, start, self._apply, timeout_s)
+
+    def poll(self, limit: int = 10_000) -> int:
+        """Apply what arrived since (non-blocking); returns the records applied."""
+        applied = 0
+        for msg in self._consumer.consume(limit, 0):
+            if msg.error() is None:
+                self._apply(msg)
+                applied += 1
+        return applied
+
+    def _apply(self, msg: Message) -> None:
+        key, value = msg.key(), msg.value()
+        if key is None or value is None:
+            return  # assignments are never deleted; a tombstone carries nothing to learn
+        try:
+            person: str = ASSIGNMENT_READER.decode(value)[self._person_index]
+        except SerializationError as exc:
+            log.error("identity replica: skipping undecodable assignment %r: %s", key[:80], exc)
+            return
+        self.owners[key.decode()] = self._interned.setdefault(person, person)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@dataclass
+class ResolverStats:
+    """Counters since start (single writer thread; read from others)."""
+
+    resolved: int = 0
+    linked: int = 0
+    invalid: int = 0
+    batches: int = 0
+    replica_records: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Resolver:
+    """The consume -> resolve -> produce -> commit loop. :meth:`run` blocks; :meth:`stop` ends it."""
+
+    def __init__(self, settings: Settings, rules: IdentityRules | None = None) -> None:
+        self.settings = settings
+        self.rules = rules or IdentityRules.from_yaml(settings.identity_rules_path)
+        self.stats = ResolverStats()
+        self.ready = threading.Event()  # replica loaded and partitions assigned
+        self._stop = threading.Event()
+        self._extractor = FastExtractor(self.rules)
+        self._topics = [settings.channel_topic(c) for c in CHANNELS]
+        self._resolved_topic = settings.topic(RESOLVED_TOPIC.name)
+        self._links_topic = settings.topic(IDENTITY_LINKS_TOPIC.name)
+        self._invalid_topic = settings.topic(INVALID_TOPIC.name)
+        self._failed: list[tuple[str, bytes | None, bytes | None]] = []
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        replica = AssignmentReplica(self.settings)
+        producer = Producer(producer_config(self.settings, "omniseg-identity-resolver"))
+        consumer = Consumer(
+            consumer_config(self.settings, resolver_group(self.settings), "omniseg-identity-resolver")
+        )
+        self._consumer, self._producer = consumer, producer
+        try:
+            loaded = replica.load()
+            self.stats.replica_records = loaded
+            log.info("identity resolver: replica loaded, %d identifiers", len(replica.owners))
+            consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._loop(consumer, producer, replica)
+            self._commit(asynchronous=False)
+        finally:
+            try:
+                consumer.close()
+            finally:
+                replica.close()
+                producer.flush(5)
+        log.info(
+            "identity resolver stopped: %d resolved, %d to links, %d invalid",
+            self.stats.resolved,
+            self.stats.linked,
+            self.stats.invalid,
+        )
+
+    def _loop(self, consumer: Consumer, producer: Producer, replica: AssignmentReplica) -> None:
+        batch_size = self.settings.identity_batch_size
+        owners = replica.owners
+        extract = self._extractor.extract
+        decode = EVENT_DECODER.decode
+        resolved_topic, links_topic = self._resolved_topic, self._links_topic
+        produce = producer.produce
+        stats = self.stats
+        while not self._stop.is_set():
+            stats.replica_records += replica.poll()
+            messages = consumer.consume(batch_size, 0.1)
+            if not messages:
+                continue
+            now_ms = int(time.time() * 1000)
+            offsets = self._uncommitted
+            for msg in messages:
+                error = msg.error()
+                if error is not None:
+                    self._kafka_error(error)
+                    continue
+                topic: str = msg.topic()  # type: ignore[assignment]
+                partition: int = msg.partition()  # type: ignore[assignment]
+                offset: int = msg.offset()  # type: ignore[assignment]
+                offsets[(topic, partition)] = offset
+                value = msg.value() or b""
+                try:
+                    row = decode(value)
+                except SerializationError as exc:
+                    self._invalid(topic, partition, offset, value, str(exc), None)
+                    continue
+                values, tracking = raw_ids(row)
+                extracted = extract(values, tracking)
+                if not extracted.identifiers:
+                    reason = invalid_reason(extracted.rejected)
+                    field_name = extracted.rejected[0].kind.value if extracted.rejected else None
+                    self._invalid(topic, partition, offset, value, reason, field_name)
+                    continue
+                keys = [ident.key for ident in extracted.identifiers]
+                person = fast_person(keys, owners)
+                if person is None:
+                    produce(links_topic, value, EventView(row).message_id.encode(), on_delivery=self._ack)
+                    stats.linked += 1
+                    continue
+                body = event_body(value)
+                produce(
+                    resolved_topic,
+                    resolved_event(person, keys, now_ms, body),
+                    person.encode(),
+                    on_delivery=self._ack,
+                )
+                stats.resolved += 1
+            self._settle(producer)
+            stats.batches += 1
+            self._commit(asynchronous=True)
+            if not self.ready.is_set() and consumer.assignment():
+                self.ready.set()
+
+    def _invalid(
+        self, topic: str, partition: int, offset: int, value: bytes, reason: str, field_name: str | None
+    ) -> None:
+        record = {
+            "stage": "identity",
+            "reason": reason,
+            "field": field_name,
+            "source": topic,
+            "position": f"{partition}/{offset}",
+            "original": value,
+            "receivedAt": datetime.now(UTC),
+        }
+        assert self._producer is not None
+        self._producer.produce(
+            self._invalid_topic, INVALID_CODEC.encode(record), topic.encode(), on_delivery=self._ack
+        )
+        self.stats.invalid += 1
+
+    def _ack(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append((msg.topic() or "", msg.key(), msg.value()))
+
+    def _settle(self, producer: Producer) -> None:
+        """Block until every record of the batch is acknowledged, producing failures again."""
+        delay = 0.2
+        while True:
+            remaining = producer.flush(30)
+            failed, self._failed = self._failed, []
+            if remaining == 0 and not failed:
+                return
+            log.warning(
+                "identity resolver: %d records not acknowledged; producing again in %.1fs",
+                len(failed) + remaining,
+                delay,
+            )
+            if self._stop.wait(delay):
+                raise RuntimeError("identity resolver: stopped with records not acknowledged")
+            delay = min(delay * 2, _RETRY_MAX_S)
+            for topic, key, value in failed:
+                producer.produce(topic, value, key, on_delivery=self._ack)
+
+    def _commit(self, asynchronous: bool) -> None:
+        consumer = self._consumer
+        if consumer is None or not self._uncommitted:
+            return
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in self._uncommitted.items()]
+        self._uncommitted = {}
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The outputs are acknowledged; a lost commit only means a replay, which dedup absorbs.
+            log.warning("identity resolver: offset commit failed (%s); records will be re-read", exc)
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("identity resolver: Kafka reported: %s", error.str())
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("identity resolver: assigned %d partitions", len(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Batches are settled before the next consume, so only the commit may be outstanding.
+        self._commit(asynchronous=False)
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """What the resolver reads and writes (for logs and ``--help`` texts)."""
+    return {
+        "group": resolver_group(settings),
+        "reads": [settings.channel_topic(c) for c in CHANNELS],
+        "writes": [
+            settings.topic(RESOLVED_TOPIC.name),
+            settings.topic(IDENTITY_LINKS_TOPIC.name),
+            settings.topic(INVALID_TOPIC.name),
+        ],
+    }

@@ -1,0 +1,198 @@
+"""Kafka plumbing shared by the identity resolver and the link writer: client configs, the Java-compatible
+key partitioner, reading partitions to their end, and the writer's output-position headers."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams.settings import Settings
+
+log = logging.getLogger("streams.agents.identity")
+_librdkafka_log = logging.getLogger("streams.agents.identity.librdkafka")
+
+# Header on every record the link writer owns: (offset in identity.links, index among that event's
+# writer-owned records), big endian. A restarted writer reads the newest one per partition and skips
+# what it already published (see streams/agents/identity_writer.py).
+POSITION_HEADER = "omniseg-link-pos"
+_POSITION = struct.Struct(">qi")
+
+
+def resolver_group(settings: Settings) -> str:
+    return f"{settings.identity_group}.resolver"
+
+
+def writer_group(settings: Settings) -> str:
+    return f"{settings.identity_group}.links"
+
+
+def writer_transactional_id(settings: Settings) -> str:
+    return f"{settings.identity_group}.link-writer"
+
+
+def consumer_config(settings: Settings, group: str, client_id: str, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 3),
+        "enable.partition.eof": False,
+        "fetch.wait.max.ms": 20,
+        "queued.max.messages.kbytes": 32 * 1024,
+        "logger": _librdkafka_log,
+    }
+    config.update(extra)
+    return config
+
+
+def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # Same partition for a key as Java clients and Faust (murmur2); explicit partitions skip it.
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": 30_000,
+        "logger": _librdkafka_log,
+    }
+    config.update(extra)
+    return config
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java default partitioner (and librdkafka's murmur2) picks for ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(key: bytes) -> int:
+    """Kafka's murmur2 hash of ``key`` as a signed 32-bit int (``org.apache.kafka.common.utils.Utils``)."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(key)
+    h = (0x9747B28C ^ length) & mask
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = key[i] | (key[i + 1] << 8) | (key[i + 2] << 16) | (key[i + 3] << 24)
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    rest = length % 4
+    if rest == 3:
+        h ^= key[whole + 2] << 16
+    if rest >= 2:
+        h ^= key[whole + 1] << 8
+    if rest >= 1:
+        h ^= key[whole]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def encode_position(offset: int, index: int) -> bytes:
+    return _POSITION.pack(offset, index)
+
+
+def position_of(msg: Message) -> tuple[int, int] | None:
+    raw = msg.headers() or ()
+    headers = list(raw.items()) if isinstance(raw, dict) else list(raw)
+    for name, value in headers:
+        if name == POSITION_HEADER and isinstance(value, bytes) and len(value) == _POSITION.size:
+            offset, index = _POSITION.unpack(value)
+            return offset, index
+    return None
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
+    meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        reason = meta.error if meta is not None and meta.error is not None else "no partitions"
+        raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic}: {reason}"))
+    return sorted(meta.partitions)
+
+
+def read_to_end(
+    consumer: Consumer,
+    partitions: Iterable[TopicPartition],
+    on_message: Callable[[Message], None],
+    timeout_s: float,
+    batch: int = 10_000,
+) -> int:
+    """Feed every record of ``partitions`` (from their given offsets) to ``on_message`` until each
+    partition reached its end (the last stable offset under read_committed); returns the count.
+
+    ``consumer`` must have ``enable.partition.eof`` on. Raises ``TimeoutError`` naming the partitions
+    that did not reach their end.
+    """
+    wanted = list(partitions)
+    pending = {(tp.topic, tp.partition) for tp in wanted}
+    # An empty partition may never report EOF on some brokers: settle those by their watermarks.
+    for tp in wanted:
+        low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout_s)
+        if high <= max(low, tp.offset if tp.offset >= 0 else low):
+            pending.discard((tp.topic, tp.partition))
+    consumer.assign(wanted)
+    count = 0
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"reading {sorted(pending)} to the end took longer than {timeout_s:.0f}s"
+            )
+        for msg in consumer.consume(batch, 0.2):
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic(), msg.partition()))
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("identity: Kafka reported while reading %s: %s", msg.topic(), error.str())
+                continue
+            on_message(msg)
+            count += 1
+            deadline = time.monotonic() + timeout_s  # progress: only stalls time out
+    return count
+
+
+def last_positions(
+    consumer: Consumer, topic: str, timeout_s: float
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """The newest link-writer position header in each partition of ``topic`` (absent: none written)."""
+    found: dict[tuple[str, int], tuple[int, int]] = {}
+    for partition in partitions_of(consumer, topic, timeout_s):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout_s)
+        window = 64
+        while high > low:
+            start = max(low, high - window)
+            newest: list[tuple[int, int]] = []
+
+            def keep(msg: Message, newest: list[tuple[int, int]] = newest) -> None:
+                position = position_of(msg)
+                if position is not None:
+                    newest[:] = [position]
+
+            read_to_end(consumer, [TopicPartition(topic, partition, start)], keep, timeout_s)
+            if newest:
+                found[(topic, partition)] = newest[0]
+                break
+            if start == low:
+                break
+            window *= 8  # transaction markers or foreign records at the tail: look further back
+    consumer.unassign()
+    return found
