@@ -151,9 +151,7 @@ def read_to_end(
     deadline = time.monotonic() + timeout_s
     while pending:
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"reading {sorted(pending)} to the end took longer than {timeout_s:.0f}s"
-            )
+            raise TimeoutError(f"reading {sorted(pending)} to the end took longer than {timeout_s:.0f}s")
         for msg in consumer.consume(batch, 0.2):
             error = msg.error()
             if error is not None:
