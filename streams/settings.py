@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
 
+    # Read API (``omniseg api serve``): person lookup. Tokens are comma-separated bearer tokens; with
+    # none set, the API refuses to start.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8090, ge=1, le=65535)
+    api_tokens: SecretStr = SecretStr("")
+
     # Collector
     collector_host: str = "127.0.0.1"
     collector_port: int = 8088

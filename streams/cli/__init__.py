@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from streams.cli import bench, collector, demo, dev, importer, migrate, topics, worker
+from streams.cli import api, bench, collector, demo, dev, importer, kpi, migrate, person, topics, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,3 +21,6 @@ main.add_command(worker.worker)
 main.add_command(importer.import_)
 main.add_command(demo.demo)
 main.add_command(bench.bench)
+main.add_command(person.person)
+main.add_command(kpi.kpi)
+main.add_command(api.api)

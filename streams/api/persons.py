@@ -1,0 +1,120 @@
+"""The read API: ``GET /v1/persons/lookup`` gives the single customer view of the person owning one
+identifier. Served by ``omniseg api serve``.
+
+Auth: ``Authorization: Bearer <token>`` with one of the comma-separated ``OMNISEG_API_TOKENS``; anything
+else gets 401. Errors are JSON ``{"detail": "..."}``: 400 for an identifier that cannot be used (with the
+reason), 404 when no person has it, 503 when ClickHouse cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from streams.domain.identifiers import Normaliser
+from streams.domain.identity import IdentityRules
+from streams.domain.person_view import IdentifierQueryError, parse_identifier
+from streams.settings import Settings
+from streams.warehouse.persons import PersonNotFound, PersonStore
+
+log = logging.getLogger("streams.api.persons")
+
+ClientFactory = Callable[[], Client]
+
+
+def api_tokens(settings: Settings) -> tuple[str, ...]:
+    """The configured bearer tokens (``OMNISEG_API_TOKENS``, comma-separated, blanks ignored)."""
+    raw = settings.api_tokens.get_secret_value()
+    return tuple(token.strip() for token in raw.split(",") if token.strip())
+
+
+def _client_factory(settings: Settings) -> ClientFactory:
+    def make() -> Client:
+        return Client(
+            host=settings.clickhouse_host,
+            port=settings.clickhouse_port,
+            user=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value(),
+            database=settings.clickhouse_database,
+            connect_timeout=5,
+            send_receive_timeout=30,
+            client_name="omniseg-api",
+        )
+
+    return make
+
+
+def create_persons_app(
+    settings: Settings,
+    *,
+    normaliser: Normaliser | None = None,
+    client_factory: ClientFactory | None = None,
+) -> FastAPI:
+    """The FastAPI app. Identifiers are normalised with the identity rules of the settings."""
+    tokens = tuple(token.encode() for token in api_tokens(settings))
+    if normaliser is None:
+        normaliser = IdentityRules.from_yaml(settings.identity_rules_path).normalisation.normaliser()
+    make_client = client_factory or _client_factory(settings)
+    app = FastAPI(title="omniseg read API", version="1")
+
+    def authorised(request: Request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode()
+        # compare_digest against every token: the time taken does not reveal which one is close.
+        matched = False
+        for known in tokens:
+            matched |= hmac.compare_digest(given, known)
+        if scheme.lower() != "bearer" or not given or not matched:
+            raise HTTPException(
+                status_code=401,
+                detail="missing or unknown bearer token (send Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.get("/v1/persons/lookup", dependencies=[Depends(authorised)])
+    def lookup(
+        identifier: Annotated[
+            str, Query(min_length=1, max_length=512, description="raw value or kind:value")
+        ],
+        kind: Annotated[str | None, Query(description="identifier kind, e.g. email")] = None,
+        events: Annotated[int, Query(ge=0, le=1000, description="how many recent events")] = 20,
+    ) -> dict[str, Any]:
+        """The single customer view of the person owning one identifier."""
+        try:
+            key = parse_identifier(identifier, kind, normaliser)
+        except IdentifierQueryError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        try:
+            client = make_client()
+        except Exception as exc:  # the driver connects lazily; this is a configuration error
+            raise HTTPException(status_code=503, detail=f"ClickHouse unavailable: {exc}") from None
+        try:
+            view = PersonStore(client).lookup(key, events=events)
+        except PersonNotFound as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
+            log.warning("person lookup: ClickHouse unavailable: %s", exc)
+            raise HTTPException(
+                status_code=503,
+                detail=f"ClickHouse {settings.clickhouse_host}:{settings.clickhouse_port} unavailable",
+            ) from None
+        finally:
+            client.disconnect()
+        return view.to_dict()
+
+    @app.exception_handler(ch_errors.ServerException)
+    async def _server_error(_request: Request, exc: ch_errors.ServerException) -> JSONResponse:
+        log.error("person lookup: ClickHouse error: %s", exc)
+        return JSONResponse(
+            status_code=500,
+            content={"detail": f"ClickHouse error (code {exc.code}); were the migrations applied?"},
+        )
+
+    return app
