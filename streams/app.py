@@ -94,4 +94,8 @@ def create_app(settings: Settings, *, web_port: int | None = None, history_sink:
     if history_sink:
         service = type("HistorySinkService", (HistorySinkService,), {"settings": settings})
         app.service(service)
+        # The identity tables (migration 0003) are filled by their own sink, with its own group.
+        from streams.agents.identity_sink import identity_sink_service_for
+
+        app.service(identity_sink_service_for(settings))
     return app

@@ -186,3 +186,43 @@ def test_sink_retries_while_clickhouse_is_down_and_loses_nothing(
     finally:
         stack.start_clickhouse()  # no-op when it is running
     assert _history(settings) == EXPECTED_HISTORY
+
+
+def test_worker_hosts_the_identity_sink(settings_factory: Callable[..., Settings]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    settings = settings_factory()
+    _produce(settings, _scenario_records())
+    env = {
+        **os.environ,
+        "OMNISEG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "OMNISEG_TOPIC_PREFIX": settings.topic_prefix,
+        "OMNISEG_SINK_GROUP": settings.sink_group,
+        "OMNISEG_CLICKHOUSE_HOST": settings.clickhouse_host,
+        "OMNISEG_CLICKHOUSE_PORT": str(settings.clickhouse_port),
+        "OMNISEG_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "OMNISEG_IDENTITY_ENABLED": "false",  # only the sinks: this test feeds the resolver's topics itself
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(
+            lambda: _history(settings) == EXPECTED_HISTORY or worker.poll() is not None, 90, "the worker"
+        )
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+    assert _history(settings) == EXPECTED_HISTORY
