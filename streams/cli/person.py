@@ -39,7 +39,7 @@ def show(identifier: str, kind: str | None, events: int, as_json: bool) -> None:
     \b
       omniseg person show ann@shop.com
       omniseg person show customer_id:C-1042 --events 50
-      omniseg person show '07700 900123' --kind phone --json
+      omniseg person show '07911 123456' --kind phone --json
 
     Exit codes: 0 found, 1 no such person or ClickHouse unreachable, 2 unusable identifier.
     """

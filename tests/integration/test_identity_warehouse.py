@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +236,30 @@ def test_kpi_identity_cli_prints_the_tables(loaded: Settings) -> None:
     recent = _cli(loaded, "kpi", "identity", "--days", "7")
     assert recent.returncode == 0, recent.stderr
     assert "2026-01-06" not in recent.stdout  # the scenario is older than a week
+
+
+def test_canonical_person_does_not_depend_on_merge_event_times(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # A -> B happened first, but its triggering event carries a later client time than B -> C's.
+    aliases = [("A", "B", "m1", 10), ("A", "C", "m2", 5), ("B", "C", "m2", 5)]
+    expected = [("A", "C"), ("B", "C")]
+    settings = settings_factory()
+    client = clickhouse_client(settings, settings.clickhouse_database)
+    client.execute(
+        "INSERT INTO person_aliases (person_id, canonical_person_id, change_id, version) VALUES", aliases
+    )
+    assert client.execute(CANONICAL_SQL) == expected
+    store = PersonStore(client)
+    assert store.canonical("A") == "C" and store.canonical("C") == "C"
+    assert set(store.person_ids("C")) == {"A", "B", "C"}
+    backend = migrations.ChdbBackend(str(tmp_path / "chdb"), "alias_test")
+    try:
+        migrations.apply(backend, "alias_test")
+        values = ", ".join(f"('{p}', '{c}', '{m}', {v})" for p, c, m, v in aliases)
+        backend.execute(
+            f"INSERT INTO person_aliases (person_id, canonical_person_id, change_id, version) VALUES {values}"
+        )
+        assert backend.rows(CANONICAL_SQL) == expected
+    finally:
+        backend.close()
