@@ -71,7 +71,13 @@ class HistorySinkService(Service):
                 log.error("history sink did not stop within %.0fs", _SINK_STOP_TIMEOUT_S)
 
 
-def create_app(settings: Settings, *, web_port: int | None = None, history_sink: bool = True) -> faust.App:
+def create_app(
+    settings: Settings,
+    *,
+    web_port: int | None = None,
+    history_sink: bool = True,
+    identity: bool | None = None,
+) -> faust.App:
     """The worker's Faust app for these settings.
 
     The app id is ``<sink_group>.app``: the sink's own confluent-kafka consumer group is
@@ -98,4 +104,9 @@ def create_app(settings: Settings, *, web_port: int | None = None, history_sink:
         from streams.agents.identity_sink import identity_sink_service_for
 
         app.service(identity_sink_service_for(settings))
+    if settings.identity_enabled if identity is None else identity:
+        # Identity resolver + link writer (streams/agents/identity*.py), OMNISEG_IDENTITY_ENABLED.
+        from streams.agents.identity_service import identity_service_for
+
+        app.service(identity_service_for(settings))
     return app

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     sink_retry_max_backoff_s: float = Field(default=30.0, gt=0)
 
     # Identity resolution (streams/agents/identity.py); groups derive from identity_group
+    identity_enabled: bool = True  # run the resolver and link writer in `omniseg worker`
     identity_rules_path: Path = Path(__file__).resolve().parent.parent / "deploy" / "identity.yaml"
     identity_group: str = "omniseg-identity"
     identity_batch_size: int = Field(default=5_000, ge=1)

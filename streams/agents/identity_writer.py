@@ -19,7 +19,7 @@ On (re)assignment the writer:
 3. rebuilds the state from ``identity.assignments`` + ``identity.persons``, ignoring records whose
    header offset is >= ``C`` (published by a batch that did not commit its offset), so the state is
    exactly the state after event ``C - 1``;
-4. reads the newest header of each owned output partition, and while replaying from ``C`` produces a
+4. notes the newest header of each owned output partition, and while replaying from ``C`` produces a
    record only if its ``(offset, index)`` is beyond that partition's newest: a partition holds a prefix
    of what was produced to it (idempotent producer, one partition per key, explicit partitions), so
    this republishes exactly the missing records. Every merge is published once.
@@ -43,7 +43,6 @@ from streams.agents.identity_kafka import (
     POSITION_HEADER,
     consumer_config,
     encode_position,
-    last_positions,
     murmur2_partition,
     partitions_of,
     position_of,
@@ -206,9 +205,7 @@ class LinkWriter:
                 for topic in (self._changes, self._assignments, self._persons)
             }
             published: dict[tuple[str, int], tuple[int, int]] = {}
-            for topic in self._partitions:
-                published.update(last_positions(reader, topic, _TIMEOUT_S))
-            self.state = self._rebuild(reader, committed)
+            self.state = self._rebuild(reader, committed, published)
         finally:
             reader.close()
         self._published = published
@@ -216,7 +213,11 @@ class LinkWriter:
         self._next_offset = committed
         return committed
 
-    def _rebuild(self, reader: Consumer, committed: int) -> LinkState:
+    def _rebuild(
+        self, reader: Consumer, committed: int, published: dict[tuple[str, int], tuple[int, int]]
+    ) -> LinkState:
+        """Read every owned topic to its end: the state as of ``committed``, and in ``published`` the
+        newest position per partition. (All of it: Tansu's ListOffsets cannot locate a tail.)"""
         assignments: dict[str, tuple[str, int]] = {}
         persons: dict[str, PersonRecord] = {}
         ident_i = ASSIGNMENT_READER.index("identifier")
@@ -229,7 +230,12 @@ class LinkWriter:
 
         def in_state(msg: Message) -> bool:
             position = position_of(msg)
+            if position is not None:
+                published[(msg.topic(), msg.partition())] = position  # type: ignore[index]
             return msg.value() is not None and (position is None or position[0] < committed)
+
+        def take_change(msg: Message) -> None:
+            in_state(msg)
 
         def take_assignment(msg: Message) -> None:
             if in_state(msg):
@@ -243,7 +249,11 @@ class LinkWriter:
                 pid = interned.setdefault(row[pid_i], row[pid_i])
                 persons[pid] = PersonRecord(row[pfirst_i], row[merged_i])
 
-        for topic, take in ((self._persons, take_person), (self._assignments, take_assignment)):
+        for topic, take in (
+            (self._persons, take_person),
+            (self._assignments, take_assignment),
+            (self._changes, take_change),
+        ):
             start = [TopicPartition(topic, p, -2) for p in range(self._partitions[topic])]
             read_to_end(reader, start, take, _TIMEOUT_S)
         return LinkState.from_records(assignments, persons, self.rules)
