@@ -18,9 +18,11 @@ A replayed event is resolved again with the same messageId (downstream deduplica
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +54,30 @@ log = logging.getLogger("streams.agents.identity")
 
 _READ_TIMEOUT_S = 60.0
 _RETRY_MAX_S = 10.0
+# How long one consume call may wait to fill a batch: bounds the latency a quiet stream adds.
+_BATCH_WAIT_S = 0.02
+# Batches whose records are produced but not all acknowledged yet (acks are awaited in the background,
+# so a broker round trip does not stall the loop; Tansu takes ~50 ms per hop here).
+_MAX_INFLIGHT = 8
+_RETRY_MIN_S = 0.2
+_SETTLE_TIMEOUT_S = 30.0
+
+
+class _Batch:
+    """One consumed batch: its offsets, committed once every record it produced is acknowledged."""
+
+    __slots__ = ("failed", "offsets", "outstanding")
+
+    def __init__(self, failed: list[tuple[_Batch, str, bytes | None, bytes | None]]) -> None:
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.outstanding = 0
+        self.failed = failed
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:  # delivery report
+        if err is None:
+            self.outstanding -= 1
+        else:  # produced again by the loop (after a backoff); still outstanding
+            self.failed.append((self, msg.topic() or "", msg.key(), msg.value()))
 
 
 class AssignmentReplica:
@@ -70,7 +96,8 @@ class AssignmentReplica:
                 settings,
                 group=f"{settings.identity_group}.replica",  # never joined or committed: assign only
                 client_id="omniseg-identity-replica",
-                **{"enable.partition.eof": True},
+                # Small prefetch: the replica's records are small and only its dict should cost memory.
+                **{"enable.partition.eof": True, "queued.max.messages.kbytes": 4096},
             )
         )
 
@@ -130,8 +157,9 @@ class Resolver:
         self._resolved_topic = settings.topic(RESOLVED_TOPIC.name)
         self._links_topic = settings.topic(IDENTITY_LINKS_TOPIC.name)
         self._invalid_topic = settings.topic(INVALID_TOPIC.name)
-        self._failed: list[tuple[str, bytes | None, bytes | None]] = []
-        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._failed: list[tuple[_Batch, str, bytes | None, bytes | None]] = []
+        self._inflight: deque[_Batch] = deque()
+        self._retry_delay = _RETRY_MIN_S
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -149,13 +177,18 @@ class Resolver:
             consumer_config(self.settings, resolver_group(self.settings), "omniseg-identity-resolver")
         )
         self._consumer, self._producer = consumer, producer
+        # Long-lived state (a million-entry replica) must not be walked by every full GC pass: measured
+        # p99 latency fell from ~1 s to the batch interval once the loaded state was frozen.
+        gc.set_threshold(50_000, 20, 20)
         try:
             loaded = replica.load()
+            gc.collect()
+            gc.freeze()
             self.stats.replica_records = loaded
             log.info("identity resolver: replica loaded, %d identifiers", len(replica.owners))
             consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._loop(consumer, producer, replica)
-            self._commit(asynchronous=False)
+            self._settle(producer)
         finally:
             try:
                 consumer.close()
@@ -179,11 +212,17 @@ class Resolver:
         stats = self.stats
         while not self._stop.is_set():
             stats.replica_records += replica.poll()
-            messages = consumer.consume(batch_size, 0.1)
+            producer.poll(0)
+            self._complete(producer)
+            if len(self._inflight) >= _MAX_INFLIGHT:
+                producer.poll(0.01)  # backpressure: wait for acknowledgements first
+                continue
+            messages = consumer.consume(batch_size, _BATCH_WAIT_S)
             if not messages:
                 continue
             now_ms = int(time.time() * 1000)
-            offsets = self._uncommitted
+            batch = _Batch(self._failed)
+            offsets = batch.offsets
             for msg in messages:
                 error = msg.error()
                 if error is not None:
@@ -197,19 +236,20 @@ class Resolver:
                 try:
                     row = decode(value)
                 except SerializationError as exc:
-                    self._invalid(topic, partition, offset, value, str(exc), None)
+                    self._invalid(batch, topic, partition, offset, value, str(exc), None)
                     continue
                 values, tracking = raw_ids(row)
                 extracted = extract(values, tracking)
                 if not extracted.identifiers:
                     reason = invalid_reason(extracted.rejected)
                     field_name = extracted.rejected[0].kind.value if extracted.rejected else None
-                    self._invalid(topic, partition, offset, value, reason, field_name)
+                    self._invalid(batch, topic, partition, offset, value, reason, field_name)
                     continue
                 keys = [ident.key for ident in extracted.identifiers]
                 person = fast_person(keys, owners)
                 if person is None:
-                    produce(links_topic, value, EventView(row).message_id.encode(), on_delivery=self._ack)
+                    produce(links_topic, value, EventView(row).message_id.encode(), on_delivery=batch)
+                    batch.outstanding += 1
                     stats.linked += 1
                     continue
                 body = event_body(value)
@@ -217,17 +257,24 @@ class Resolver:
                     resolved_topic,
                     resolved_event(person, keys, now_ms, body),
                     person.encode(),
-                    on_delivery=self._ack,
+                    on_delivery=batch,
                 )
+                batch.outstanding += 1
                 stats.resolved += 1
-            self._settle(producer)
+            self._inflight.append(batch)
             stats.batches += 1
-            self._commit(asynchronous=True)
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
 
     def _invalid(
-        self, topic: str, partition: int, offset: int, value: bytes, reason: str, field_name: str | None
+        self,
+        batch: _Batch,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes,
+        reason: str,
+        field_name: str | None,
     ) -> None:
         record = {
             "stage": "identity",
@@ -240,44 +287,59 @@ class Resolver:
         }
         assert self._producer is not None
         self._producer.produce(
-            self._invalid_topic, INVALID_CODEC.encode(record), topic.encode(), on_delivery=self._ack
+            self._invalid_topic, INVALID_CODEC.encode(record), topic.encode(), on_delivery=batch
         )
+        batch.outstanding += 1
         self.stats.invalid += 1
 
-    def _ack(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failed.append((msg.topic() or "", msg.key(), msg.value()))
-
-    def _settle(self, producer: Producer) -> None:
-        """Block until every record of the batch is acknowledged, producing failures again."""
-        delay = 0.2
-        while True:
-            remaining = producer.flush(30)
-            failed, self._failed = self._failed, []
-            if remaining == 0 and not failed:
-                return
+    def _complete(self, producer: Producer, asynchronous: bool = True) -> None:
+        """Produce failed records again (with backoff); commit the leading fully acknowledged batches."""
+        if self._failed:
+            failed, self._failed[:] = list(self._failed), []
             log.warning(
                 "identity resolver: %d records not acknowledged; producing again in %.1fs",
-                len(failed) + remaining,
-                delay,
+                len(failed),
+                self._retry_delay,
             )
-            if self._stop.wait(delay):
-                raise RuntimeError("identity resolver: stopped with records not acknowledged")
-            delay = min(delay * 2, _RETRY_MAX_S)
-            for topic, key, value in failed:
-                producer.produce(topic, value, key, on_delivery=self._ack)
+            self._stop.wait(self._retry_delay)
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+            for batch, topic, key, value in failed:
+                producer.produce(topic, value, key, on_delivery=batch)
+        done: dict[tuple[str, int], int] = {}
+        inflight = self._inflight
+        while inflight and inflight[0].outstanding == 0:
+            done.update(inflight.popleft().offsets)
+        if done:
+            self._retry_delay = _RETRY_MIN_S
+            self._commit(done, asynchronous)
 
-    def _commit(self, asynchronous: bool) -> None:
+    def _settle(self, producer: Producer) -> None:
+        """Wait until every batch in flight is acknowledged and committed (stop and revoke)."""
+        deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+        while self._inflight:
+            producer.flush(1)
+            self._complete(producer, asynchronous=False)
+            if self._inflight and time.monotonic() > deadline:
+                log.error(
+                    "identity resolver: %d batches not acknowledged after %.0fs; their offsets are not "
+                    "committed, so they are read again later",
+                    len(self._inflight),
+                    _SETTLE_TIMEOUT_S,
+                )
+                self._inflight.clear()
+                self._failed.clear()
+                return
+
+    def _commit(self, offsets: dict[tuple[str, int], int], asynchronous: bool) -> None:
         consumer = self._consumer
-        if consumer is None or not self._uncommitted:
+        if consumer is None:
             return
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in self._uncommitted.items()]
-        self._uncommitted = {}
         try:
+            positions = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()]
             if asynchronous:
-                consumer.commit(offsets=offsets, asynchronous=True)
+                consumer.commit(offsets=positions, asynchronous=True)
             else:
-                consumer.commit(offsets=offsets, asynchronous=False)
+                consumer.commit(offsets=positions, asynchronous=False)
         except KafkaException as exc:
             # The outputs are acknowledged; a lost commit only means a replay, which dedup absorbs.
             log.warning("identity resolver: offset commit failed (%s); records will be re-read", exc)
@@ -291,8 +353,9 @@ class Resolver:
         log.info("identity resolver: assigned %d partitions", len(partitions))
 
     def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
-        # Batches are settled before the next consume, so only the commit may be outstanding.
-        self._commit(asynchronous=False)
+        # Finish what was read from these partitions before another worker takes them over.
+        if self._producer is not None:
+            self._settle(self._producer)
 
 
 def describe(settings: Settings) -> dict[str, Any]:

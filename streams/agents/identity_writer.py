@@ -31,6 +31,7 @@ own); they carry the messageId, and replays give the same person.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -136,7 +137,7 @@ class LinkWriter:
         consumer.subscribe([self._links], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(self.settings.identity_batch_size, 0.1)
+                messages = consumer.consume(self.settings.identity_batch_size, 0.02)
                 if messages and self.state is not None:
                     self._process(consumer, messages)
         finally:
@@ -211,6 +212,8 @@ class LinkWriter:
         self._published = published
         self._replay_until = max((offset for offset, _ in published.values()), default=-1)
         self._next_offset = committed
+        gc.collect()
+        gc.freeze()  # the rebuilt graph is long-lived: keep it out of every later full GC pass
         return committed
 
     def _rebuild(
