@@ -193,8 +193,6 @@ class LinkState:
         for pid, record in persons.items():
             if record.merged_into is not None:
                 lineage.setdefault(graph.canonical(pid), []).append(pid)
-        for ids in lineage.values():
-            ids.sort()
         return cls(graph, {k: v[1] for k, v in assignments.items()}, lineage)
 
     def apply(
@@ -247,7 +245,7 @@ class LinkState:
             "kind": "merged",
             "personId": merged.survivor,
             "mergedPersonId": merged.merged,
-            "mergedPersonIds": folded,
+            "mergedPersonIds": sorted(folded),  # sorted: a rebuilt lineage lists them in another order
             "identifiers": list(merged.identifiers_moved),
             "conflictingPersonId": None,
             "reason": None,
