@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.agents.identity import Resolver
 from streams.agents.identity_wire import RecordReader
@@ -279,35 +279,41 @@ def _probe(
             "group.id": "bench-probe",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 10,
+            "enable.partition.eof": True,
         }
     )
-    consumer.assign([TopicPartition(topic, p, -1) for p in range(settings.kafka_partitions)])
+    # Start at the current end, found by reading (Tansu's OFFSET_END/ListOffsets is not reliable).
+    partitions = range(settings.kafka_partitions)
+    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])
     count = int(rate * seconds)
     probe_events = make_events(count, persons, 0.03, rng, offset + 1_000_000)
     links = {e.messageId for e in probe_events if e.anonymousId and e.anonymousId.startswith("new-")}
-    # Only the probe's own events count: Tansu resolves OFFSET_END too early, so older records show up.
     wanted = {e.messageId for e in probe_events}
-    fast: list[float] = []
-    slow: list[float] = []
-    stop = threading.Event()
+    latency: dict[str, float] = {}  # first sighting per messageId (duplicates are not counted twice)
+    caught_up: set[int] = set()
+    produced = threading.Event()
 
     def read() -> None:
-        while not stop.is_set() or len(fast) + len(slow) < count:
+        give_up = float("inf")
+        while len(latency) < count and time.monotonic() < give_up:
+            if produced.is_set() and give_up == float("inf"):
+                give_up = time.monotonic() + 60
             for msg in consumer.consume(10_000, 0.1):
-                if msg.error() is not None or not msg.value():
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        caught_up.add(msg.partition())  # type: ignore[arg-type]
                     continue
+                if len(caught_up) < len(partitions) or not msg.value():
+                    continue  # older records
                 now = time.time() * 1000
-                value: bytes = msg.value()  # type: ignore[assignment]
-                mid, received = _message_and_received(value)
-                if mid in wanted:
-                    (slow if mid in links else fast).append(now - received)
-            if stop.is_set() and time.time() > deadline:
-                return
+                mid, received = _message_and_received(msg.value())  # type: ignore[arg-type]
+                if mid in wanted and mid not in latency:
+                    latency[mid] = now - received
 
-    deadline = time.time() + seconds + 30
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    time.sleep(1.0)  # the reader's assignment is in place
+    _wait(lambda: len(caught_up) == len(partitions), 120, "the probe reader to reach the end")
     tick = 0.05
     per_tick = max(1, int(rate * tick))
     producer = _producer(settings)
@@ -316,12 +322,18 @@ def _probe(
         _produce(producer, settings, probe_events[start : start + per_tick], stamp=True)
         next_at = started + (start // per_tick + 1) * tick
         time.sleep(max(0.0, next_at - time.monotonic()))
-    stop.set()
-    reader.join(seconds + 40)
+    achieved = count / (time.monotonic() - started)
+    produced.set()
+    reader.join(90)
     consumer.close()
-    report(f"latency probe: {len(fast) + len(slow):,} of {count:,} events seen")
+    missing = sorted(wanted - set(latency))
+    report(f"latency probe: {len(latency):,} of {count:,} events seen; missing {missing[:5]}")
+    fast = [ms for mid, ms in latency.items() if mid not in links]
+    slow = [ms for mid, ms in latency.items() if mid in links]
     return {
         "probe_offered_events_per_s": rate,
+        "probe_achieved_events_per_s": round(achieved),
+        "probe_events_missing": len(missing),
         "fast_path_latency_ms_p50": round(_percentile(fast, 0.5), 1),
         "fast_path_latency_ms_p99": round(_percentile(fast, 0.99), 1),
         "link_path_latency_ms_p50": round(_percentile(slow, 0.5), 1),
