@@ -25,7 +25,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -356,16 +355,3 @@ class Resolver:
         # Finish what was read from these partitions before another worker takes them over.
         if self._producer is not None:
             self._settle(self._producer)
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    """What the resolver reads and writes (for logs and ``--help`` texts)."""
-    return {
-        "group": resolver_group(settings),
-        "reads": [settings.channel_topic(c) for c in CHANNELS],
-        "writes": [
-            settings.topic(RESOLVED_TOPIC.name),
-            settings.topic(IDENTITY_LINKS_TOPIC.name),
-            settings.topic(INVALID_TOPIC.name),
-        ],
-    }

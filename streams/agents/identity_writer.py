@@ -36,7 +36,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -379,11 +378,3 @@ class LinkWriter:
             committed = self._recover(consumer)
             consumer.seek(TopicPartition(self._links, 0, committed))
             self.owning.set()
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    return {
-        "group": writer_group(settings),
-        "transactional_id": writer_transactional_id(settings),
-        "reads": [settings.topic(IDENTITY_LINKS_TOPIC.name)],
-    }
