@@ -60,7 +60,7 @@ class HistorySinkService(Service):
 
     @property
     def sink_stopping(self) -> bool:
-        return self.sink._stop.is_set()
+        return self.sink.stopping
 
     async def on_stop(self) -> None:
         self.sink.stop()

@@ -30,6 +30,8 @@ import gc
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as future_wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +55,7 @@ log = logging.getLogger("streams.agents.history")
 _CONSUME_MAX = 10_000
 _SHUTDOWN_GRACE_S = 15.0
 _POLL_WHILE_WAITING_S = 0.25
+_REVOKE_WAIT_S = 10.0
 
 
 @dataclass
@@ -78,6 +81,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 3),
         "enable.partition.eof": False,
+        # The broker may hold a fetch this long when there is little data: bounds visibility latency.
+        "fetch.wait.max.ms": 100,
         # Bounds the prefetch queue (the only buffer besides the batch being built).
         "queued.max.messages.kbytes": 32 * 1024,
         "fetch.max.bytes": 16 * 1024 * 1024,
@@ -99,31 +104,55 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Batch:
+    """What one insert covers: its columns, the offsets it completes and the rejects it carries."""
+
+    events: EventColumns = field(default_factory=EventColumns)
+    invalid: InvalidColumns = field(default_factory=InvalidColumns)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    rejects: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, InvalidRecord bytes)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.invalid) + len(self.rejects)
+
+
 class HistorySink:
-    """The consume -> decode -> insert -> commit loop. :meth:`run` blocks; :meth:`stop` ends it."""
+    """The consume -> decode -> insert -> commit loop. :meth:`run` blocks; :meth:`stop` ends it.
+
+    Two threads: the caller's thread owns the Kafka consumer and builds batches; one writer thread
+    inserts them. At most one batch is in flight, so the next one is built while ClickHouse writes the
+    previous one (a part costs ClickHouse 18.16 ~50-250 ms of file creation here, whatever its size),
+    and memory is bounded by two batches. A batch's offsets are committed after its insert returned
+    and its rejects were acknowledged; batches complete in order.
+    """
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
         self.settings = settings
         self.stats = SinkStats()
         self.ready = threading.Event()  # set once partitions were first assigned
         self._stop = threading.Event()
+        self._abandon = threading.Event()
         self._writer = writer or ClickHouseWriter(settings)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-sink-writer")
         self._decoder = EventDecoder()
         self._invalid_topic = settings.topic(INVALID_TOPIC.name)
         self._topics = [settings.channel_topic(c) for c in CHANNELS] + [self._invalid_topic]
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._events = EventColumns()
-        self._invalid = InvalidColumns()
-        self._offsets: dict[tuple[str, int], int] = {}
-        self._rejects: list[tuple[bytes, bytes]] = []  # (key, InvalidRecord bytes) not yet produced
+        self._batch = _Batch()
+        self._inflight: tuple[_Batch, Future[None]] | None = None
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
-        self._flushing = False
+        self._completing = False
         self._deferred: list[Message] = []
         self._batch_deadline = 0.0
-        self._give_up_at: float | None = None
         self._last_kafka_error = ""
+        self._produce_errors: list[str] = []  # filled by delivery callbacks (in flush, this thread)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
         """Ask :meth:`run` to flush the pending batch, commit and return (any thread)."""
@@ -141,21 +170,27 @@ class HistorySink:
         log.info("history sink: consuming %s as group %s", ", ".join(self._topics), self.settings.sink_group)
         try:
             self._loop(consumer)
-            self._give_up_at = time.monotonic() + _SHUTDOWN_GRACE_S
+            grace = threading.Timer(_SHUTDOWN_GRACE_S, self._abandon.set)
+            grace.daemon = True
+            grace.start()
             try:
-                self._flush()
+                self._drain()
             except WriteAbandoned as exc:
                 log.error(
-                    "history sink: stopping with %d events not written (%s); nothing was committed "
-                    "for them, so they are read again on the next start",
-                    len(self._events),
+                    "history sink: stopping with events not written (%s); their offsets were not "
+                    "committed, so they are read again on the next start",
                     exc,
                 )
+            finally:
+                grace.cancel()
         finally:
+            self._abandon.set()
+            self._pool.shutdown(wait=True)
             try:
                 consumer.close()
             finally:
                 self._producer.flush(5)
+                self._writer.close()
         log.info(
             "history sink stopped: %d events and %d invalid records written in %d batches",
             self.stats.events_written,
@@ -168,15 +203,22 @@ class HistorySink:
         batch_size = self.settings.sink_batch_size
         invalid_topic = self._invalid_topic
         decode = self._decoder.decode
-        offsets = self._offsets
         while not self._stop.is_set():
-            pending = len(self._events) + len(self._invalid)
-            timeout = max(0.0, self._batch_deadline - time.monotonic()) if pending else min(interval, 1.0)
+            inflight = self._inflight
+            if inflight is not None and inflight[1].done():
+                self._complete_inflight()  # commit promptly, also when no new records arrive
+            batch = self._batch
+            pending = len(batch)
+            started = time.monotonic()
+            if not pending:
+                # consume() blocks until the timeout unless it fills up, so a batch's clock starts
+                # before the call: no record waits longer than one interval (plus the insert).
+                self._batch_deadline = started + interval
+            timeout = max(0.0, self._batch_deadline - started)
             messages = self._deferred or consumer.consume(min(_CONSUME_MAX, batch_size - pending), timeout)
             self._deferred = []
-            if messages and not pending:
-                self._batch_deadline = time.monotonic() + interval
-            append = self._events.append
+            offsets = batch.offsets
+            append = batch.events.append
             for msg in messages:
                 error = msg.error()
                 if error is not None:
@@ -189,24 +231,23 @@ class HistorySink:
                 offsets[(topic, partition)] = offset
                 value = msg.value() or b""
                 if topic == invalid_topic:
-                    self._take_invalid(value, partition, offset)
+                    self._take_invalid(batch, value, partition, offset)
                     continue
                 try:
                     row = decode(value)
                 except SerializationError as exc:
-                    self._reject(msg, value, str(exc))
+                    self._reject(batch, topic, partition, offset, value, str(exc))
                     continue
                 append(row, partition, offset)
-            pending = len(self._events) + len(self._invalid) + len(self._rejects)
-            if pending >= batch_size or ((pending or offsets) and time.monotonic() >= self._batch_deadline):
-                self._flush()
+            if len(batch) >= batch_size or (offsets and time.monotonic() >= self._batch_deadline):
+                self._submit()
 
-    def _take_invalid(self, value: bytes, partition: int, offset: int) -> None:
+    def _take_invalid(self, batch: _Batch, value: bytes, partition: int, offset: int) -> None:
         try:
             record = INVALID_CODEC.decode(value)
         except SerializationError as exc:
             # Garbage on events.invalid itself: keep it in the table, never send it back to the topic.
-            self._invalid.append(
+            batch.invalid.append(
                 stage="sink",
                 reason=f"undecodable record on {self._invalid_topic}: {exc}",
                 field="",
@@ -218,25 +259,28 @@ class HistorySink:
                 offset=offset,
             )
             return
-        self._invalid.append_record(record, partition, offset)
+        batch.invalid.append_record(record, partition, offset)
 
-    def _reject(self, msg: Message, value: bytes, reason: str) -> None:
-        topic = msg.topic() or ""
+    def _reject(
+        self, batch: _Batch, topic: str, partition: int, offset: int, value: bytes, reason: str
+    ) -> None:
+        position = f"{partition}/{offset}"
         record = {
             "stage": "sink",
             "reason": reason,
             "field": None,
             "source": topic,
-            "position": f"{msg.partition()}/{msg.offset()}",
+            "position": position,
             "original": value,
             "receivedAt": datetime.now(UTC),
         }
-        self._rejects.append((topic.encode(), INVALID_CODEC.encode(record)))
+        batch.rejects.append((topic.encode(), INVALID_CODEC.encode(record)))
         self.stats.rejected += 1
         log.warning(
-            "history sink: undecodable record at %s %s sent to events.invalid: %s",
+            "history sink: undecodable record at %s %s sent to %s: %s",
             topic,
-            record["position"],
+            position,
+            self._invalid_topic,
             reason[:200],
         )
 
@@ -248,70 +292,123 @@ class HistorySink:
         if error.fatal():
             raise KafkaException(error)
 
-    def _flush(self) -> None:
-        """Write the batch, hand rejects to events.invalid, then commit; in this order, always."""
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            events, invalid = self._events, self._invalid
-            if len(events):
-                self._writer.insert("events", EVENT_COLUMNS, events.columns, len(events), wait=self._wait)
-            if len(invalid):
-                self._writer.insert(
-                    "invalid_events", INVALID_COLUMNS, invalid.columns, len(invalid), wait=self._wait
-                )
-            self._send_rejects()
-            self.stats.events_written += len(events)
-            self.stats.invalid_written += len(invalid)
-            if len(events) or len(invalid):
-                self.stats.batches += 1
-            self._events, self._invalid = EventColumns(), InvalidColumns()
-            self._commit()
-            if self._paused:
-                self._resume()
-        finally:
-            self._flushing = False
-        self._batch_deadline = time.monotonic() + self.settings.sink_flush_interval_s
+    def _submit(self) -> None:
+        """Hand the current batch to the writer thread (after the previous one completed)."""
+        if not self._complete_inflight():
+            raise RuntimeError("history sink: a batch was submitted while another was completing")
+        batch, self._batch = self._batch, _Batch()
+        if batch.rejects and self._producer is not None:
+            for key, value in batch.rejects:  # acknowledged (and retried) before the commit
+                self._producer.produce(self._invalid_topic, value, key, on_delivery=self._on_delivery)
+        self._inflight = (batch, self._pool.submit(self._insert, batch))
 
-    def _send_rejects(self) -> None:
+    def _insert(self, batch: _Batch) -> None:
+        """Writer thread: insert both tables, retrying until it works or we give up at shutdown."""
+        events, invalid = batch.events, batch.invalid
+        if len(events):
+            self._writer.insert("events", EVENT_COLUMNS, events.columns, len(events), wait=self._sleep)
+        if len(invalid):
+            self._writer.insert(
+                "invalid_events", INVALID_COLUMNS, invalid.columns, len(invalid), wait=self._sleep
+            )
+
+    def _sleep(self, seconds: float) -> bool:
+        return not self._abandon.wait(seconds)
+
+    def _complete_inflight(self, revoking_within_s: float | None = None) -> bool:
+        """Wait for the batch in flight; then make sure its rejects are on the topic and commit it.
+
+        While waiting, the consumer keeps polling (group membership). Once an insert has failed, its
+        partitions are paused so nothing more is read until ClickHouse is back. Inside a rebalance
+        callback (``revoking_within_s``) it neither polls nor waits longer than that; it returns False
+        when the batch is still in flight then.
+        """
+        if self._inflight is None:
+            return True
+        if self._completing:
+            return False
+        self._completing = True
+        try:
+            batch, future = self._inflight
+            consumer = self._consumer
+            assert consumer is not None
+            failures_before = self._writer.failed_attempts
+            give_up = None if revoking_within_s is None else time.monotonic() + revoking_within_s
+            while not future.done():
+                if give_up is not None:
+                    if time.monotonic() >= give_up:
+                        return False
+                    future_wait([future], timeout=0.1)
+                    continue
+                if not self._paused and self._writer.failed_attempts > failures_before:
+                    consumer.pause(consumer.assignment())
+                    self._paused = True
+                if self._paused:
+                    msg = consumer.poll(_POLL_WHILE_WAITING_S)
+                    if msg is not None:  # only from partitions assigned while paused
+                        self._deferred.append(msg)
+                else:
+                    future_wait([future], timeout=0.01)
+            future.result()  # raises WriteAbandoned (or a bug) with nothing committed
+            self._ack_rejects(batch)
+            self._inflight = None
+            self.stats.events_written += len(batch.events)
+            self.stats.invalid_written += len(batch.invalid)
+            self.stats.batches += 1
+            self._commit(batch.offsets)
+            if self._paused:
+                consumer.resume(consumer.assignment())
+                self._paused = False
+            return True
+        finally:
+            self._completing = False
+
+    def _ack_rejects(self, batch: _Batch) -> None:
         producer = self._producer
         assert producer is not None
+        if not batch.rejects:
+            return
         delay = 0.2
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(err.str())
-
-        while self._rejects:
-            failures.clear()
-            for key, value in self._rejects:
-                producer.produce(self._invalid_topic, value, key, on_delivery=delivered)
-            remaining = producer.flush(30)
-            if not failures and not remaining:
-                self._rejects = []
+        while True:
+            failures: list[str] = []
+            if producer.flush(30) == 0 and not self._last_produce_failed(failures):
                 return
             log.warning(
-                "history sink: %d records for %s not acknowledged (%s); retrying in %.1fs",
-                len(self._rejects),
+                "history sink: %d records for %s not acknowledged (%s); producing again in %.1fs",
+                len(batch.rejects),
                 self._invalid_topic,
                 failures[0] if failures else "timeout",
                 delay,
             )
-            if not self._wait(delay):
-                raise WriteAbandoned(f"{len(self._rejects)} invalid records not acknowledged")
+            if self._abandon.wait(delay):
+                raise WriteAbandoned(f"{len(batch.rejects)} invalid records not acknowledged")
             delay = min(delay * 2, self.settings.sink_retry_max_backoff_s)
+            for key, value in batch.rejects:  # duplicates on events.invalid are harmless
+                producer.produce(self._invalid_topic, value, key, on_delivery=self._on_delivery)
 
-    def _commit(self) -> None:
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._produce_errors.append(err.str())
+
+    def _last_produce_failed(self, out: list[str]) -> bool:
+        errors, self._produce_errors = self._produce_errors, []
+        out.extend(errors)
+        return bool(errors)
+
+    def _drain(self) -> None:
+        """Write and commit everything read so far (shutdown)."""
+        if len(self._batch) or self._batch.offsets:
+            self._submit()
+        self._complete_inflight()
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         consumer = self._consumer
         assert consumer is not None
         owned = [
             TopicPartition(topic, partition, offset + 1)
-            for (topic, partition), offset in self._offsets.items()
+            for (topic, partition), offset in offsets.items()
             if (topic, partition) in self._assigned
         ]
-        self._offsets = {}
         if not owned:
             return
         try:
@@ -320,33 +417,6 @@ class HistorySink:
             # The rows are in ClickHouse; a lost commit only means a replay, which dedup absorbs.
             self.stats.commits_failed += 1
             log.warning("history sink: offset commit failed (%s); those records will be re-read", exc)
-
-    def _wait(self, seconds: float) -> bool:
-        """Between insert attempts: pause consumption but keep polling so the group keeps us."""
-        consumer = self._consumer
-        assert consumer is not None
-        if not self._paused:
-            consumer.pause(consumer.assignment())
-            self._paused = True
-        end = time.monotonic() + seconds
-        while True:
-            now = time.monotonic()
-            if self._give_up_at is not None and now >= self._give_up_at:
-                return False
-            if now >= end:
-                return True
-            if self._stop.is_set() and self._give_up_at is None:
-                self._give_up_at = now + _SHUTDOWN_GRACE_S
-            msg = consumer.poll(min(_POLL_WHILE_WAITING_S, end - now))
-            if msg is not None:
-                # Only from partitions assigned while paused; processed once the insert succeeded.
-                self._deferred.append(msg)
-
-    def _resume(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        consumer.resume(consumer.assignment())
-        self._paused = False
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
@@ -360,6 +430,7 @@ class HistorySink:
         # does not re-read them. Inside a retry (ClickHouse down) that cannot happen: the rows are
         # written later and the commit skips partitions no longer ours; the new owner re-reads them
         # and dedup absorbs the duplicates.
-        if not self._flushing:
-            self._flush()
+        if not self._completing and self._complete_inflight(_REVOKE_WAIT_S) and self._batch.offsets:
+            self._submit()
+            self._complete_inflight(_REVOKE_WAIT_S)
         self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)

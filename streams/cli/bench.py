@@ -1,4 +1,4 @@
-"""`omniseg bench` (placeholder until its module lands)."""
+"""`omniseg bench`: measure the pipeline's parts against a running stack (``omniseg dev up``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,53 @@ from streams.settings import get_settings
 
 @click.group("bench")
 def bench() -> None:
-    """Not yet available."""
+    """Benchmarks against the running stack; each prints its figures as JSON on stdout.
+
+    Run `omniseg dev up` first. Figures go into BENCHMARKS.md with the exact command.
+    """
+
+
+@bench.command("ingest")
+@click.option(
+    "--events",
+    type=click.IntRange(min=1000),
+    default=200_000,
+    show_default=True,
+    help="Events pre-produced to the channel topics, then drained by the sink.",
+)
+@click.option(
+    "--probe-rate",
+    type=click.IntRange(min=100),
+    default=5_000,
+    show_default=True,
+    help="Steady offered load (events/s) while visibility latency is probed.",
+)
+@click.option(
+    "--probe-seconds",
+    type=click.FloatRange(min=2),
+    default=10.0,
+    show_default=True,
+    help="How long the latency probe runs.",
+)
+@click.option("--keep", is_flag=True, help="Keep the benchmark's topics and ClickHouse database.")
+def ingest(events: int, probe_rate: int, probe_seconds: float, keep: bool) -> None:
+    """History sink: events/s from Kafka into ClickHouse, p50/p99 time until an event is visible,
+    and the worker's peak RSS.
+
+    Uses its own topic prefix, consumer group and ClickHouse database (removed afterwards unless
+    --keep), so the stack's data is untouched. Starts a real `omniseg worker` subprocess and stops it.
+    """
+    from streams.warehouse.ingest_bench import run_ingest_bench
+
+    result = run_ingest_bench(
+        get_settings(),
+        events,
+        probe_rate=probe_rate,
+        probe_seconds=probe_seconds,
+        keep=keep,
+        report=lambda line: click.echo(line, err=True),
+    )
+    click.echo(json.dumps(result, indent=2))
 
 
 @bench.command("identity")

@@ -135,94 +135,6 @@ def _layout(schema: dict[str, Any]) -> dict[str, int]:
     return layout
 
 
-_L = _layout(EVENT_CODEC.current.parsed)
-
-
-class EventColumns:
-    """A growing batch of ``events`` rows, kept as one list per column (``EVENT_COLUMNS`` order)."""
-
-    __slots__ = ("columns", "rows")
-
-    def __init__(self) -> None:
-        self.columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]
-        self.rows = 0
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def append(self, row: tuple[Any, ...], partition: int, offset: int) -> None:
-        """Add one decoded event (a tuple from :class:`EventDecoder`) read at ``partition``/``offset``."""
-        L = _L
-        ctx = row[L["context"]]
-        ids = row[L["identifiers"]]
-        store = row[L["store"]]
-        device = ctx[L["ctx.device"]]
-        page = ctx[L["ctx.page"]]
-        campaign = ctx[L["ctx.campaign"]]
-        lines = row[L["lines"]]
-        timestamp_ms = row[L["timestamp"]]
-        values = (
-            row[L["messageId"]],
-            row[L["type"]],
-            ctx[L["ctx.channel"]],
-            ctx[L["ctx.source"]] or "",
-            row[L["event"]] or "",
-            row[L["name"]] or "",
-            row[L["anonymousId"]] or "",
-            row[L["userId"]] or "",
-            row[L["previousId"]] or "",
-            row[L["groupId"]] or "",
-            ids[L["ids.email"]] or "",
-            ids[L["ids.phone"]] or "",
-            ids[L["ids.espSubscriberId"]] or "",
-            ids[L["ids.loyaltyCard"]] or "",
-            ids[L["ids.crmId"]] or "",
-            (device[L["device.id"]] or "") if device else "",
-            (device[L["device.advertisingId"]] or "") if device else "",
-            (device[L["device.type"]] or "") if device else "",
-            ctx[L["ctx.ip"]] or "",
-            ctx[L["ctx.userAgent"]] or "",
-            ctx[L["ctx.locale"]] or "",
-            ctx[L["ctx.timezone"]] or "",
-            (page[L["page.url"]] or "") if page else "",
-            (page[L["page.path"]] or "") if page else "",
-            (page[L["page.referrer"]] or "") if page else "",
-            (campaign[L["campaign.name"]] or "") if campaign else "",
-            (campaign[L["campaign.source"]] or "") if campaign else "",
-            (campaign[L["campaign.medium"]] or "") if campaign else "",
-            store[L["store.storeId"]] if store else "",
-            (store[L["store.terminalId"]] or "") if store else "",
-            (store[L["store.transactionId"]] or "") if store else "",
-        )
-        columns = self.columns
-        for column, value in zip(columns, values, strict=False):
-            column.append(value)
-        base = len(values)
-        if lines:
-            currencies = [line[L["line.currency"]] or "" for line in lines]
-            columns[base].append([line[L["line.sku"]] or "" for line in lines])
-            columns[base + 1].append([line[L["line.ean"]] or "" for line in lines])
-            columns[base + 2].append([line[L["line.appProductId"]] or "" for line in lines])
-            columns[base + 3].append([line[L["line.quantity"]] for line in lines])
-            columns[base + 4].append([_finite_or_none(line[L["line.unitPrice"]]) for line in lines])
-            columns[base + 5].append(currencies)
-            columns[base + 6].append(next((c for c in currencies if c), ""))
-        else:
-            for number in range(6):
-                columns[base + number].append([])
-            columns[base + 6].append("")
-        sent_at = row[L["sentAt"]]
-        columns[base + 7].append(row[L["traits"]] or "")
-        columns[base + 8].append(row[L["properties"]] or "")
-        columns[base + 9].append(_seconds(timestamp_ms))
-        columns[base + 10].append(max(timestamp_ms, 0))
-        columns[base + 11].append(max(sent_at, 0) if sent_at is not None else 0)
-        columns[base + 12].append(_seconds(row[L["receivedAt"]]))
-        columns[base + 13].append(partition)
-        columns[base + 14].append(offset)
-        self.rows += 1
-
-
 # ClickHouse DateTime is UInt32 seconds; clamp so an absurd client clock cannot fail the whole batch.
 _MAX_DATETIME = 2**32 - 1
 
@@ -233,6 +145,134 @@ def _seconds(millis: int) -> int:
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+# The row -> columns step runs once per event, so it is generated with the schema's field indices as
+# literals (no lookups by name on the hot path). One line per column, in EVENT_COLUMNS order.
+_APPEND_TEMPLATE = """
+def append(self, row, partition, offset):
+    ctx = row[{context}]
+    ids = row[{identifiers}]
+    store = row[{store}]
+    device = ctx[{ctx_device}]
+    page = ctx[{ctx_page}]
+    campaign = ctx[{ctx_campaign}]
+    lines = row[{lines}]
+    timestamp_ms = row[{timestamp}]
+    sent_at = row[{sentAt}]
+    (a_message_id, a_type, a_channel, a_source, a_event, a_name, a_anonymous_id, a_user_id,
+     a_previous_id, a_group_id, a_email, a_phone, a_esp, a_loyalty, a_crm, a_device_id, a_ad_id,
+     a_device_type, a_ip, a_ua, a_locale, a_tz, a_page_url, a_page_path, a_page_referrer,
+     a_campaign_name, a_campaign_source, a_campaign_medium, a_store_id, a_terminal_id,
+     a_transaction_id, a_sku, a_ean, a_app_id, a_qty, a_price, a_line_currency, a_currency,
+     a_traits, a_properties, a_timestamp, a_timestamp_ms, a_sent_at_ms, a_received_at,
+     a_partition, a_offset) = self.appends
+    a_message_id(row[{messageId}])
+    a_type(row[{type}])
+    a_channel(ctx[{ctx_channel}])
+    a_source(ctx[{ctx_source}] or "")
+    a_event(row[{event}] or "")
+    a_name(row[{name}] or "")
+    a_anonymous_id(row[{anonymousId}] or "")
+    a_user_id(row[{userId}] or "")
+    a_previous_id(row[{previousId}] or "")
+    a_group_id(row[{groupId}] or "")
+    a_email(ids[{ids_email}] or "")
+    a_phone(ids[{ids_phone}] or "")
+    a_esp(ids[{ids_espSubscriberId}] or "")
+    a_loyalty(ids[{ids_loyaltyCard}] or "")
+    a_crm(ids[{ids_crmId}] or "")
+    if device is None:
+        a_device_id("")
+        a_ad_id("")
+        a_device_type("")
+    else:
+        a_device_id(device[{device_id}] or "")
+        a_ad_id(device[{device_advertisingId}] or "")
+        a_device_type(device[{device_type}] or "")
+    a_ip(ctx[{ctx_ip}] or "")
+    a_ua(ctx[{ctx_userAgent}] or "")
+    a_locale(ctx[{ctx_locale}] or "")
+    a_tz(ctx[{ctx_timezone}] or "")
+    if page is None:
+        a_page_url("")
+        a_page_path("")
+        a_page_referrer("")
+    else:
+        a_page_url(page[{page_url}] or "")
+        a_page_path(page[{page_path}] or "")
+        a_page_referrer(page[{page_referrer}] or "")
+    if campaign is None:
+        a_campaign_name("")
+        a_campaign_source("")
+        a_campaign_medium("")
+    else:
+        a_campaign_name(campaign[{campaign_name}] or "")
+        a_campaign_source(campaign[{campaign_source}] or "")
+        a_campaign_medium(campaign[{campaign_medium}] or "")
+    if store is None:
+        a_store_id("")
+        a_terminal_id("")
+        a_transaction_id("")
+    else:
+        a_store_id(store[{store_storeId}])
+        a_terminal_id(store[{store_terminalId}] or "")
+        a_transaction_id(store[{store_transactionId}] or "")
+    if lines:
+        currencies = [line[{line_currency}] or "" for line in lines]
+        a_sku([line[{line_sku}] or "" for line in lines])
+        a_ean([line[{line_ean}] or "" for line in lines])
+        a_app_id([line[{line_appProductId}] or "" for line in lines])
+        a_qty([line[{line_quantity}] for line in lines])
+        a_price([_finite_or_none(line[{line_unitPrice}]) for line in lines])
+        a_line_currency(currencies)
+        a_currency(next((c for c in currencies if c), ""))
+    else:
+        a_sku([])
+        a_ean([])
+        a_app_id([])
+        a_qty([])
+        a_price([])
+        a_line_currency([])
+        a_currency("")
+    a_traits(row[{traits}] or "")
+    a_properties(row[{properties}] or "")
+    a_timestamp(_seconds(timestamp_ms))
+    a_timestamp_ms(timestamp_ms if timestamp_ms > 0 else 0)
+    a_sent_at_ms(sent_at if sent_at is not None and sent_at > 0 else 0)
+    a_received_at(_seconds(row[{receivedAt}]))
+    a_partition(partition)
+    a_offset(offset)
+    self.rows += 1
+"""
+
+
+def _compile_append() -> Any:
+    layout = {key.replace(".", "_"): value for key, value in _layout(EVENT_CODEC.current.parsed).items()}
+    scope: dict[str, Any] = {"_seconds": _seconds, "_finite_or_none": _finite_or_none}
+    exec(compile(_APPEND_TEMPLATE.format(**layout), "<EventColumns.append>", "exec"), scope)
+    return scope["append"]
+
+
+class EventColumns:
+    """A growing batch of ``events`` rows, kept as one list per column (``EVENT_COLUMNS`` order)."""
+
+    __slots__ = ("appends", "columns", "rows")
+
+    def __init__(self) -> None:
+        self.columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]
+        self.appends = tuple(column.append for column in self.columns)
+        self.rows = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, row: tuple[Any, ...], partition: int, offset: int) -> None:
+        """Add one decoded event (a tuple from :class:`EventDecoder`) read at ``partition``/``offset``."""
+        raise NotImplementedError  # replaced below by the generated function
+
+
+EventColumns.append = _compile_append()  # type: ignore[method-assign]
 
 
 class InvalidColumns:
