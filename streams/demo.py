@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from streams.dev.probes import http_healthy
 from streams.dev.process import ManagedProcess, StackError, free_port, port_is_free
 from streams.dev.stack import LocalStack, clickhouse_client
 from streams.domain.simulation import generate
@@ -94,20 +95,9 @@ def _process(
         argv=[sys.executable, "-m", "streams.cli", *args],
         state_dir=state_dir,
         ports=[port] if port else [],
-        is_ready=(lambda: _healthy(port)) if port else (lambda: True),
+        is_ready=(lambda: http_healthy(port)) if port else (lambda: True),
         env=env,
     )
-
-
-def _healthy(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/health")
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except OSError:
-        return False
 
 
 def _send(settings: Settings, port: int, customers: int, days: int, seed: int, report: Report) -> DemoResult:

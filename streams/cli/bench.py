@@ -116,3 +116,47 @@ def identity(persons: int, events: int, link_ratio: float, probe_rate: int, prob
         report=lambda line: click.echo(line, err=True),
     )
     click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("collector")
+@click.option("--events", type=click.IntRange(min=1000), default=100_000, show_default=True)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Client threads."
+)
+@click.option("--batch-size", type=click.IntRange(1, 2000), default=250, show_default=True)
+def collector(events: int, concurrency: int, batch_size: int) -> None:
+    """Collector: events/s through /v1/batch and request latency p50/p99, every request acked.
+
+    Starts a real `omniseg collector serve` process on a free port (the web source of the dev stack's
+    write keys), posts pre-built batches from several threads, and stops it.
+    """
+    import os
+    import sys
+
+    from streams.api.bench import run_collector_bench
+    from streams.dev.probes import http_healthy
+    from streams.dev.process import ManagedProcess, free_port
+    from streams.dev.stack import LocalStack
+
+    settings = get_settings()
+    if not any(source.channel == "web" for source in settings.sources.values()):
+        raise click.ClickException("no web source configured; run `omniseg dev up` first")
+    port = free_port()
+    stack = LocalStack(settings)
+    proc = ManagedProcess(
+        name="bench-collector",
+        argv=[sys.executable, "-m", "streams.cli", "collector", "serve", "--log-level", "warning"],
+        state_dir=stack.state_dir,
+        ports=[port],
+        is_ready=lambda: http_healthy(port),
+        env={**os.environ, "OMNISEG_COLLECTOR_PORT": str(port)},
+    )
+    proc.start(60)
+    try:
+        run_collector_bench(
+            settings, min(events, 5000), concurrency, batch_size=batch_size, port=port
+        )  # warm-up
+        result = run_collector_bench(settings, events, concurrency, batch_size=batch_size, port=port)
+    finally:
+        proc.stop()
+    click.echo(json.dumps(result, indent=2))

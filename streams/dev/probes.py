@@ -41,3 +41,17 @@ class _Quiet:
 
 
 _quiet = _Quiet()
+
+
+def http_healthy(port: int, path: str = "/health") -> bool:
+    """True when a local HTTP service answers 200 on ``path``."""
+    import http.client
+
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+    except OSError:
+        return False
+    return ok
