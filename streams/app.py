@@ -8,67 +8,22 @@ loggers at WARNING so the hot path stays quiet.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from typing import Any
 
 import faust
-from mode import Service
 
 from streams.agents.history import HistorySink
+from streams.agents.threaded import Loop, ThreadedLoops
 from streams.settings import Settings
 
 log = logging.getLogger("streams.app")
 
-# Stopping waits for the sink to flush and commit; it gives up on ClickHouse after its own grace period.
-_SINK_STOP_TIMEOUT_S = 30.0
 
-
-class HistorySinkService(Service):
+class HistorySinkService(ThreadedLoops):
     """Runs :class:`HistorySink` in a thread for the lifetime of the Faust worker."""
 
-    settings: Settings  # set on the subclass made by create_app
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sink = HistorySink(self.settings)
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-
-    async def on_start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="history-sink", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.sink.run()
-        except BaseException as exc:
-            self._failure = exc
-            log.exception("history sink crashed: %s", exc)
-
-    @Service.task
-    async def _watch(self) -> None:
-        # A dead sink thread must not leave a worker that looks healthy but writes nothing.
-        while not self.should_stop:
-            await asyncio.sleep(0.5)
-            thread = self._thread
-            if thread is not None and not thread.is_alive() and not self.sink_stopping:
-                reason = self._failure or RuntimeError("history sink thread exited")
-                await self.crash(reason)
-                return
-
-    @property
-    def sink_stopping(self) -> bool:
-        return self.sink.stopping
-
-    async def on_stop(self) -> None:
-        self.sink.stop()
-        thread = self._thread
-        if thread is not None:
-            await asyncio.to_thread(thread.join, _SINK_STOP_TIMEOUT_S)
-            if thread.is_alive():
-                log.error("history sink did not stop within %.0fs", _SINK_STOP_TIMEOUT_S)
+    def make_loops(self) -> list[tuple[str, Loop]]:
+        return [("history-sink", HistorySink(self.settings))]
 
 
 def create_app(
@@ -98,7 +53,7 @@ def create_app(
         producer_acks=-1,
     )
     if history_sink:
-        service = type("HistorySinkService", (HistorySinkService,), {"settings": settings})
+        service = HistorySinkService.bound(settings)
         app.service(service)
         # The identity tables (migration 0003) are filled by their own sink, with its own group.
         from streams.agents.identity_sink import identity_sink_service_for

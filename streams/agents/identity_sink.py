@@ -22,19 +22,17 @@ Guarantees
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from mode import Service
 
 from streams.agents.history import consumer_config, producer_config
+from streams.agents.threaded import Loop, ThreadedLoops
 from streams.serde import (
     IDENTITY_ASSIGNMENT_CODEC,
     IDENTITY_CHANGE_CODEC,
@@ -331,47 +329,13 @@ class IdentitySink:
         self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
 
 
-class IdentitySinkService(Service):
+class IdentitySinkService(ThreadedLoops):
     """Runs :class:`IdentitySink` in a thread for the lifetime of the Faust worker."""
 
-    settings: Settings  # set on the subclass made by identity_sink_service_for
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sink = IdentitySink(self.settings)
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-
-    async def on_start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="identity-sink", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.sink.run()
-        except BaseException as exc:
-            self._failure = exc
-            log.exception("identity sink crashed: %s", exc)
-
-    @Service.task
-    async def _watch(self) -> None:
-        # A dead sink thread must not leave a worker that looks healthy but writes nothing.
-        while not self.should_stop:
-            await asyncio.sleep(0.5)
-            thread = self._thread
-            if thread is not None and not thread.is_alive() and not self.sink.stopping:
-                await self.crash(self._failure or RuntimeError("identity sink thread exited"))
-                return
-
-    async def on_stop(self) -> None:
-        self.sink.stop()
-        thread = self._thread
-        if thread is not None:
-            await asyncio.to_thread(thread.join, _SERVICE_STOP_TIMEOUT_S)
-            if thread.is_alive():
-                log.error("identity sink did not stop within %.0fs", _SERVICE_STOP_TIMEOUT_S)
+    def make_loops(self) -> list[tuple[str, Loop]]:
+        return [("identity-sink", IdentitySink(self.settings))]
 
 
-def identity_sink_service_for(settings: Settings) -> type[IdentitySinkService]:
+def identity_sink_service_for(settings: Settings) -> type[ThreadedLoops]:
     """The service class to register with ``app.service`` for these settings."""
-    return type("IdentitySinkService", (IdentitySinkService,), {"settings": settings})
+    return IdentitySinkService.bound(settings)
