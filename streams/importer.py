@@ -50,7 +50,7 @@ from pydantic import ValidationError
 from streams.api.intake import describe_validation_error
 from streams.api.producer import producer_config
 from streams.domain.events import ChannelName, Event
-from streams.serde import EVENT_CODEC, INVALID_CODEC
+from streams.serde import EVENT_CODEC, encode_invalid
 from streams.settings import Settings
 from streams.topics import INVALID_TOPIC
 
@@ -252,16 +252,16 @@ class Importer:
         reason = row.error or "unreadable row"
         if len(summary.reasons) < 5:
             summary.reasons.append(f"line {row.line}: {reason}")
-        record = {
-            "stage": "import",
-            "reason": reason,
-            "field": row.field,
-            "source": self.source,
-            "position": f"line {row.line}",
-            "original": row.raw,
-            "receivedAt": received_at,
-        }
-        self._produce(self.invalid_topic, self.source.encode(), INVALID_CODEC.encode(record))
+        record = encode_invalid(
+            "import",
+            reason,
+            source=self.source,
+            position=f"line {row.line}",
+            original=row.raw,
+            field=row.field,
+            received_at=received_at,
+        )
+        self._produce(self.invalid_topic, self.source.encode(), record)
 
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         while True:

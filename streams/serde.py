@@ -12,6 +12,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,27 @@ RESOLVED_CODEC = AvroCodec("resolved_event")
 IDENTITY_CHANGE_CODEC = AvroCodec("identity_change")
 IDENTITY_ASSIGNMENT_CODEC = AvroCodec("identity_assignment")
 IDENTITY_PERSON_CODEC = AvroCodec("identity_person")
+
+
+def encode_invalid(
+    stage: str,
+    reason: str,
+    *,
+    source: str | None,
+    position: str | None,
+    original: bytes,
+    field: str | None = None,
+    received_at: datetime | None = None,
+) -> bytes:
+    """One ``events.invalid`` record (``schemas/invalid_record.avsc``): what failed where, and why."""
+    return INVALID_CODEC.encode(
+        {
+            "stage": stage,
+            "reason": reason,
+            "field": field,
+            "source": source,
+            "position": position,
+            "original": original,
+            "receivedAt": received_at or datetime.now(UTC),
+        }
+    )

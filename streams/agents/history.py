@@ -33,12 +33,11 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as future_wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.serde import INVALID_CODEC, SerializationError
+from streams.serde import INVALID_CODEC, SerializationError, encode_invalid
 from streams.settings import CHANNELS, Settings
 from streams.topics import INVALID_TOPIC
 from streams.warehouse.events_table import (
@@ -265,16 +264,8 @@ class HistorySink:
         self, batch: _Batch, topic: str, partition: int, offset: int, value: bytes, reason: str
     ) -> None:
         position = f"{partition}/{offset}"
-        record = {
-            "stage": "sink",
-            "reason": reason,
-            "field": None,
-            "source": topic,
-            "position": position,
-            "original": value,
-            "receivedAt": datetime.now(UTC),
-        }
-        batch.rejects.append((topic.encode(), INVALID_CODEC.encode(record)))
+        record = encode_invalid("sink", reason, source=topic, position=position, original=value)
+        batch.rejects.append((topic.encode(), record))
         self.stats.rejected += 1
         log.warning(
             "history sink: undecodable record at %s %s sent to %s: %s",

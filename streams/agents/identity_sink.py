@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -36,8 +35,8 @@ from streams.agents.threaded import Loop, ThreadedLoops
 from streams.serde import (
     IDENTITY_ASSIGNMENT_CODEC,
     IDENTITY_CHANGE_CODEC,
-    INVALID_CODEC,
     SerializationError,
+    encode_invalid,
 )
 from streams.settings import Settings
 from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_CHANGES_TOPIC, INVALID_TOPIC, RESOLVED_TOPIC
@@ -187,16 +186,8 @@ class IdentitySink:
 
     def _reject(self, topic: str, partition: int, offset: int, value: bytes, reason: str) -> None:
         position = f"{partition}/{offset}"
-        record = {
-            "stage": _STAGE,
-            "reason": reason,
-            "field": None,
-            "source": topic,
-            "position": position,
-            "original": value,
-            "receivedAt": datetime.now(UTC),
-        }
-        self._rejects.append((topic.encode(), INVALID_CODEC.encode(record)))
+        record = encode_invalid(_STAGE, reason, source=topic, position=position, original=value)
+        self._rejects.append((topic.encode(), record))
         self.stats.rejected += 1
         log.warning(
             "identity sink: undecodable record at %s %s sent to %s: %s",
