@@ -97,6 +97,11 @@ RESOLVED_CODEC = AvroCodec("resolved_event")
 IDENTITY_CHANGE_CODEC = AvroCodec("identity_change")
 IDENTITY_ASSIGNMENT_CODEC = AvroCodec("identity_assignment")
 IDENTITY_PERSON_CODEC = AvroCodec("identity_person")
+SEGMENT_CHANGE_CODEC = AvroCodec("segment_change")
+SEGMENT_DEFINITION_CODEC = AvroCodec("segment_definition")
+SEGMENT_STATE_CODEC = AvroCodec("segment_state")
+SEGMENT_FORWARD_CODEC = AvroCodec("segment_forward")
+PRODUCT_CODEC = AvroCodec("product")
 
 
 def encode_invalid(

@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     identity_group: str = "omniseg-identity"
     identity_batch_size: int = Field(default=5_000, ge=1)
 
+    # Segments (streams/agents/segments.py) and the product catalog
+    segments_enabled: bool = True  # run the segment stage in `omniseg worker`
+    segments_group: str = "omniseg-segments"
+    segments_batch_size: int = Field(default=5_000, ge=1)
+    # Profiles touched since the last flush go to segments.state, then offsets are committed.
+    segments_state_flush_s: float = Field(default=2.0, gt=0)
+    # Window expiry timers are checked this often (invariant 5: within 1 s).
+    segments_timer_interval_s: float = Field(default=0.2, gt=0, le=1.0)
+    # Local time for hour/weekday/month/season when an event has no context.timezone.
+    segments_timezone: str = "UTC"
+    segments_hemisphere: Literal["north", "south"] = "north"
+    segments_sink_group: str = "omniseg-segments-sink"
+
     # Local stack (``omniseg dev``)
     dev_state_dir: Path = DEFAULT_STATE_DIR
     dev_kafka_port: int = 19092

@@ -73,6 +73,45 @@ IDENTITY_PERSONS_TOPIC = TopicSpec(
     doc="Every person issued (first seen, merged into); with identity.assignments, the link writer's state.",
 )
 
+PRODUCTS_TOPIC = TopicSpec(
+    name="products.catalog",
+    key="productId, UTF-8",
+    value_schema="product",
+    compacted=True,
+    doc="The single product view: each product with its web SKUs, app product ids and store EANs.",
+)
+
+SEGMENT_DEFINITIONS_TOPIC = TopicSpec(
+    name="segments.definitions",
+    key="segmentId, UTF-8",
+    value_schema="segment_definition",
+    compacted=True,
+    partitions=1,
+    doc="Every segment definition version (omniseg segments apply); every segment worker reads all of it.",
+)
+
+SEGMENT_CHANGES_TOPIC = TopicSpec(
+    name="segments.changes",
+    key="person id, UTF-8",
+    value_schema="segment_change",
+    doc="Segment and audience enter/exit records, alternating per person and segment; email tools subscribe.",
+)
+
+SEGMENT_STATE_TOPIC = TopicSpec(
+    name="segments.state",
+    key="person id, UTF-8",
+    value_schema="segment_state",
+    compacted=True,
+    doc="The segment workers' per-person profiles (changelog); co-partitioned with events.resolved.",
+)
+
+SEGMENT_FORWARD_TOPIC = TopicSpec(
+    name="segments.forward",
+    key="receiving person id, UTF-8",
+    value_schema="segment_forward",
+    doc="Merge hand-over and late events of merged persons between segment workers (internal).",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *CHANNEL_TOPICS,
     INVALID_TOPIC,
@@ -81,6 +120,11 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     IDENTITY_ASSIGNMENTS_TOPIC,
     IDENTITY_LINKS_TOPIC,
     IDENTITY_PERSONS_TOPIC,
+    PRODUCTS_TOPIC,
+    SEGMENT_DEFINITIONS_TOPIC,
+    SEGMENT_CHANGES_TOPIC,
+    SEGMENT_STATE_TOPIC,
+    SEGMENT_FORWARD_TOPIC,
 )
 
 
