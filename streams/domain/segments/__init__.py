@@ -1,0 +1,1 @@
+"""Segments: the definition language, per-person profiles and the incremental evaluator (pure)."""

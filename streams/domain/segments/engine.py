@@ -1,0 +1,964 @@
+"""The incremental segment evaluator: apply an event, let time pass, fold a merged person, redefine.
+
+Semantics (invariant 5): membership at time ``now`` is the rule over the person's events with
+timestamps up to ``now``. An event timestamped after the moment it is applied counts from that
+moment (its timestamp is clamped), so nothing is ever "in the future" and time only moves forward.
+Every method returns the membership changes it caused; each is a flip of the stored membership, so
+per person and segment the changes alternate entered / exited and none repeats (invariant 6).
+
+Only segments an event can affect are evaluated: those whose conditions name the event, read traits
+it carries, read purchases it is, or read every event (context and preferred-* conditions), plus the
+segments that refer to them, plus the clock-driven ones when the person's next deadline has passed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streams.domain.segments.events import (
+    PURCHASE_EVENTS,
+    RETURN_EVENTS,
+    SegmentEvent,
+    device_class,
+    event_revenue,
+    local_time,
+    season,
+)
+from streams.domain.segments.loader import evaluation_order
+from streams.domain.segments.model import (
+    DAY_MS,
+    TIME_DERIVED,
+    WEEKDAYS,
+    AllOf,
+    AnyOf,
+    ContextCondition,
+    ContextFilter,
+    DerivedCondition,
+    EventCondition,
+    NotOf,
+    SegmentDefinition,
+    SegmentRef,
+    TraitCondition,
+)
+from streams.domain.segments.profile import (
+    KEPT_MESSAGE_IDS,
+    KEPT_PURCHASES,
+    MAX_TRAITS,
+    Profile,
+    message_hash,
+)
+
+SUBJECT_SEP = "\x1f"
+ANY_EVENT = "@any"
+TRAITS = "@traits"
+PURCHASE = "@purchase"
+_CONTACT_KINDS = {
+    "email": "email",
+    "phone": "phone",
+    "esp_subscriber_id": "espSubscriberId",
+    "customer_id": "userId",
+    "crm_id": "crmId",
+    "loyalty_card": "loyaltyCard",
+}
+
+
+class ProductLike(Protocol):
+    @property
+    def product_id(self) -> str: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def brand(self) -> str | None: ...
+    @property
+    def price(self) -> float | None: ...
+
+
+class ProductLookup(Protocol):
+    def lookup(
+        self, *, sku: str | None = None, ean: str | None = None, app_product_id: str | None = None
+    ) -> Any: ...
+
+
+class NoCatalog:
+    """No products known: lines keep their channel ids (``sku:…``, ``ean:…``, ``app:…``)."""
+
+    def lookup(
+        self, *, sku: str | None = None, ean: str | None = None, app_product_id: str | None = None
+    ) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    person_id: str
+    segment_id: str
+    subject: str | None
+    entered: bool
+    seq: int
+    at: int
+    trigger: str  # event | timer | merge | definition
+    reason: str
+    message_id: str | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    product_id: str
+    category: str | None
+    brand: str | None
+    quantity: float
+    price: float | None
+
+
+class _Prepared:
+    """An event with its products looked up and its local time computed once."""
+
+    __slots__ = ("event", "hemisphere", "lines", "local", "ts", "zone")
+
+    def __init__(self, event: SegmentEvent, ts: int, catalog: ProductLookup, zone: str, hemisphere: str):
+        self.event = event
+        self.ts = ts
+        self.zone = zone
+        self.hemisphere = hemisphere
+        self.local: tuple[int, int, int] | None = None
+        lines = []
+        for line in event.lines:
+            product = catalog.lookup(sku=line.sku, ean=line.ean, app_product_id=line.app_product_id)
+            if product is not None:
+                price = line.unit_price if line.unit_price is not None else product.price
+                lines.append(_Line(product.product_id, product.category, product.brand, line.quantity, price))
+            else:
+                fallback = (
+                    f"sku:{line.sku}"
+                    if line.sku
+                    else f"ean:{line.ean}"
+                    if line.ean
+                    else f"app:{line.app_product_id}"
+                    if line.app_product_id
+                    else None
+                )
+                if fallback is not None:
+                    lines.append(_Line(fallback, None, None, line.quantity, line.unit_price))
+        self.lines = tuple(lines)
+
+    def local_time(self) -> tuple[int, int, int]:
+        if self.local is None:
+            self.local = local_time(self.ts, self.event.timezone, self.zone)
+        return self.local
+
+
+def _property(properties: Mapping[str, Any], path: str) -> Any:
+    if path.startswith("properties."):
+        path = path[len("properties.") :]
+    value: Any = properties
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _context_test(
+    filters: ContextFilter,
+    channel: str,
+    device: str | None,
+    local: Callable[[], tuple[int, int, int]],
+    hemisphere: str,
+) -> bool:
+    if filters.channel is not None and channel not in filters.channel:
+        return False
+    if filters.device_type is not None and device not in filters.device_type:
+        return False
+    if not filters.needs_local_time():
+        return True
+    hour, weekday, month = local()
+    if filters.local_hour is not None and not filters.local_hour.test(hour):
+        return False
+    if filters.weekday is not None and WEEKDAYS[weekday] not in filters.weekday:
+        return False
+    if filters.month is not None and month not in filters.month:
+        return False
+    return filters.season is None or season(month, hemisphere) in filters.season
+
+
+class Feature:
+    """What one behaviour condition needs remembered; equal specs share one feature (by id)."""
+
+    def __init__(self, condition: EventCondition) -> None:
+        spec = condition.feature_spec()
+        self.id = sys.intern("f" + hashlib.sha1(repr(sorted(spec.items())).encode()).hexdigest()[:12])
+        self.names = frozenset(condition.event)
+        self.where = dict(condition.where)
+        self.product = condition.product
+        self.context = ContextFilter.model_validate(
+            condition.model_dump(include=set(ContextFilter.model_fields), exclude_none=True)
+        )
+        self.has_context = not self.context.is_empty()
+        self.value_of: str | None = spec["of"]
+        self.window: int | None = condition.window
+
+    def matching_lines(self, prepared: _Prepared) -> list[_Line] | None:
+        """The event's lines this feature looks at (None: the event does not match)."""
+        if self.product is None:
+            return list(prepared.lines)
+        wanted = self.product
+        found = [
+            line
+            for line in prepared.lines
+            if (wanted.id is None or line.product_id in wanted.id)
+            and (wanted.category is None or line.category in wanted.category)
+            and (wanted.brand is None or line.brand in wanted.brand)
+        ]
+        return found or None
+
+    def value(self, prepared: _Prepared, lines: list[_Line]) -> float | None:
+        """The event's contribution (1 for counts; None: it has no value to sum)."""
+        of = self.value_of
+        if of is None:
+            return 1.0
+        if of == "revenue":
+            if self.product is None:
+                return event_revenue(prepared.event)
+            return sum(line.quantity * line.price for line in lines if line.price is not None)
+        if of == "quantity":
+            return sum(line.quantity for line in lines)
+        raw = _property(prepared.event.properties, of)
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or math.isnan(raw):
+            return None
+        return float(raw)
+
+    def match(self, prepared: _Prepared) -> float | None:
+        """The event's value when it matches every filter, else None."""
+        event = prepared.event
+        for path, comparison in self.where.items():
+            if not comparison.test(_property(event.properties, path)):
+                return None
+        if self.has_context and not _context_test(
+            self.context,
+            event.channel,
+            device_class(event.device_type, event.user_agent, event.channel),
+            prepared.local_time,
+            prepared.hemisphere,
+        ):
+            return None
+        lines = self.matching_lines(prepared)
+        if lines is None:
+            return None
+        return self.value(prepared, lines)
+
+    def add(self, profile: Profile, ts: int, value: float, now: int) -> None:
+        if self.window is not None:
+            if ts <= now - self.window:
+                return  # already outside the window, and time only moves forward
+            entry = profile.windowed.get(self.id)
+            if entry is None:
+                entry = profile.windowed[self.id] = [[], []]
+            times, values = entry
+            at = bisect.bisect_right(times, ts)
+            times.insert(at, ts)
+            values.insert(at, value)
+            return
+        total = profile.totals.get(self.id)
+        if total is None:
+            profile.totals[self.id] = [1, value, value, value, ts, ts]
+            return
+        total[0] += 1
+        total[1] += value
+        total[2] = min(total[2], value)
+        total[3] = max(total[3], value)
+        total[4] = min(total[4], ts)
+        total[5] = max(total[5], ts)
+
+    def stats(
+        self, profile: Profile, now: int
+    ) -> tuple[int, float, float | None, float | None, int | None, int | None]:
+        """count, sum, min, max, first, last of the matching events counted at ``now``."""
+        if self.window is None:
+            total = profile.totals.get(self.id)
+            if total is None:
+                return 0, 0.0, None, None, None, None
+            return total[0], total[1], total[2], total[3], total[4], total[5]
+        entry = profile.windowed.get(self.id)
+        if entry is None:
+            return 0, 0.0, None, None, None, None
+        times, values = entry
+        start = bisect.bisect_right(times, now - self.window)
+        if start:
+            del times[:start], values[:start]  # expired for good: time only moves forward
+        if not times:
+            return 0, 0.0, None, None, None, None
+        return len(times), sum(values), min(values), max(values), int(times[0]), int(times[-1])
+
+    def deadline(self, profile: Profile, now: int) -> int | None:
+        """When the oldest event in the window leaves it."""
+        if self.window is None:
+            return None
+        entry = profile.windowed.get(self.id)
+        if not entry or not entry[0]:
+            return None
+        return int(entry[0][0]) + self.window
+
+
+class Evaluation:
+    """One evaluation pass over a profile at ``now``: caches derived values, holds new memberships."""
+
+    def __init__(self, engine: SegmentEngine, profile: Profile, now: int) -> None:
+        self.engine = engine
+        self.profile = profile
+        self.now = now
+        self.member: dict[str, bool] = {}
+        self._derived: dict[str, Any] = {}
+
+    def derived(self, name: str) -> Any:
+        if name not in self._derived:
+            self._derived[name] = derived_value(self.profile, name, self.now)
+        return self._derived[name]
+
+
+def _argmax(counts: Mapping[str, int]) -> str | None:
+    if not counts:
+        return None
+    best = max(counts.values())
+    return min(key for key, value in counts.items() if value == best)
+
+
+def purchase_interval_days(purchases: list[int]) -> float | None:
+    """The median gap between consecutive kept purchases, in days (None below two purchases)."""
+    if len(purchases) < 2:
+        return None
+    gaps = sorted(b - a for a, b in itertools.pairwise(purchases))
+    middle = len(gaps) // 2
+    median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
+    return median / DAY_MS
+
+
+def derived_value(profile: Profile, name: str, now: int) -> Any:
+    """The derived trait ``name`` of ``profile`` at ``now`` (None when it is not defined yet)."""
+    if name == "days_since_last_purchase":
+        return (now - profile.purchases[-1]) / DAY_MS if profile.purchases else None
+    if name == "days_since_first_seen":
+        return (now - profile.first_seen) / DAY_MS if profile.first_seen is not None else None
+    if name == "purchase_count":
+        return profile.purchase_count
+    if name == "lifetime_revenue":
+        return profile.revenue
+    if name == "purchase_interval_days":
+        return purchase_interval_days(profile.purchases)
+    if name == "lapse_ratio":
+        interval = purchase_interval_days(profile.purchases)
+        if not interval or not profile.purchases:
+            return None
+        return ((now - profile.purchases[-1]) / DAY_MS) / interval
+    if name == "preferred_channel":
+        return _argmax(profile.channel_counts)
+    if name == "preferred_hour":
+        hour = _argmax({f"{int(k):02d}": v for k, v in profile.hour_counts.items()})
+        return int(hour) if hour is not None else None
+    if name == "preferred_category":
+        return _argmax(profile.category_counts)
+    if name == "preferred_brand":
+        return _argmax(profile.brand_counts)
+    raise ValueError(f"unknown derived trait {name!r}")
+
+
+Test = Callable[[Evaluation], bool]
+Deadline = Callable[[Profile, int], Iterable[int]]
+
+
+@dataclass
+class _Compiled:
+    test: Test
+    triggers: set[str]
+    deadlines: list[Deadline]
+    features: list[Feature]
+    refs: set[str]
+
+
+def _trait(profile: Profile, path: str) -> Any:
+    head, _, rest = path.partition(".")
+    entry = profile.traits.get(head)
+    if entry is None:
+        return None
+    value = entry[0]
+    for part in rest.split(".") if rest else ():
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _occurrence_deadlines(feature: Feature, which: int, span: int) -> Deadline:
+    def deadlines(profile: Profile, now: int) -> Iterable[int]:
+        total = profile.totals.get(feature.id)
+        if total is None:
+            return ()
+        return (int(total[which]) + span + 1,)
+
+    return deadlines
+
+
+def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
+    def deadlines(profile: Profile, now: int) -> Iterable[int]:
+        if name == "days_since_first_seen":
+            start, unit = profile.first_seen, float(DAY_MS)
+        elif not profile.purchases:
+            return ()
+        elif name == "days_since_last_purchase":
+            start, unit = profile.purchases[-1], float(DAY_MS)
+        else:  # lapse_ratio
+            interval = purchase_interval_days(profile.purchases)
+            if not interval:
+                return ()
+            start, unit = profile.purchases[-1], interval * DAY_MS
+        if start is None:
+            return ()
+        found: list[int] = []
+        for threshold in thresholds:
+            at = start + math.ceil(threshold * unit)
+            found.extend((at, at + 1))
+        return found
+
+    return deadlines
+
+
+class SegmentEngine:
+    """Compiled definitions with their versions; evaluates profiles incrementally."""
+
+    def __init__(
+        self,
+        definitions: Iterable[tuple[SegmentDefinition, int]],
+        catalog: ProductLookup | None = None,
+        *,
+        timezone: str = "UTC",
+        hemisphere: str = "north",
+    ) -> None:
+        self.catalog: ProductLookup = catalog or NoCatalog()
+        self.timezone = timezone
+        self.hemisphere = hemisphere
+        self.definitions: dict[str, SegmentDefinition] = {}
+        self.versions: dict[str, int] = {}
+        for definition, version in definitions:
+            self.definitions[definition.id] = definition
+            self.versions[definition.id] = version
+        self.order = evaluation_order(list(self.definitions.values()))
+        self.position = {segment_id: index for index, segment_id in enumerate(self.order)}
+        self.features: dict[str, Feature] = {}
+        self.compiled: dict[str, _Compiled] = {}
+        for segment_id in self.order:
+            definition = self.definitions[segment_id]
+            if definition.kind == "suppression":
+                self.compiled[segment_id] = _Compiled(lambda ev: False, {PURCHASE}, [], [], set())
+            else:
+                assert definition.when is not None
+                self.compiled[segment_id] = self._compile(definition.when)
+        self.features_by_name: dict[str, list[Feature]] = {}
+        for feature in self.features.values():
+            for name in feature.names:
+                self.features_by_name.setdefault(name, []).append(feature)
+        # dependents: a segment's change can change the segments that refer to it
+        self.dependents: dict[str, set[str]] = {segment_id: set() for segment_id in self.order}
+        for segment_id, compiled in self.compiled.items():
+            for ref in compiled.refs:
+                self.dependents[ref].add(segment_id)
+        self.by_trigger: dict[str, set[str]] = {}
+        for segment_id, compiled in self.compiled.items():
+            for trigger in compiled.triggers:
+                self.by_trigger.setdefault(trigger, set()).add(segment_id)
+        self.timed: set[str] = self._closure(
+            {sid for sid, compiled in self.compiled.items() if compiled.deadlines or self._windowed(compiled)}
+        )
+        self._deadlines = [d for compiled in self.compiled.values() for d in compiled.deadlines]
+        self._windowed_features = [f for f in self.features.values() if f.window is not None]
+        self.needs_local_time = any(f.context.needs_local_time() for f in self.features.values()) or any(
+            self._walk_needs_local(d) for d in self.definitions.values()
+        )
+
+    # -- compiling ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _windowed(compiled: _Compiled) -> bool:
+        return any(feature.window is not None for feature in compiled.features)
+
+    def _walk_needs_local(self, definition: SegmentDefinition) -> bool:
+        from streams.domain.segments.model import walk
+
+        found = False
+
+        def visit(condition: Any) -> None:
+            nonlocal found
+            if isinstance(condition, ContextCondition) and condition.context.needs_local_time():
+                found = True
+            if isinstance(condition, DerivedCondition) and condition.derived == "preferred_hour":
+                found = True
+
+        if definition.when is not None:
+            walk(definition.when, visit)
+        return found
+
+    def _feature(self, condition: EventCondition) -> Feature:
+        feature = Feature(condition)
+        return self.features.setdefault(feature.id, feature)
+
+    def _compile(self, condition: Any) -> _Compiled:
+        if isinstance(condition, AllOf | AnyOf):
+            parts = [
+                self._compile(child)
+                for child in (condition.all if isinstance(condition, AllOf) else condition.any)
+            ]
+            tests = [p.test for p in parts]
+            test: Test = (
+                (lambda ev: all(t(ev) for t in tests))
+                if isinstance(condition, AllOf)
+                else (lambda ev: any(t(ev) for t in tests))
+            )
+            return _Compiled(
+                test,
+                set().union(*(p.triggers for p in parts)),
+                [d for p in parts for d in p.deadlines],
+                [f for p in parts for f in p.features],
+                set().union(*(p.refs for p in parts)),
+            )
+        if isinstance(condition, NotOf):
+            inner = self._compile(condition.not_)
+            inner_test = inner.test
+            return _Compiled(
+                lambda ev: not inner_test(ev), inner.triggers, inner.deadlines, inner.features, inner.refs
+            )
+        if isinstance(condition, TraitCondition):
+            path, comparison = condition.trait, condition.test
+            return _Compiled(lambda ev: comparison(_trait(ev.profile, path)), {TRAITS}, [], [], set())
+        if isinstance(condition, DerivedCondition):
+            name, check = condition.derived, condition.test
+            triggers = (
+                {ANY_EVENT}
+                if name.startswith("preferred_") or name == "days_since_first_seen"
+                else {PURCHASE}
+            )
+            deadlines = [_derived_deadlines(name, condition.thresholds())] if name in TIME_DERIVED else []
+            return _Compiled(lambda ev: check(ev.derived(name)), triggers, deadlines, [], set())
+        if isinstance(condition, ContextCondition):
+            filters = condition.context
+            hemisphere = self.hemisphere
+
+            def context_test(ev: Evaluation) -> bool:
+                last = ev.profile.last_context
+                if last is None:
+                    return False
+                channel, device, hour, weekday, month = last
+                if hour is None and filters.needs_local_time():
+                    return False  # the newest event came before any definition needed local time
+                return _context_test(filters, channel, device, lambda: (hour, weekday, month), hemisphere)
+
+            return _Compiled(context_test, {ANY_EVENT}, [], [], set())
+        if isinstance(condition, SegmentRef):
+            ref = condition.segment
+            return _Compiled(
+                lambda ev: ev.member[ref] if ref in ev.member else ev.profile.is_member(ref),
+                set(),
+                [],
+                [],
+                {ref},
+            )
+        if isinstance(condition, EventCondition):
+            return self._compile_event(condition)
+        raise TypeError(f"unknown condition {type(condition).__name__}")
+
+    def _compile_event(self, condition: EventCondition) -> _Compiled:
+        feature = self._feature(condition)
+        measure = condition.measure
+        deadlines: list[Deadline] = []
+        test: Test
+        if measure in ("first", "last"):
+            occurrence = condition.first if measure == "first" else condition.last
+            assert occurrence is not None
+            which = 4 if measure == "first" else 5
+            if occurrence.within is not None:
+                span = occurrence.within
+
+                def test(ev: Evaluation) -> bool:
+                    stats = feature.stats(ev.profile, ev.now)
+                    moment = stats[which]
+                    return moment is not None and ev.now - moment <= span
+            else:
+                span = occurrence.older_than or 0
+
+                def test(ev: Evaluation) -> bool:
+                    stats = feature.stats(ev.profile, ev.now)
+                    moment = stats[which]
+                    return moment is not None and ev.now - moment > span
+
+            deadlines.append(_occurrence_deadlines(feature, which, span))
+        else:
+            comparison = getattr(condition, measure) if measure != "count" else condition.count
+            check = comparison.test if comparison is not None else (lambda value: value >= 1)
+            index = {"count": 0, "sum": 1, "min": 2, "max": 3}[measure]
+
+            def test(ev: Evaluation) -> bool:
+                stats = feature.stats(ev.profile, ev.now)
+                if stats[0] == 0 and measure in ("min", "max"):
+                    return check(None)
+                return bool(check(stats[index]))
+
+        return _Compiled(test, set(feature.names), deadlines, [feature], set())
+
+    def _closure(self, segment_ids: set[str]) -> set[str]:
+        found = set(segment_ids)
+        stack = list(segment_ids)
+        while stack:
+            for dependent in self.dependents[stack.pop()]:
+                if dependent not in found:
+                    found.add(dependent)
+                    stack.append(dependent)
+        return found
+
+    # -- state updates -----------------------------------------------------------------------------
+
+    def apply(self, profile: Profile, event: SegmentEvent, now: int) -> list[Change]:
+        """Apply one event at ``now``; returns the changes (none for a duplicate message id)."""
+        digest = message_hash(event.message_id)
+        if digest in profile.seen:
+            return []
+        profile.seen.append(digest)
+        if len(profile.seen) > KEPT_MESSAGE_IDS:
+            del profile.seen[: len(profile.seen) - KEPT_MESSAGE_IDS]
+        ts = min(event.timestamp_ms, now)
+        prepared = _Prepared(event, ts, self.catalog, self.timezone, self.hemisphere)
+        self._update(profile, prepared, now)
+        affected = set(self.by_trigger.get(event.name, ()))
+        affected |= self.by_trigger.get(ANY_EVENT, set())
+        if event.traits:
+            affected |= self.by_trigger.get(TRAITS, set())
+        if event.name in PURCHASE_EVENTS or event.name in RETURN_EVENTS:
+            affected |= self.by_trigger.get(PURCHASE, set())
+        if profile.due and profile.due <= now:
+            affected |= self.timed
+        changes = self._evaluate(
+            profile, now, self._closure(affected), "event", f"event {event.name!r}", event.message_id
+        )
+        profile.due = self.next_deadline(profile, now) or 0
+        return changes
+
+    def _update(self, profile: Profile, prepared: _Prepared, now: int) -> None:
+        event, ts = prepared.event, prepared.ts
+        if profile.first_seen is None or ts < profile.first_seen:
+            profile.first_seen = ts
+        newest = profile.last_ts is None or ts >= profile.last_ts
+        device = device_class(event.device_type, event.user_agent, event.channel)
+        if newest:
+            profile.last_ts = ts
+            if self.needs_local_time:
+                hour, weekday, month = prepared.local_time()
+                profile.last_context = [event.channel, device, hour, weekday, month]
+            else:
+                profile.last_context = [event.channel, device, None, None, None]
+        profile.channel_counts[event.channel] = profile.channel_counts.get(event.channel, 0) + 1
+        if self.needs_local_time:
+            hour_key = str(prepared.local_time()[0])
+            profile.hour_counts[hour_key] = profile.hour_counts.get(hour_key, 0) + 1
+        for key, value in event.traits.items():
+            entry = profile.traits.get(key)
+            if entry is None:
+                if len(profile.traits) < MAX_TRAITS:
+                    profile.traits[key] = [value, ts]
+            elif ts >= entry[1]:
+                entry[0], entry[1] = value, ts
+        for identifier in event.identifiers:
+            kind, _, value = identifier.partition(":")
+            contact = _CONTACT_KINDS.get(kind)
+            if contact is not None:
+                entry = profile.contacts.get(contact)
+                if entry is None or ts >= entry[1]:
+                    profile.contacts[contact] = [value, ts]
+        for line in prepared.lines:
+            if line.category:
+                profile.category_counts[line.category] = profile.category_counts.get(line.category, 0) + 1
+            if line.brand:
+                profile.brand_counts[line.brand] = profile.brand_counts.get(line.brand, 0) + 1
+        if event.name in PURCHASE_EVENTS:
+            profile.purchase_count += 1
+            profile.revenue += event_revenue(event)
+            bisect.insort(profile.purchases, ts)
+            if len(profile.purchases) > KEPT_PURCHASES:
+                del profile.purchases[: len(profile.purchases) - KEPT_PURCHASES]
+            self._book(profile, prepared, 1.0)
+        elif event.name in RETURN_EVENTS:
+            self._book(profile, prepared, -1.0)
+        for feature in self.features_by_name.get(event.name, ()):
+            value = feature.match(prepared)
+            if value is not None:
+                feature.add(profile, ts, value, now)
+
+    @staticmethod
+    def _book(profile: Profile, prepared: _Prepared, sign: float) -> None:
+        for line in prepared.lines:
+            for ledger, key in ((profile.ledger, line.product_id), (profile.category_ledger, line.category)):
+                if key is None:
+                    continue
+                entry = ledger.get(key)
+                if entry is None:
+                    entry = ledger[key] = [0.0, 0.0]
+                entry[0] += sign * line.quantity
+                if sign > 0:
+                    entry[1] += line.quantity
+
+    def tick(self, profile: Profile, now: int) -> list[Change]:
+        """Let time pass to ``now``: windows expire, recency and derived conditions move."""
+        if not profile.due or profile.due > now:
+            return []
+        changes = self._evaluate(profile, now, self.timed, "timer", "time passed", None)
+        profile.due = self.next_deadline(profile, now) or 0
+        return changes
+
+    def next_deadline(self, profile: Profile, now: int) -> int | None:
+        """The earliest time after ``now`` at which a clock-driven condition may change."""
+        best: int | None = None
+        for feature in self._windowed_features:
+            at = feature.deadline(profile, now)
+            if at is not None and at > now and (best is None or at < best):
+                best = at
+        for deadlines in self._deadlines:
+            for at in deadlines(profile, now):
+                if at > now and (best is None or at < best):
+                    best = at
+        return best
+
+    def reevaluate(
+        self, profile: Profile, now: int, trigger: str, reason: str, segment_ids: Iterable[str] | None = None
+    ) -> list[Change]:
+        """Evaluate ``segment_ids`` (default: all) and exit memberships of undefined segments."""
+        wanted = set(self.order) if segment_ids is None else self._closure(set(segment_ids) & set(self.order))
+        changes = self._evaluate(profile, now, wanted, trigger, reason, None)
+        for key in list(profile.members):
+            segment_id, _, subject = key.partition(SUBJECT_SEP)
+            if segment_id not in self.definitions and profile.is_member(key):
+                changes.append(
+                    self._flip(
+                        profile,
+                        key,
+                        segment_id,
+                        subject or None,
+                        False,
+                        now,
+                        trigger,
+                        reason,
+                        None,
+                        profile.members[key][2],
+                    )
+                )
+        profile.due = self.next_deadline(profile, now) or 0
+        return changes
+
+    def absorb(self, survivor: Profile, merged: Profile, now: int) -> tuple[list[Change], list[Change]]:
+        """Fold ``merged`` into ``survivor``: the merged person exits everything, the survivor is
+        re-evaluated over both persons' state. Returns (merged person's changes, survivor's changes)."""
+        gone: list[Change] = []
+        for key in sorted(merged.current_members()):
+            segment_id, _, subject = key.partition(SUBJECT_SEP)
+            gone.append(
+                self._flip(
+                    merged,
+                    key,
+                    segment_id,
+                    subject or None,
+                    False,
+                    now,
+                    "merge",
+                    f"merged into person {survivor.person_id}",
+                    None,
+                    merged.members[key][2],
+                )
+            )
+        combine(survivor, merged)
+        merged.due = 0
+        changes = self.reevaluate(survivor, now, "merge", f"merged with person {merged.person_id}")
+        return gone, changes
+
+    # -- evaluation --------------------------------------------------------------------------------
+
+    def _evaluate(
+        self,
+        profile: Profile,
+        now: int,
+        segment_ids: set[str],
+        trigger: str,
+        reason: str,
+        message_id: str | None,
+    ) -> list[Change]:
+        if not segment_ids:
+            return []
+        ev = Evaluation(self, profile, now)
+        changes: list[Change] = []
+        for segment_id in sorted(segment_ids, key=self.position.__getitem__):
+            definition = self.definitions[segment_id]
+            version = self.versions[segment_id]
+            if definition.kind == "suppression":
+                changes.extend(
+                    self._suppression(profile, definition, version, now, trigger, reason, message_id)
+                )
+                continue
+            member = self.compiled[segment_id].test(ev)
+            ev.member[segment_id] = member
+            if member != profile.is_member(segment_id):
+                changes.append(
+                    self._flip(
+                        profile,
+                        segment_id,
+                        segment_id,
+                        None,
+                        member,
+                        now,
+                        trigger,
+                        reason,
+                        message_id,
+                        version,
+                    )
+                )
+        # memberships of segments not evaluated in this pass are read by refs: fill them lazily
+        return changes
+
+    def _suppression(
+        self,
+        profile: Profile,
+        definition: SegmentDefinition,
+        version: int,
+        now: int,
+        trigger: str,
+        reason: str,
+        message_id: str | None,
+    ) -> list[Change]:
+        ledger = profile.ledger if definition.per == "product" else profile.category_ledger
+        prefix = f"{definition.id}{SUBJECT_SEP}{definition.per}:"
+        wanted = {
+            key
+            for key, (net, bought) in ledger.items()
+            if (net > 0 if definition.returns_exit else bought > 0)
+        }
+        current = {key[len(prefix) :] for key in profile.current_members() if key.startswith(prefix)}
+        changes = []
+        for key in sorted(wanted - current):
+            changes.append(
+                self._flip(
+                    profile,
+                    prefix + key,
+                    definition.id,
+                    f"{definition.per}:{key}",
+                    True,
+                    now,
+                    trigger,
+                    reason,
+                    message_id,
+                    version,
+                )
+            )
+        for key in sorted(current - wanted):
+            changes.append(
+                self._flip(
+                    profile,
+                    prefix + key,
+                    definition.id,
+                    f"{definition.per}:{key}",
+                    False,
+                    now,
+                    trigger,
+                    reason,
+                    message_id,
+                    version,
+                )
+            )
+        return changes
+
+    @staticmethod
+    def _flip(
+        profile: Profile,
+        key: str,
+        segment_id: str,
+        subject: str | None,
+        entered: bool,
+        now: int,
+        trigger: str,
+        reason: str,
+        message_id: str | None,
+        version: int,
+    ) -> Change:
+        entry = profile.members.get(key)
+        seq = (entry[0] if entry else 0) + 1
+        assert (seq % 2 == 1) == entered, "a membership flip must alternate"
+        profile.members[sys.intern(key)] = [seq, now, version]
+        verb = "entered" if entered else "exited"
+        return Change(
+            profile.person_id,
+            segment_id,
+            subject,
+            entered,
+            seq,
+            now,
+            trigger,
+            f"{verb}: {reason}",
+            message_id,
+            version,
+        )
+
+
+def combine(survivor: Profile, merged: Profile) -> None:
+    """Add ``merged``'s state to ``survivor`` (memberships excepted)."""
+    for key, (times, values) in merged.windowed.items():
+        entry = survivor.windowed.get(key)
+        if entry is None:
+            survivor.windowed[key] = [list(times), list(values)]
+            continue
+        pairs = sorted(zip(entry[0] + times, entry[1] + values, strict=True), key=lambda p: p[0])
+        entry[0] = [p[0] for p in pairs]
+        entry[1] = [p[1] for p in pairs]
+    for key, total in merged.totals.items():
+        mine = survivor.totals.get(key)
+        if mine is None:
+            survivor.totals[key] = list(total)
+        else:
+            survivor.totals[key] = [
+                mine[0] + total[0],
+                mine[1] + total[1],
+                min(mine[2], total[2]),
+                max(mine[3], total[3]),
+                min(mine[4], total[4]),
+                max(mine[5], total[5]),
+            ]
+    for mine_map, other_map in ((survivor.traits, merged.traits), (survivor.contacts, merged.contacts)):
+        for key, entry in other_map.items():
+            current = mine_map.get(key)
+            if current is None or entry[1] > current[1]:
+                mine_map[key] = list(entry)
+    for ledger, other in (
+        (survivor.ledger, merged.ledger),
+        (survivor.category_ledger, merged.category_ledger),
+    ):
+        for key, (net, bought) in other.items():
+            booked = ledger.setdefault(key, [0.0, 0.0])
+            booked[0] += net
+            booked[1] += bought
+    for counts, other_counts in (
+        (survivor.channel_counts, merged.channel_counts),
+        (survivor.hour_counts, merged.hour_counts),
+        (survivor.category_counts, merged.category_counts),
+        (survivor.brand_counts, merged.brand_counts),
+    ):
+        for key, value in other_counts.items():
+            counts[key] = counts.get(key, 0) + value
+    survivor.purchases = sorted(survivor.purchases + merged.purchases)[-KEPT_PURCHASES:]
+    survivor.purchase_count += merged.purchase_count
+    survivor.revenue += merged.revenue
+    if merged.first_seen is not None and (
+        survivor.first_seen is None or merged.first_seen < survivor.first_seen
+    ):
+        survivor.first_seen = merged.first_seen
+    if merged.last_ts is not None and (survivor.last_ts is None or merged.last_ts > survivor.last_ts):
+        survivor.last_ts = merged.last_ts
+        survivor.last_context = merged.last_context
+    survivor.seen = (survivor.seen + merged.seen)[-KEPT_MESSAGE_IDS:]

@@ -1,0 +1,84 @@
+"""The per-person state the segment engine keeps: features, traits, ledgers and memberships.
+
+Only what conditions need is kept, incrementally:
+
+- a windowed behaviour feature keeps the timestamps (and values) of its matching events inside its
+  window, sorted; older ones are pruned as time passes (time only moves forward for one engine);
+- an all-time feature keeps count, sum, min, max, first and last timestamps;
+- purchases keep a per-product and per-category ledger (net and bought quantity), the newest
+  ``KEPT_PURCHASES`` purchase times (for the usual repeat interval), a count and the revenue;
+- memberships keep, per segment (and subject), the transition count: odd means member.
+
+The JSON form (``to_json`` / ``from_json``) is what the segment worker writes to ``segments.state``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+FORMAT = 1
+KEPT_PURCHASES = 25
+KEPT_MESSAGE_IDS = 64
+MAX_TRAITS = 200
+
+
+def message_hash(message_id: str) -> int:
+    """A stable 64-bit hash of a message id (the duplicate check)."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@dataclass(slots=True)
+class Profile:
+    person_id: str
+    first_seen: int | None = None
+    last_ts: int | None = None
+    # channel, device class, local hour, weekday (0 = Monday), month of the newest event
+    last_context: list[Any] | None = None
+    traits: dict[str, list[Any]] = field(default_factory=dict)  # name -> [value, ts]
+    contacts: dict[str, list[Any]] = field(default_factory=dict)  # kind -> [value, ts]
+    windowed: dict[str, list[list[float]]] = field(default_factory=dict)  # feature -> [timestamps, values]
+    totals: dict[str, list[Any]] = field(
+        default_factory=dict
+    )  # feature -> [count, sum, min, max, first, last]
+    ledger: dict[str, list[float]] = field(default_factory=dict)  # product -> [net qty, bought qty]
+    category_ledger: dict[str, list[float]] = field(default_factory=dict)
+    purchases: list[int] = field(default_factory=list)  # newest KEPT_PURCHASES purchase times, sorted
+    purchase_count: int = 0
+    revenue: float = 0.0
+    channel_counts: dict[str, int] = field(default_factory=dict)
+    hour_counts: dict[str, int] = field(default_factory=dict)
+    category_counts: dict[str, int] = field(default_factory=dict)
+    brand_counts: dict[str, int] = field(default_factory=dict)
+    members: dict[str, list[int]] = field(default_factory=dict)  # membership key -> [seq, since, version]
+    seen: list[int] = field(default_factory=list)  # hashes of the newest message ids applied
+    due: int = 0  # the next time a clock-driven condition may change (0: none)
+    offsets: dict[str, int] = field(default_factory=dict)  # the worker's: last applied offset per topic
+
+    def is_member(self, key: str) -> bool:
+        entry = self.members.get(key)
+        return entry is not None and entry[0] % 2 == 1
+
+    def current_members(self) -> list[str]:
+        return [key for key, entry in self.members.items() if entry[0] % 2 == 1]
+
+    def to_json(self) -> bytes:
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["format"] = FORMAT
+        return orjson.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Profile:
+        data = orjson.loads(raw)
+        if data.pop("format", FORMAT) != FORMAT:
+            raise ValueError(f"profile state format {data.get('format')} is not {FORMAT}")
+        profile = cls(**data)
+        # Feature ids and membership keys repeat across millions of profiles: share one string each.
+        profile.windowed = {sys.intern(k): v for k, v in profile.windowed.items()}
+        profile.totals = {sys.intern(k): v for k, v in profile.totals.items()}
+        profile.members = {sys.intern(k): v for k, v in profile.members.items()}
+        return profile
