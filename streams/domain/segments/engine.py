@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from streams.domain.segments.events import (
     PURCHASE_EVENTS,
     RETURN_EVENTS,
+    LineItem,
     SegmentEvent,
     device_class,
     event_revenue,
@@ -130,7 +131,7 @@ class _Prepared:
         self.hemisphere = hemisphere
         self.local: tuple[int, int, int] | None = None
         lines = []
-        for line in event.lines:
+        for line in event.lines or _single_product(event):
             product = catalog.lookup(sku=line.sku, ean=line.ean, app_product_id=line.app_product_id)
             if product is not None:
                 price = line.unit_price if line.unit_price is not None else product.price
@@ -153,6 +154,40 @@ class _Prepared:
         if self.local is None:
             self.local = local_time(self.ts, self.event.timezone, self.zone)
         return self.local
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _single_product(event: SegmentEvent) -> tuple[LineItem, ...]:
+    """The product of a Segment e-commerce event without lines (Product Viewed: product_id, sku)."""
+    props = event.properties
+    product_id = _text(props.get("product_id")) or _text(props.get("productId"))
+    sku = _text(props.get("sku")) or (product_id if event.channel != "app" else None)
+    ean = _text(props.get("ean"))
+    app_id = product_id if event.channel == "app" else None
+    if not (sku or ean or app_id):
+        return ()
+    quantity = props.get("quantity", 1)
+    price = props.get("price")
+    return (
+        LineItem(
+            sku=sku,
+            ean=ean,
+            app_product_id=app_id,
+            quantity=float(quantity)
+            if isinstance(quantity, int | float) and not isinstance(quantity, bool)
+            else 1.0,
+            unit_price=float(price)
+            if isinstance(price, int | float) and not isinstance(price, bool)
+            else None,
+        ),
+    )
 
 
 def _property(properties: Mapping[str, Any], path: str) -> Any:
