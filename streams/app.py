@@ -32,6 +32,7 @@ def create_app(
     web_port: int | None = None,
     history_sink: bool = True,
     identity: bool | None = None,
+    segments: bool | None = None,
 ) -> faust.App:
     """The worker's Faust app for these settings.
 
@@ -64,4 +65,9 @@ def create_app(
         from streams.agents.identity_service import identity_service_for
 
         app.service(identity_service_for(settings))
+    if settings.segments_enabled if segments is None else segments:
+        # Profiles and segment membership (streams/agents/segments.py), OMNISEG_SEGMENTS_ENABLED.
+        from streams.agents.segments import SegmentStageService
+
+        app.service(SegmentStageService.bound(settings))
     return app

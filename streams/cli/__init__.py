@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import click
 
-from streams.cli import api, bench, collector, demo, dev, importer, kpi, migrate, person, topics, worker
+from streams.cli import (
+    api,
+    bench,
+    collector,
+    demo,
+    dev,
+    importer,
+    kpi,
+    migrate,
+    person,
+    segments,
+    topics,
+    worker,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,3 +37,4 @@ main.add_command(bench.bench)
 main.add_command(person.person)
 main.add_command(kpi.kpi)
 main.add_command(api.api)
+main.add_command(segments.segments)

@@ -791,9 +791,8 @@ class SegmentEngine:
         profile.due = self.next_deadline(profile, now) or 0
         return changes
 
-    def absorb(self, survivor: Profile, merged: Profile, now: int) -> tuple[list[Change], list[Change]]:
-        """Fold ``merged`` into ``survivor``: the merged person exits everything, the survivor is
-        re-evaluated over both persons' state. Returns (merged person's changes, survivor's changes)."""
+    def release(self, merged: Profile, now: int, survivor: str) -> list[Change]:
+        """The merged person exits everything it is a member of (its state moves to ``survivor``)."""
         gone: list[Change] = []
         for key in sorted(merged.current_members()):
             segment_id, _, subject = key.partition(SUBJECT_SEP)
@@ -806,13 +805,19 @@ class SegmentEngine:
                     False,
                     now,
                     "merge",
-                    f"merged into person {survivor.person_id}",
+                    f"merged into person {survivor}",
                     None,
                     merged.members[key][2],
                 )
             )
-        combine(survivor, merged)
         merged.due = 0
+        return gone
+
+    def absorb(self, survivor: Profile, merged: Profile, now: int) -> tuple[list[Change], list[Change]]:
+        """Fold ``merged`` into ``survivor``: the merged person exits everything, the survivor is
+        re-evaluated over both persons' state. Returns (merged person's changes, survivor's changes)."""
+        gone = self.release(merged, now, survivor.person_id)
+        combine(survivor, merged)
         changes = self.reevaluate(survivor, now, "merge", f"merged with person {merged.person_id}")
         return gone, changes
 

@@ -1,0 +1,560 @@
+"""The segment stage: ``events.resolved`` -> per-person profiles -> ``segments.changes``.
+
+One confluent-kafka consumer in the group ``segments_group`` reads three co-partitioned topics
+(``events.resolved``, ``identity.changes``, ``segments.forward``, all keyed by person with the same
+partition count; the range assignor gives one worker the same partition number of each), so a worker
+owns its persons' profiles outright. Like the other stages it runs in a thread hosted by a Faust
+service (:class:`SegmentStageService`); the per-event Faust path measured too slow (README, Limits).
+
+State and recovery
+------------------
+- Profiles live in memory and are written to the compacted ``segments.state`` (same partition number)
+  every ``segments_state_flush_s``; then the consumed offsets are committed. A newly assigned partition
+  is rebuilt from ``segments.state`` before its records are processed.
+- Each profile remembers the offset of the last record applied to it, so records replayed after a
+  crash (consumed after the last commit) are skipped by profiles whose state already has them.
+  Changes published after the last state write are published again on replay with the same
+  ``changeId`` and ``seq`` (the engine's transitions repeat), which ClickHouse collapses.
+
+Merges (``identity.changes``)
+-----------------------------
+The survivor's owner sees the merge and sends ``merge_out`` to each merged person's owner (via
+``segments.forward``, keyed by the merged person). That owner publishes the merged person's exits,
+keeps a pointer (merged person -> survivor, persisted in ``segments.state``), and sends the profile in a
+``merge_in`` keyed by the survivor, whose owner folds it in and re-evaluates (a merge can move the
+survivor into a segment). Later events still carrying the merged id are forwarded the same way.
+
+Timers
+------
+Each profile knows its next deadline (window expiry, recency, days-since thresholds). A heap of
+(deadline, person) is checked every ``segments_timer_interval_s`` (0.2 s), so windows expire within
+about that long of their deadline with no new event (invariant 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from streams.agents.identity_kafka import (
+    consumer_config,
+    murmur2_partition,
+    partitions_of,
+    producer_config,
+    read_to_end,
+)
+from streams.agents.segment_definitions import DefinitionsFollower
+from streams.agents.segments_wire import (
+    decode_forward,
+    decode_merge,
+    decode_resolved,
+    decode_state,
+    encode_change,
+    encode_forward,
+    encode_state,
+)
+from streams.agents.threaded import Loop, ThreadedLoops
+from streams.domain.segments.engine import Change, ProductLookup, SegmentEngine
+from streams.domain.segments.events import SegmentEvent
+from streams.domain.segments.profile import Profile
+from streams.serde import SerializationError, encode_invalid
+from streams.settings import Settings
+from streams.topics import (
+    IDENTITY_CHANGES_TOPIC,
+    INVALID_TOPIC,
+    RESOLVED_TOPIC,
+    SEGMENT_CHANGES_TOPIC,
+    SEGMENT_FORWARD_TOPIC,
+    SEGMENT_STATE_TOPIC,
+)
+
+log = logging.getLogger("streams.agents.segments")
+
+_TIMEOUT_S = 60.0
+_RESOLVED, _FORWARD = "r", "f"  # keys of Profile.offsets
+
+
+@dataclass
+class SegmentStats:
+    events: int = 0
+    changes: int = 0
+    timer_changes: int = 0
+    forwarded: int = 0
+    merges: int = 0
+    invalid: int = 0
+    skipped_replays: int = 0
+    state_writes: int = 0
+    definitions_applied: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class SegmentStage:
+    """The consume -> evaluate -> publish -> (periodically) save and commit loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        catalog: ProductLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock  # seconds; tests drive it
+        self.stats = SegmentStats()
+        self.ready = threading.Event()
+        self.profiles: dict[str, Profile] = {}
+        self.merged_into: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._catalog = catalog
+        self._replica: Any = None
+        self._topics = {
+            "resolved": settings.topic(RESOLVED_TOPIC.name),
+            "identity": settings.topic(IDENTITY_CHANGES_TOPIC.name),
+            "forward": settings.topic(SEGMENT_FORWARD_TOPIC.name),
+        }
+        self._changes_topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
+        self._state_topic = settings.topic(SEGMENT_STATE_TOPIC.name)
+        self._invalid_topic = settings.topic(INVALID_TOPIC.name)
+        self._timers: list[tuple[int, str]] = []
+        self._dirty: set[str] = set()
+        self._positions: dict[tuple[str, int], int] = {}
+        self._failures: list[str] = []
+        self._partitions = 0
+        self._engine: SegmentEngine | None = None
+        self._definitions: DefinitionsFollower | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._restorer: Consumer | None = None
+
+    # -- Loop protocol -------------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def engine(self) -> SegmentEngine:
+        assert self._engine is not None, "the stage has not started"
+        return self._engine
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def run(self) -> None:
+        settings = self.settings
+        self._producer = Producer(producer_config(settings, "omniseg-segments"))
+        self._consumer = Consumer(
+            consumer_config(
+                settings,
+                settings.segments_group,
+                "omniseg-segments",
+                # Co-partitioning: the same partition number of every input topic to one worker.
+                **{"partition.assignment.strategy": "range"},
+            )
+        )
+        self._restorer = Consumer(
+            consumer_config(
+                settings,
+                f"{settings.segments_group}.restore",  # assign only, never committed
+                "omniseg-segments-restore",
+                **{"enable.partition.eof": True, "isolation.level": "read_uncommitted"},
+            )
+        )
+        self._definitions = DefinitionsFollower(settings)
+        try:
+            self._check_partitions()
+            loaded = self._definitions.load()
+            self._load_catalog()
+            self._engine = self._build_engine()
+            log.info(
+                "segments: %d definitions active (%d records read)", len(self._definitions.active), loaded
+            )
+            self._consumer.subscribe(
+                list(self._topics.values()), on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            self._loop()
+            self._save_and_commit()
+        finally:
+            for client in (self._consumer, self._restorer):
+                with contextlib.suppress(RuntimeError):
+                    client.close()
+            self._definitions.close()
+            if self._replica is not None:
+                self._replica.close()
+            self._producer.flush(5)
+        log.info(
+            "segments stopped: %d events, %d changes (%d by timers), %d merges, %d invalid",
+            self.stats.events,
+            self.stats.changes,
+            self.stats.timer_changes,
+            self.stats.merges,
+            self.stats.invalid,
+        )
+
+    def _check_partitions(self) -> None:
+        assert self._restorer is not None
+        counts = {
+            topic: len(partitions_of(self._restorer, topic, _TIMEOUT_S))
+            for topic in [*self._topics.values(), self._state_topic]
+        }
+        if len(set(counts.values())) != 1:
+            raise RuntimeError(
+                "segments: the person-keyed topics must have the same partition count to be "
+                f"co-partitioned, found {counts}; recreate them with one count (omniseg topics create)"
+            )
+        self._partitions = next(iter(counts.values()))
+
+    def _load_catalog(self) -> None:
+        if self._catalog is not None:
+            return
+        try:
+            from streams.agents.catalog_replica import CatalogReplica
+        except ImportError:  # the catalog module is optional at this layer
+            return
+        self._replica = CatalogReplica(self.settings)
+        count = self._replica.load(_TIMEOUT_S)
+        self._catalog = self._replica.catalog
+        log.info("segments: product catalog loaded (%d records)", count)
+
+    def _build_engine(self) -> SegmentEngine:
+        assert self._definitions is not None
+        return SegmentEngine(
+            self._definitions.active.values(),
+            self._catalog,
+            timezone=self.settings.segments_timezone,
+            hemisphere=self.settings.segments_hemisphere,
+        )
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        assert self._consumer is not None and self._producer is not None and self._definitions is not None
+        consumer, producer = self._consumer, self._producer
+        batch_size = self.settings.segments_batch_size
+        timer_wait = self.settings.segments_timer_interval_s
+        flush_every = self.settings.segments_state_flush_s
+        next_flush = time.monotonic() + flush_every
+        resolved_topic, forward_topic = self._topics["resolved"], self._topics["forward"]
+        while not self._stop.is_set():
+            producer.poll(0)
+            if self._replica is not None:
+                self._replica.poll()
+            changed = self._definitions.poll()
+            if changed:
+                self._redefine(changed)
+            messages = consumer.consume(batch_size, timer_wait)
+            now = self.now_ms()
+            for msg in messages:
+                error = msg.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    log.warning("segments: Kafka reported %s", error.str())
+                    continue
+                topic: str = msg.topic()  # type: ignore[assignment]
+                partition: int = msg.partition()  # type: ignore[assignment]
+                offset: int = msg.offset()  # type: ignore[assignment]
+                self._positions[(topic, partition)] = offset
+                value = msg.value()
+                if value is None:
+                    continue
+                try:
+                    if topic == resolved_topic:
+                        self._on_resolved(value, offset, now, _RESOLVED)
+                    elif topic == forward_topic:
+                        self._on_forward(value, offset, now)
+                    else:
+                        self._on_identity_change(value, now)
+                except SerializationError as exc:
+                    self._invalid(topic, partition, offset, value, str(exc))
+            self._fire_timers(self.now_ms())
+            if not self.ready.is_set() and consumer.assignment():
+                self.ready.set()
+            if time.monotonic() >= next_flush:
+                self._save_and_commit()
+                next_flush = time.monotonic() + flush_every
+
+    def _on_resolved(
+        self, value: bytes, offset: int, now: int, source: str, person: str | None = None
+    ) -> None:
+        decoded_person, event = decode_resolved(value)
+        person = person or decoded_person
+        target = self.merged_into.get(person)
+        if target is not None:
+            self._forward("event", target, now, from_person=person, event=value)
+            return
+        profile = self._profile(person)
+        if profile.offsets.get(source, -1) >= offset:
+            self.stats.skipped_replays += 1
+            return
+        profile.offsets[source] = offset
+        self._apply(profile, event, now)
+
+    def _apply(self, profile: Profile, event: SegmentEvent, now: int) -> None:
+        due = profile.due
+        changes = self.engine.apply(profile, event, now)
+        self.stats.events += 1
+        self._dirty.add(profile.person_id)
+        if changes:
+            self._publish(profile, changes, now)
+        if profile.due and profile.due != due:
+            heapq.heappush(self._timers, (profile.due, profile.person_id))
+
+    def _on_forward(self, value: bytes, offset: int, now: int) -> None:
+        kind, person, from_person, into_person, state, event = decode_forward(value)
+        if kind == "merge_out":
+            self._merge_out(person, into_person or person, now)
+            return
+        target = self.merged_into.get(person)
+        if target is not None:  # the receiver was merged on in turn: pass it along
+            self._forward(kind, target, now, from_person=from_person, state=state, event=event)
+            return
+        if kind == "event" and event is not None:
+            self._on_resolved(event, offset, now, _FORWARD, person=person)
+            return
+        profile = self._profile(person)
+        if profile.offsets.get(_FORWARD, -1) >= offset:
+            self.stats.skipped_replays += 1
+            return
+        profile.offsets[_FORWARD] = offset
+        if state:
+            merged = Profile.from_json(state)
+            merged.members.clear()  # its owner already published its exits
+            _, changes = self.engine.absorb(profile, merged, now)
+            self._dirty.add(person)
+            self.stats.merges += 1
+            if changes:
+                self._publish(profile, changes, now)
+            if profile.due:
+                heapq.heappush(self._timers, (profile.due, person))
+
+    def _on_identity_change(self, value: bytes, now: int) -> None:
+        kind, survivor, merged = decode_merge(value)
+        if kind != "merged":
+            return
+        for person in merged:
+            if person != survivor:
+                self._forward("merge_out", person, now, into_person=survivor)
+
+    def _merge_out(self, person: str, survivor: str, now: int) -> None:
+        if person in self.merged_into or person == survivor:
+            return  # replayed: already handed over
+        profile = self.profiles.pop(person, None)
+        state = None
+        if profile is not None:
+            changes = self.engine.release(profile, now, survivor)
+            if changes:
+                self._publish(profile, changes, now)
+            state = profile.to_json()
+        self.merged_into[person] = survivor
+        self._dirty.add(person)
+        self._forward("merge_in", survivor, now, from_person=person, state=state)
+
+    def _forward(
+        self,
+        kind: str,
+        person: str,
+        now: int,
+        *,
+        from_person: str | None = None,
+        into_person: str | None = None,
+        state: bytes | None = None,
+        event: bytes | None = None,
+    ) -> None:
+        assert self._producer is not None
+        record = encode_forward(
+            kind, person, now, from_person=from_person, into_person=into_person, state=state, event=event
+        )
+        self._producer.produce(self._topics["forward"], record, person.encode(), on_delivery=self._delivered)
+        self.stats.forwarded += 1
+
+    def _profile(self, person: str) -> Profile:
+        profile = self.profiles.get(person)
+        if profile is None:
+            profile = self.profiles[person] = Profile(person)
+        return profile
+
+    def _fire_timers(self, now: int) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, person = heapq.heappop(timers)
+            profile = self.profiles.get(person)
+            if profile is None or profile.due != due:
+                continue  # stale entry: the deadline moved or the person left
+            changes = self.engine.tick(profile, now)
+            self._dirty.add(person)
+            if changes:
+                self.stats.timer_changes += len(changes)
+                self._publish(profile, changes, now)
+            if profile.due:
+                heapq.heappush(timers, (profile.due, person))
+
+    def _redefine(self, changed: set[str]) -> None:
+        assert self._definitions is not None
+        self._engine = self._build_engine()
+        now = self.now_ms()
+        versions = ", ".join(
+            f"{sid} v{self._definitions.active[sid][1]}"
+            if sid in self._definitions.active
+            else f"{sid} removed"
+            for sid in sorted(changed)
+        )
+        log.info(
+            "segments: definitions changed (%s); re-evaluating %d profiles", versions, len(self.profiles)
+        )
+        started = time.monotonic()
+        for index, profile in enumerate(self.profiles.values()):
+            changes = self.engine.reevaluate(
+                profile, now, "definition", f"definitions changed: {versions}", changed
+            )
+            if changes:
+                self._publish(profile, changes, now)
+                self._dirty.add(profile.person_id)
+            if profile.due:
+                heapq.heappush(self._timers, (profile.due, profile.person_id))
+            if index and index % 100_000 == 0:
+                log.info("segments: re-evaluated %d of %d profiles", index, len(self.profiles))
+        self.stats.definitions_applied += 1
+        log.info(
+            "segments: re-evaluated %d profiles in %.1fs", len(self.profiles), time.monotonic() - started
+        )
+
+    def _publish(self, profile: Profile, changes: Iterable[Change], now: int) -> None:
+        assert self._producer is not None
+        produce = self._producer.produce
+        key = profile.person_id.encode()
+        for change in changes:
+            produce(
+                self._changes_topic, encode_change(change, profile, now), key, on_delivery=self._delivered
+            )
+            self.stats.changes += 1
+
+    def _invalid(self, topic: str, partition: int, offset: int, value: bytes, reason: str) -> None:
+        assert self._producer is not None
+        record = encode_invalid(
+            "segments", reason, source=topic, position=f"{partition}/{offset}", original=value
+        )
+        self._producer.produce(self._invalid_topic, record, topic.encode(), on_delivery=self._delivered)
+        self.stats.invalid += 1
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+
+    # -- state and offsets ---------------------------------------------------------------------------
+
+    def _save_and_commit(self, partitions: set[int] | None = None) -> None:
+        """Write touched profiles, wait for every output, then commit what was consumed."""
+        assert self._producer is not None and self._consumer is not None
+        now = self.now_ms()
+        produce = self._producer.produce
+        written = []
+        for person in self._dirty:
+            if partitions is not None and self._partition(person) not in partitions:
+                continue
+            written.append(person)
+            target = self.merged_into.get(person)
+            profile = None if target is not None else self.profiles.get(person)
+            record = encode_state(person, profile, target, now)
+            produce(self._state_topic, record, person.encode(), on_delivery=self._delivered)
+        self._dirty.difference_update(written)
+        self.stats.state_writes += len(written)
+        deadline = time.monotonic() + self.settings.produce_timeout_s * 3
+        while self._producer.flush(0.5) and time.monotonic() < deadline:
+            pass
+        if len(self._producer) or self._failures:
+            # Offsets stay uncommitted: a restart replays and publishes again (same change ids).
+            raise RuntimeError(
+                "segments: outputs not acknowledged, not committing: "
+                + ("; ".join(self._failures[:3]) or f"{len(self._producer)} pending")
+            )
+        offsets = [
+            TopicPartition(topic, partition, offset + 1)
+            for (topic, partition), offset in self._positions.items()
+            if partitions is None or partition in partitions
+        ]
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            for tp in offsets:
+                self._positions.pop((tp.topic, tp.partition), None)
+
+    def _partition(self, person: str) -> int:
+        return murmur2_partition(person.encode(), self._partitions)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions if tp.topic == self._topics["resolved"]})
+        if numbers:
+            started = time.monotonic()
+            count = self._restore(numbers)
+            log.info(
+                "segments: partitions %s assigned; %d state records restored in %.1fs",
+                numbers,
+                count,
+                time.monotonic() - started,
+            )
+
+    def _restore(self, numbers: list[int]) -> int:
+        assert self._restorer is not None
+        now = self.now_ms()
+
+        def restore(msg: Message) -> None:
+            value = msg.value()
+            if value is None:
+                return
+            try:
+                person, merged_into, state = decode_state(value)
+                if merged_into is not None:
+                    self.merged_into[person] = merged_into
+                    self.profiles.pop(person, None)
+                    return
+                self.profiles[person] = Profile.from_json(state)
+            except (SerializationError, ValueError) as exc:
+                log.error("segments: unreadable state record %s/%s: %s", msg.partition(), msg.offset(), exc)
+
+        start = [TopicPartition(self._state_topic, n, OFFSET_BEGINNING) for n in numbers]
+        count = read_to_end(self._restorer, start, restore, _TIMEOUT_S)
+        self._restorer.unassign()
+        wanted = set(numbers)
+        for person, profile in self.profiles.items():
+            if profile.due and self._partition(person) in wanted:
+                heapq.heappush(self._timers, (profile.due, person))
+        self._fire_timers(now)
+        return count
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in partitions if tp.topic == self._topics["resolved"]}
+        if not numbers:
+            return
+        self._save_and_commit(numbers)
+        for person in [p for p in self.profiles if self._partition(p) in numbers]:
+            del self.profiles[person]
+        for person in [p for p in self.merged_into if self._partition(p) in numbers]:
+            del self.merged_into[person]
+        self._timers = [(due, p) for due, p in self._timers if p in self.profiles]
+        heapq.heapify(self._timers)
+
+
+class SegmentStageService(ThreadedLoops):
+    """Runs :class:`SegmentStage` in a thread for the lifetime of the Faust worker."""
+
+    def make_loops(self) -> list[tuple[str, Loop]]:
+        return [("segments", SegmentStage(self.settings))]

@@ -1,0 +1,89 @@
+"""`omniseg segments`: validate and apply segment definitions, list what is live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from streams.settings import get_settings
+
+_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.group("segments")
+def segments() -> None:
+    """Segment definitions (YAML, see docs/segments.md) and their live versions."""
+
+
+@segments.command("validate")
+@click.argument("directory", type=_DIR)
+def validate(directory: Path) -> None:
+    """Check every *.yaml in DIRECTORY without a broker (for CI and pre-commit)."""
+    from streams.agents.segment_definitions import read_definition_files
+    from streams.domain.segments.loader import DefinitionError, load_definitions
+
+    try:
+        definitions = load_definitions(read_definition_files(directory))
+    except (DefinitionError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for definition in definitions:
+        click.echo(f"ok       {definition.id} ({definition.kind})")
+    click.echo(f"{len(definitions)} definitions valid", err=True)
+
+
+@segments.command("apply")
+@click.argument("directory", type=_DIR)
+@click.option("--dry-run", is_flag=True, help="Show what would change; publish nothing.")
+@click.option(
+    "--no-prune",
+    is_flag=True,
+    help="Keep live segments that are not in DIRECTORY (default: DIRECTORY is the full set; others are removed).",
+)
+def apply(directory: Path, dry_run: bool, no_prune: bool) -> None:
+    """Publish added, changed and removed definitions; running workers pick them up without a restart.
+
+    New and changed segments are evaluated for every profile at once (enter events, trigger
+    `definition`); removed ones exit all their members. Versions count up per segment.
+    """
+    from confluent_kafka import KafkaException
+
+    from streams.agents.segment_definitions import apply_definitions
+    from streams.domain.segments.loader import DefinitionError
+
+    settings = get_settings()
+    try:
+        result = apply_definitions(
+            settings, directory, dry_run=dry_run, prune=not no_prune, progress=click.echo
+        )
+    except (DefinitionError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (KafkaException, TimeoutError) as exc:
+        raise click.ClickException(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the stack up (omniseg dev up)?"
+        ) from exc
+    suffix = " (dry run: nothing published)" if dry_run else ""
+    click.echo(f"segments: {result.summary()}{suffix}", err=True)
+
+
+@segments.command("list")
+def list_() -> None:
+    """The live definitions (newest version of each) on the definitions topic."""
+    from confluent_kafka import KafkaException
+
+    from streams.agents.segment_definitions import DefinitionsFollower
+
+    settings = get_settings()
+    try:
+        follower = DefinitionsFollower(settings, client_id="omniseg-segments-list")
+        try:
+            follower.load()
+        finally:
+            follower.close()
+    except (KafkaException, TimeoutError) as exc:
+        raise click.ClickException(f"cannot read definitions from {settings.kafka_bootstrap}: {exc}") from exc
+    for segment_id, published in sorted(follower.published.items()):
+        state = "removed" if published.deleted else "live"
+        definition = follower.active.get(segment_id)
+        kind = definition[0].kind if definition else "-"
+        click.echo(f"{segment_id:32} v{published.version:<4} {state:8} {kind}")
