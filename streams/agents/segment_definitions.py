@@ -61,7 +61,10 @@ class DefinitionsFollower:
         """Read the whole topic; returns the number of records."""
         partitions = partitions_of(self._consumer, self.topic, timeout_s)
         start = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
-        return read_to_end(self._consumer, start, lambda msg: None if self._apply(msg) else None, timeout_s)
+        return read_to_end(self._consumer, start, self._read, timeout_s)
+
+    def _read(self, msg: Message) -> None:
+        self._apply(msg)
 
     def poll(self) -> set[str]:
         """Apply records published since; returns the ids whose active version changed."""
