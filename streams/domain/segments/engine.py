@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import math
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -60,6 +61,14 @@ SUBJECT_SEP = "\x1f"
 ANY_EVENT = "@any"
 TRAITS = "@traits"
 PURCHASE = "@purchase"
+# Derived traits that change with any event are re-evaluated only when their value changed.
+_DERIVED_TRIGGERS = {
+    "preferred_channel": "@pref:channel",
+    "preferred_hour": "@pref:hour",
+    "preferred_category": "@pref:category",
+    "preferred_brand": "@pref:brand",
+    "days_since_first_seen": "@first_seen",
+}
 _CONTACT_KINDS = {
     "email": "email",
     "phone": "phone",
@@ -122,7 +131,7 @@ class _Line:
 class _Prepared:
     """An event with its products looked up and its local time computed once."""
 
-    __slots__ = ("event", "hemisphere", "lines", "local", "ts", "zone")
+    __slots__ = ("device", "event", "hemisphere", "lines", "local", "ts", "zone")
 
     def __init__(self, event: SegmentEvent, ts: int, catalog: ProductLookup, zone: str, hemisphere: str):
         self.event = event
@@ -130,6 +139,7 @@ class _Prepared:
         self.zone = zone
         self.hemisphere = hemisphere
         self.local: tuple[int, int, int] | None = None
+        self.device = device_class(event.device_type, event.user_agent, event.channel)
         lines = []
         for line in event.lines or _single_product(event):
             product = catalog.lookup(sku=line.sku, ean=line.ean, app_product_id=line.app_product_id)
@@ -212,7 +222,12 @@ def _context_test(
         return False
     if filters.device_type is not None and device not in filters.device_type:
         return False
-    if not filters.needs_local_time():
+    if (
+        filters.local_hour is None
+        and filters.weekday is None
+        and filters.month is None
+        and filters.season is None
+    ):
         return True
     hour, weekday, month = local()
     if filters.local_hour is not None and not filters.local_hour.test(hour):
@@ -237,8 +252,12 @@ class Feature:
             condition.model_dump(include=set(ContextFilter.model_fields), exclude_none=True)
         )
         self.has_context = not self.context.is_empty()
+        self.channels = frozenset(self.context.channel) if self.context.channel is not None else None
+        self.has_other_context = self.has_context and bool(self.context.model_fields_set - {"channel"})
+        self.where_checks = tuple((path, comparison.compile()) for path, comparison in self.where.items())
         self.value_of: str | None = spec["of"]
         self.window: int | None = condition.window
+        self.valued = self.value_of is not None
 
     def matching_lines(self, prepared: _Prepared) -> list[_Line] | None:
         """The event's lines this feature looks at (None: the event does not match)."""
@@ -273,13 +292,15 @@ class Feature:
     def match(self, prepared: _Prepared) -> float | None:
         """The event's value when it matches every filter, else None."""
         event = prepared.event
-        for path, comparison in self.where.items():
-            if not comparison.test(_property(event.properties, path)):
+        if self.channels is not None and event.channel not in self.channels:
+            return None
+        for path, check in self.where_checks:
+            if not check(_property(event.properties, path)):
                 return None
-        if self.has_context and not _context_test(
+        if self.has_other_context and not _context_test(
             self.context,
             event.channel,
-            device_class(event.device_type, event.user_agent, event.channel),
+            prepared.device,
             prepared.local_time,
             prepared.hemisphere,
         ):
@@ -293,13 +314,16 @@ class Feature:
         if self.window is not None:
             if ts <= now - self.window:
                 return  # already outside the window, and time only moves forward
-            entry = profile.windowed.get(self.id)
-            if entry is None:
-                entry = profile.windowed[self.id] = [[], []]
-            times, values = entry
+            times = profile.windowed.get(self.id)
+            if times is None:
+                times = profile.windowed[self.id] = array("q")
             at = bisect.bisect_right(times, ts)
             times.insert(at, ts)
-            values.insert(at, value)
+            if self.valued:
+                values = profile.wvalues.get(self.id)
+                if values is None:
+                    values = profile.wvalues[self.id] = array("d")
+                values.insert(at, value)
             return
         total = profile.totals.get(self.id)
         if total is None:
@@ -321,25 +345,31 @@ class Feature:
             if total is None:
                 return 0, 0.0, None, None, None, None
             return total[0], total[1], total[2], total[3], total[4], total[5]
-        entry = profile.windowed.get(self.id)
-        if entry is None:
-            return 0, 0.0, None, None, None, None
-        times, values = entry
-        start = bisect.bisect_right(times, now - self.window)
-        if start:
-            del times[:start], values[:start]  # expired for good: time only moves forward
+        times = profile.windowed.get(self.id)
         if not times:
             return 0, 0.0, None, None, None, None
-        return len(times), sum(values), min(values), max(values), int(times[0]), int(times[-1])
+        start = bisect.bisect_right(times, now - self.window)
+        if start:  # expired for good: time only moves forward
+            del times[:start]
+            if self.valued:
+                del profile.wvalues[self.id][:start]
+        count = len(times)
+        if not count:
+            return 0, 0.0, None, None, None, None
+        if self.valued:
+            values = profile.wvalues[self.id]
+            return count, sum(values), min(values), max(values), times[0], times[-1]
+        return count, float(count), 1.0, 1.0, times[0], times[-1]
 
     def deadline(self, profile: Profile, now: int) -> int | None:
-        """When the oldest event in the window leaves it."""
+        """When the oldest event still in the window leaves it."""
         if self.window is None:
             return None
-        entry = profile.windowed.get(self.id)
-        if not entry or not entry[0]:
+        times = profile.windowed.get(self.id)
+        if not times:
             return None
-        return int(entry[0][0]) + self.window
+        start = bisect.bisect_right(times, now - self.window)  # expired ones are not yet pruned
+        return times[start] + self.window if start < len(times) else None
 
 
 class Evaluation:
@@ -515,6 +545,19 @@ class SegmentEngine:
         self.needs_local_time = any(f.context.needs_local_time() for f in self.features.values()) or any(
             self._walk_needs_local(d) for d in self.definitions.values()
         )
+        self._runs = {
+            sid: (self.definitions[sid].kind == "suppression", self.compiled[sid].test, self.versions[sid])
+            for sid in self.order
+        }
+        # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
+        self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[str, ...]] = {}
+        self._timed_plan = self._ordered(self.timed)
+        self.counts_hours = "@pref:hour" in self.by_trigger
+        self._watched = tuple(
+            name
+            for name, token in _DERIVED_TRIGGERS.items()
+            if token in self.by_trigger and name != "days_since_first_seen"
+        )
 
     # -- compiling ---------------------------------------------------------------------------------
 
@@ -568,15 +611,11 @@ class SegmentEngine:
                 lambda ev: not inner_test(ev), inner.triggers, inner.deadlines, inner.features, inner.refs
             )
         if isinstance(condition, TraitCondition):
-            path, comparison = condition.trait, condition.test
+            path, comparison = condition.trait, condition.compile()
             return _Compiled(lambda ev: comparison(_trait(ev.profile, path)), {TRAITS}, [], [], set())
         if isinstance(condition, DerivedCondition):
-            name, check = condition.derived, condition.test
-            triggers = (
-                {ANY_EVENT}
-                if name.startswith("preferred_") or name == "days_since_first_seen"
-                else {PURCHASE}
-            )
+            name, check = condition.derived, condition.compile()
+            triggers = {_DERIVED_TRIGGERS.get(name, PURCHASE)}
             deadlines = [_derived_deadlines(name, condition.thresholds())] if name in TIME_DERIVED else []
             return _Compiled(lambda ev: check(ev.derived(name)), triggers, deadlines, [], set())
         if isinstance(condition, ContextCondition):
@@ -633,7 +672,7 @@ class SegmentEngine:
             deadlines.append(_occurrence_deadlines(feature, which, span))
         else:
             comparison = getattr(condition, measure) if measure != "count" else condition.count
-            check = comparison.test if comparison is not None else (lambda value: value >= 1)
+            check = comparison.compile() if comparison is not None else (lambda value: value >= 1)
             index = {"count": 0, "sum": 1, "min": 2, "max": 3}[measure]
 
             def test(ev: Evaluation) -> bool:
@@ -643,6 +682,9 @@ class SegmentEngine:
                 return bool(check(stats[index]))
 
         return _Compiled(test, set(feature.names), deadlines, [feature], set())
+
+    def _ordered(self, segment_ids: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted(segment_ids, key=self.position.__getitem__))
 
     def _closure(self, segment_ids: set[str]) -> set[str]:
         found = set(segment_ids)
@@ -659,59 +701,69 @@ class SegmentEngine:
     def apply(self, profile: Profile, event: SegmentEvent, now: int) -> list[Change]:
         """Apply one event at ``now``; returns the changes (none for a duplicate message id)."""
         digest = message_hash(event.message_id)
-        if digest in profile.seen:
+        seen = profile.seen
+        if digest in seen:
             return []
-        profile.seen.append(digest)
-        if len(profile.seen) > KEPT_MESSAGE_IDS:
-            del profile.seen[: len(profile.seen) - KEPT_MESSAGE_IDS]
+        seen.append(digest)
+        if len(seen) > KEPT_MESSAGE_IDS:
+            del seen[: len(seen) - KEPT_MESSAGE_IDS]
         ts = min(event.timestamp_ms, now)
         prepared = _Prepared(event, ts, self.catalog, self.timezone, self.hemisphere)
-        self._update(profile, prepared, now)
-        affected = set(self.by_trigger.get(event.name, ()))
-        affected |= self.by_trigger.get(ANY_EVENT, set())
-        if event.traits:
-            affected |= self.by_trigger.get(TRAITS, set())
-        if event.name in PURCHASE_EVENTS or event.name in RETURN_EVENTS:
-            affected |= self.by_trigger.get(PURCHASE, set())
-        if profile.due and profile.due <= now:
-            affected |= self.timed
-        changes = self._evaluate(
-            profile, now, self._closure(affected), "event", f"event {event.name!r}", event.message_id
-        )
+        tokens = self._update(profile, prepared, now)
+        key = (event.name, bool(event.traits), bool(profile.due and profile.due <= now), tokens)
+        plan = self._plans.get(key)
+        if plan is None:
+            affected = set(self.by_trigger.get(event.name, ()))
+            affected |= self.by_trigger.get(ANY_EVENT, set())
+            if event.traits:
+                affected |= self.by_trigger.get(TRAITS, set())
+            if event.name in PURCHASE_EVENTS or event.name in RETURN_EVENTS:
+                affected |= self.by_trigger.get(PURCHASE, set())
+            for token in tokens:
+                affected |= self.by_trigger.get(token, set())
+            if key[2]:
+                affected |= self.timed
+            plan = self._plans[key] = self._ordered(self._closure(affected))
+        changes = self._evaluate(profile, now, plan, "event", f"event {event.name!r}", event.message_id)
         profile.due = self.next_deadline(profile, now) or 0
         return changes
 
-    def _update(self, profile: Profile, prepared: _Prepared, now: int) -> None:
+    def _update(self, profile: Profile, prepared: _Prepared, now: int) -> tuple[str, ...]:
+        """Add the event to the profile; returns the derived-trait triggers whose value changed."""
         event, ts = prepared.event, prepared.ts
+        tokens: list[str] = []
+        watch = self._watched
+        before = {name: derived_value(profile, name, now) for name in watch} if watch else None
         if profile.first_seen is None or ts < profile.first_seen:
             profile.first_seen = ts
+            tokens.append("@first_seen")
         newest = profile.last_ts is None or ts >= profile.last_ts
-        device = device_class(event.device_type, event.user_agent, event.channel)
+        device = prepared.device
         if newest:
             profile.last_ts = ts
             if self.needs_local_time:
                 hour, weekday, month = prepared.local_time()
-                profile.last_context = [event.channel, device, hour, weekday, month]
+                profile.last_context = (event.channel, device, hour, weekday, month)
             else:
-                profile.last_context = [event.channel, device, None, None, None]
+                profile.last_context = (event.channel, device, None, None, None)
         profile.channel_counts[event.channel] = profile.channel_counts.get(event.channel, 0) + 1
-        if self.needs_local_time:
+        if self.counts_hours:
             hour_key = str(prepared.local_time()[0])
             profile.hour_counts[hour_key] = profile.hour_counts.get(hour_key, 0) + 1
         for key, value in event.traits.items():
             entry = profile.traits.get(key)
             if entry is None:
                 if len(profile.traits) < MAX_TRAITS:
-                    profile.traits[key] = [value, ts]
+                    profile.traits[key] = (value, ts)
             elif ts >= entry[1]:
-                entry[0], entry[1] = value, ts
+                profile.traits[key] = (value, ts)
         for identifier in event.identifiers:
             kind, _, value = identifier.partition(":")
             contact = _CONTACT_KINDS.get(kind)
             if contact is not None:
                 entry = profile.contacts.get(contact)
                 if entry is None or ts >= entry[1]:
-                    profile.contacts[contact] = [value, ts]
+                    profile.contacts[contact] = (value, ts)
         for line in prepared.lines:
             if line.category:
                 profile.category_counts[line.category] = profile.category_counts.get(line.category, 0) + 1
@@ -730,6 +782,11 @@ class SegmentEngine:
             value = feature.match(prepared)
             if value is not None:
                 feature.add(profile, ts, value, now)
+        if before is not None:
+            for name, value in before.items():
+                if derived_value(profile, name, now) != value:
+                    tokens.append(_DERIVED_TRIGGERS[name])
+        return tuple(tokens)
 
     @staticmethod
     def _book(profile: Profile, prepared: _Prepared, sign: float) -> None:
@@ -748,14 +805,20 @@ class SegmentEngine:
         """Let time pass to ``now``: windows expire, recency and derived conditions move."""
         if not profile.due or profile.due > now:
             return []
-        changes = self._evaluate(profile, now, self.timed, "timer", "time passed", None)
+        changes = self._evaluate(profile, now, self._timed_plan, "timer", "time passed", None)
         profile.due = self.next_deadline(profile, now) or 0
         return changes
 
     def next_deadline(self, profile: Profile, now: int) -> int | None:
         """The earliest time after ``now`` at which a clock-driven condition may change."""
         best: int | None = None
-        for feature in self._windowed_features:
+        features = self.features
+        for feature_id in list(profile.windowed):
+            feature = features.get(feature_id)
+            if feature is None or feature.window is None:
+                del profile.windowed[feature_id]  # no definition uses it any more
+                profile.wvalues.pop(feature_id, None)
+                continue
             at = feature.deadline(profile, now)
             if at is not None and at > now and (best is None or at < best):
                 best = at
@@ -770,7 +833,7 @@ class SegmentEngine:
     ) -> list[Change]:
         """Evaluate ``segment_ids`` (default: all) and exit memberships of undefined segments."""
         wanted = set(self.order) if segment_ids is None else self._closure(set(segment_ids) & set(self.order))
-        changes = self._evaluate(profile, now, wanted, trigger, reason, None)
+        changes = self._evaluate(profile, now, self._ordered(wanted), trigger, reason, None)
         for key in list(profile.members):
             segment_id, _, subject = key.partition(SUBJECT_SEP)
             if segment_id not in self.definitions and profile.is_member(key):
@@ -827,7 +890,7 @@ class SegmentEngine:
         self,
         profile: Profile,
         now: int,
-        segment_ids: set[str],
+        segment_ids: tuple[str, ...],
         trigger: str,
         reason: str,
         message_id: str | None,
@@ -836,17 +899,20 @@ class SegmentEngine:
             return []
         ev = Evaluation(self, profile, now)
         changes: list[Change] = []
-        for segment_id in sorted(segment_ids, key=self.position.__getitem__):
-            definition = self.definitions[segment_id]
-            version = self.versions[segment_id]
-            if definition.kind == "suppression":
+        members = profile.members
+        runs = self._runs
+        for segment_id in segment_ids:
+            suppression, test, version = runs[segment_id]
+            if suppression:
+                definition = self.definitions[segment_id]
                 changes.extend(
                     self._suppression(profile, definition, version, now, trigger, reason, message_id)
                 )
                 continue
-            member = self.compiled[segment_id].test(ev)
+            member = test(ev)
             ev.member[segment_id] = member
-            if member != profile.is_member(segment_id):
+            entry = members.get(segment_id)
+            if member != (entry is not None and entry[0] % 2 == 1):
                 changes.append(
                     self._flip(
                         profile,
@@ -931,7 +997,7 @@ class SegmentEngine:
         entry = profile.members.get(key)
         seq = (entry[0] if entry else 0) + 1
         assert (seq % 2 == 1) == entered, "a membership flip must alternate"
-        profile.members[sys.intern(key)] = [seq, now, version]
+        profile.members[sys.intern(key)] = (seq, now, version)
         verb = "entered" if entered else "exited"
         return Change(
             profile.person_id,
@@ -949,32 +1015,38 @@ class SegmentEngine:
 
 def combine(survivor: Profile, merged: Profile) -> None:
     """Add ``merged``'s state to ``survivor`` (memberships excepted)."""
-    for key, (times, values) in merged.windowed.items():
-        entry = survivor.windowed.get(key)
-        if entry is None:
-            survivor.windowed[key] = [list(times), list(values)]
-            continue
-        pairs = sorted(zip(entry[0] + times, entry[1] + values, strict=True), key=lambda p: p[0])
-        entry[0] = [p[0] for p in pairs]
-        entry[1] = [p[1] for p in pairs]
+    for key, times in merged.windowed.items():
+        values = merged.wvalues.get(key)
+        mine = survivor.windowed.get(key)
+        mine_values = survivor.wvalues.get(key)
+        pairs = sorted(
+            [
+                *zip(mine or (), mine_values or [0.0] * len(mine or ()), strict=True),
+                *zip(times, values or [0.0] * len(times), strict=True),
+            ],
+            key=lambda p: p[0],
+        )
+        survivor.windowed[key] = array("q", [int(p[0]) for p in pairs])
+        if values is not None or mine_values is not None:
+            survivor.wvalues[key] = array("d", [p[1] for p in pairs])
     for key, total in merged.totals.items():
-        mine = survivor.totals.get(key)
-        if mine is None:
+        have = survivor.totals.get(key)
+        if have is None:
             survivor.totals[key] = list(total)
         else:
             survivor.totals[key] = [
-                mine[0] + total[0],
-                mine[1] + total[1],
-                min(mine[2], total[2]),
-                max(mine[3], total[3]),
-                min(mine[4], total[4]),
-                max(mine[5], total[5]),
+                have[0] + total[0],
+                have[1] + total[1],
+                min(have[2], total[2]),
+                max(have[3], total[3]),
+                min(have[4], total[4]),
+                max(have[5], total[5]),
             ]
     for mine_map, other_map in ((survivor.traits, merged.traits), (survivor.contacts, merged.contacts)):
         for key, entry in other_map.items():
             current = mine_map.get(key)
             if current is None or entry[1] > current[1]:
-                mine_map[key] = list(entry)
+                mine_map[key] = entry
     for ledger, other in (
         (survivor.ledger, merged.ledger),
         (survivor.category_ledger, merged.category_ledger),
@@ -1001,4 +1073,4 @@ def combine(survivor: Profile, merged: Profile) -> None:
     if merged.last_ts is not None and (survivor.last_ts is None or merged.last_ts > survivor.last_ts):
         survivor.last_ts = merged.last_ts
         survivor.last_context = merged.last_context
-    survivor.seen = (survivor.seen + merged.seen)[-KEPT_MESSAGE_IDS:]
+    survivor.seen = array("q", [*survivor.seen, *merged.seen][-KEPT_MESSAGE_IDS:])

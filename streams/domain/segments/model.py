@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -153,6 +154,35 @@ class Comparison(_Strict):
             return False
         return self.between is None or self.between[0] <= number <= self.between[1]
 
+    def compile(self) -> Callable[[Any], bool]:
+        """A predicate equal to :meth:`test`, faster for the common single comparisons."""
+        test = self.test
+        given = self.model_fields_set & _TESTS
+        if len(given) != 1:
+            return test
+        (name,) = given
+        if name in _ORDERING:
+            op, bound = _ORDERING[name], getattr(self, name)
+
+            def ordered(value: Any) -> bool:
+                if value.__class__ is int or value.__class__ is float:
+                    return bool(op(value, bound))
+                return test(value)
+
+            return ordered
+        if name in ("eq", "in_"):
+            items = [self.eq] if name == "eq" else list(self.in_ or [])
+            if all(isinstance(item, str) for item in items):
+                lowered = frozenset(str(item).lower() for item in items)
+
+                def member(value: Any) -> bool:
+                    if value.__class__ is str:
+                        return value.lower() in lowered
+                    return test(value)
+
+                return member
+        return test
+
     def thresholds(self) -> list[float]:
         """The numbers a continuously growing value can cross (for timers)."""
         found = [x for x in (self.gt, self.gte, self.lt, self.lte) if x is not None]
@@ -164,6 +194,12 @@ class Comparison(_Strict):
         return found
 
 
+_ORDERING: dict[str, Callable[[Any, Any], Any]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 _TESTS = {"eq", "ne", "gt", "gte", "lt", "lte", "in_", "not_in", "between", "contains", "exists"}
 _TEST_NAMES = {name.rstrip("_") for name in _TESTS}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,11 @@ class Profile:
     first_seen: int | None = None
     last_ts: int | None = None
     # channel, device class, local hour, weekday (0 = Monday), month of the newest event
-    last_context: list[Any] | None = None
-    traits: dict[str, list[Any]] = field(default_factory=dict)  # name -> [value, ts]
-    contacts: dict[str, list[Any]] = field(default_factory=dict)  # kind -> [value, ts]
-    windowed: dict[str, list[list[float]]] = field(default_factory=dict)  # feature -> [timestamps, values]
+    last_context: tuple[Any, ...] | None = None
+    traits: dict[str, tuple[Any, int]] = field(default_factory=dict)  # name -> (value, ts)
+    contacts: dict[str, tuple[str, int]] = field(default_factory=dict)  # kind -> (value, ts)
+    windowed: dict[str, array[int]] = field(default_factory=dict)  # feature -> sorted timestamps
+    wvalues: dict[str, array[float]] = field(default_factory=dict)  # feature -> values (sum/min/max)
     totals: dict[str, list[Any]] = field(
         default_factory=dict
     )  # feature -> [count, sum, min, max, first, last]
@@ -54,8 +56,8 @@ class Profile:
     hour_counts: dict[str, int] = field(default_factory=dict)
     category_counts: dict[str, int] = field(default_factory=dict)
     brand_counts: dict[str, int] = field(default_factory=dict)
-    members: dict[str, list[int]] = field(default_factory=dict)  # membership key -> [seq, since, version]
-    seen: list[int] = field(default_factory=list)  # hashes of the newest message ids applied
+    members: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> (seq, since, version)
+    seen: array[int] = field(default_factory=lambda: array("q"))  # hashes of the newest message ids
     due: int = 0  # the next time a clock-driven condition may change (0: none)
     offsets: dict[str, int] = field(default_factory=dict)  # the worker's: last applied offset per topic
 
@@ -67,7 +69,10 @@ class Profile:
         return [key for key, entry in self.members.items() if entry[0] % 2 == 1]
 
     def to_json(self) -> bytes:
-        data = {name: getattr(self, name) for name in self.__slots__}
+        data: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        data["windowed"] = {k: v.tolist() for k, v in self.windowed.items()}
+        data["wvalues"] = {k: v.tolist() for k, v in self.wvalues.items()}
+        data["seen"] = self.seen.tolist()
         data["format"] = FORMAT
         return orjson.dumps(data)
 
@@ -78,7 +83,12 @@ class Profile:
             raise ValueError(f"profile state format {data.get('format')} is not {FORMAT}")
         profile = cls(**data)
         # Feature ids and membership keys repeat across millions of profiles: share one string each.
-        profile.windowed = {sys.intern(k): v for k, v in profile.windowed.items()}
+        profile.windowed = {sys.intern(k): array("q", v) for k, v in profile.windowed.items()}
+        profile.wvalues = {sys.intern(k): array("d", v) for k, v in profile.wvalues.items()}
         profile.totals = {sys.intern(k): v for k, v in profile.totals.items()}
-        profile.members = {sys.intern(k): v for k, v in profile.members.items()}
+        profile.members = {sys.intern(k): (v[0], v[1], v[2]) for k, v in profile.members.items()}
+        profile.traits = {k: (v[0], v[1]) for k, v in profile.traits.items()}
+        profile.contacts = {k: (v[0], v[1]) for k, v in profile.contacts.items()}
+        profile.last_context = tuple(profile.last_context) if profile.last_context is not None else None
+        profile.seen = array("q", profile.seen)
         return profile

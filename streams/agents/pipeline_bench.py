@@ -1,0 +1,426 @@
+"""`omniseg bench pipeline`: one worker running identity, 50 segment definitions and the sinks together.
+
+On a fresh topic prefix, database and consumer groups (the stack's own data is untouched):
+
+1. Profiles memory: the segment engine builds ``persons`` profiles in this process from the same event
+   mix with the 50 definitions; the RSS growth is reported per million profiles.
+2. Throughput: ``persons`` shoppers are seeded into identity, ``events`` events are produced, and one
+   ``omniseg worker`` process (resolver, link writer, history sink, identity sink, segment stage) drains
+   them. Events/s is the backlog divided by the time until the segment stage and the history sink have
+   committed all of it (commits every ``OMNISEG_SEGMENTS_STATE_FLUSH_S``; see the report).
+3. Latency: the same worker under a steady offered load (``probe_rate`` events/s); one event in ten is a
+   probe that enters the person into a probe segment, and the time from producing the probe to
+   reading its ``segments.changes`` record is measured (p50, p99).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streams.agents.identity_bench import _percentile, _producer, _shopper, _wait, rss_bytes, seed
+from streams.domain.events import Event
+from streams.domain.identity import IdentityRules
+from streams.domain.segments.engine import SegmentEngine
+from streams.domain.segments.events import LineItem, SegmentEvent
+from streams.domain.segments.loader import load_definitions
+from streams.domain.segments.profile import Profile
+from streams.serde import EVENT_CODEC, SEGMENT_CHANGE_CODEC
+from streams.settings import CHANNELS, Settings
+from streams.topics import RESOLVED_TOPIC, SEGMENT_CHANGES_TOPIC
+
+Report = Callable[[str], None]
+PROBE_EVENT = "Bench Probe"
+_CATEGORIES = ("shoes", "apparel", "beauty", "home")
+_NAMES = ("Product Viewed",) * 14 + ("Product Added",) * 3 + ("Order Completed", "page", "Email Opened")
+
+
+def bench_definitions() -> str:
+    """50 definitions of the kinds real shops run (behaviour, product, context, derived, refs)."""
+    docs: list[str] = []
+    for i, category in enumerate(_CATEGORIES):
+        docs += [
+            f"- id: viewed-{category}-7d\n  when: {{event: Product Viewed, product: {{category: {category}}}, "
+            f"window: 7d, count: {{gte: 2}}}}",
+            f"- id: bought-{category}-90d\n  when: {{event: Order Completed, product: {{category: {category}}}, "
+            f"window: 90d}}",
+            f"- id: browsed-not-bought-{category}\n  when: {{all: [{{segment: viewed-{category}-7d}}, "
+            f"{{not: {{segment: bought-{category}-90d}}}}]}}",
+            f"- id: added-{category}-1d\n  when: {{event: Product Added, product: {{category: {category}}}, "
+            f"window: 1d}}",
+            f"- id: spend-{category}-365d\n  when: {{event: Order Completed, product: {{category: {category}}}, "
+            f"window: 365d, sum: {{of: revenue, gte: {50 + 25 * i}}}}}",
+        ]
+    for channel in CHANNELS:
+        docs += [
+            f"- id: active-{channel}-1d\n  when: {{event: [Product Viewed, page], channel: {channel}, window: 1d}}",
+            f"- id: prefers-{channel}\n  when: {{derived: preferred_channel, eq: {channel}}}",
+        ]
+    docs += [
+        "- id: mobile-evening\n  when: {event: [Product Viewed, page], device_type: mobile, "
+        "local_hour: {between: [18, 23]}, window: 14d, count: {gte: 3}}",
+        "- id: new-customer\n  when: {event: Order Completed, first: {within: 30d}}",
+        "- id: returning\n  when: {event: Order Completed, count: {gte: 2}}",
+        "- id: lapsed\n  when: {all: [{derived: lapse_ratio, gt: 1.5}, {derived: purchase_count, gte: 2}]}",
+        "- id: high-value\n  when: {event: Order Completed, window: 365d, sum: {of: revenue, gte: 300}}",
+        "- id: gold\n  when: {trait: tier, in: [gold, platinum]}",
+        "- id: engaged-email\n  when: {event: Email Opened, window: 30d, count: {gte: 2}}",
+        "- id: no-purchase-30d\n  when: {all: [{event: Order Completed}, "
+        "{not: {event: Order Completed, window: 30d}}]}",
+        "- id: cart-abandoner\n  when: {all: [{event: Product Added, window: 1d}, "
+        "{not: {event: Order Completed, window: 1d}}]}",
+        "- id: heavy-viewer\n  when: {event: Product Viewed, window: 1d, count: {gte: 10}}",
+        "- id: big-basket\n  when: {event: Order Completed, window: 90d, max: {of: revenue, gte: 150}}",
+        "- id: winter-shopper\n  when: {event: Order Completed, season: winter, window: 365d}",
+        "- id: weekend-browser\n  when: {event: Product Viewed, weekday: [sat, sun], window: 14d}",
+        "- id: vip\n  when: {any: [{segment: gold}, {segment: high-value}]}",
+        "- id: store-and-web\n  when: {all: [{segment: active-store-1d}, {segment: active-web-1d}]}",
+        "- id: probe\n  personalised: false\n  when: {event: Bench Probe, window: 2s}",
+        "- id: already-purchased\n  kind: suppression\n  per: product",
+        "- id: already-purchased-category\n  kind: suppression\n  per: category\n  returns_exit: false",
+        "- id: likes-shoes\n  when: {derived: preferred_category, eq: shoes}",
+        "- id: long-time\n  when: {derived: days_since_first_seen, gte: 365}",
+        "- id: repeat-interval-short\n  when: {derived: purchase_interval_days, lt: 14}",
+        "- id: recent-buyer-7d\n  when: {event: Order Completed, window: 7d}",
+    ]
+    assert len(docs) == 50, len(docs)
+    return "\n".join(docs) + "\n"
+
+
+def _event_data(k: int, i: int, rng: random.Random, name: str) -> dict[str, Any]:
+    ids = _shopper(i)
+    channel = CHANNELS[k % 4]
+    now = datetime.now(UTC)
+    category = _CATEGORIES[k % 4]
+    data: dict[str, Any] = {
+        "messageId": f"bench-{k}",
+        "type": "track",
+        "event": name,
+        "context": {
+            "channel": channel,
+            "userAgent": "Mozilla/5.0 (Linux; Android 14) Mobile",
+            "ip": "10.0.0.1",
+        },
+        "properties": {"sku": f"SKU-{k % 500}", "price": 12.5 + k % 90, "category": category},
+        "timestamp": now,
+        "receivedAt": now,
+    }
+    if name == "page":
+        data["type"], data["event"], data["properties"] = "page", None, {"path": "/"}
+    if name == "Order Completed":
+        data["lines"] = [{"sku": f"SKU-{k % 500}", "quantity": 1, "unitPrice": 12.5 + k % 90}]
+    if channel == "email":
+        data["identifiers"] = {"email": ids[1].value}
+    elif channel == "app":
+        data["userId"] = ids[0].value
+        data["context"]["device"] = {"id": ids[3].value, "type": "android"}
+    else:
+        data["userId"] = ids[0].value
+        data["anonymousId"] = ids[2].value
+    return data
+
+
+def make_events(n: int, persons: int, rng: random.Random, start: int) -> list[Event]:
+    """Known shoppers (fast path) on every channel with a realistic mix of event names."""
+    return [
+        Event.model_validate(_event_data(k, rng.randrange(persons), rng, rng.choice(_NAMES)))
+        for k in range(start, start + n)
+    ]
+
+
+def measure_profiles(persons: int, events_per_person: int, report: Report) -> dict[str, Any]:
+    """RSS growth of ``persons`` profiles built by the engine with the 50 definitions."""
+    engine = SegmentEngine([(d, 1) for d in load_definitions([("bench", bench_definitions())])])
+    rng = random.Random(7)
+    now = int(time.time() * 1000)
+    before = rss_bytes()
+    profiles: dict[str, Profile] = {}
+    started = time.monotonic()
+    applied = 0
+    for i in range(persons):
+        profile = profiles[f"p{i}"] = Profile(f"p{i}")
+        for j in range(events_per_person):
+            name = rng.choice(_NAMES)
+            lines = (LineItem(sku=f"SKU-{(i + j) % 500}", quantity=1, unit_price=40.0),)
+            event = SegmentEvent(
+                f"m{i}-{j}",
+                now - rng.randrange(30 * 86_400_000),
+                name,
+                CHANNELS[j % 4],
+                device_type="android" if j % 2 else None,
+                properties={"category": _CATEGORIES[j % 4], "sku": f"SKU-{(i + j) % 500}"},
+                lines=lines if name == "Order Completed" else (),
+                identifiers=(f"email:user{i}@example.com", f"customer_id:C{i}"),
+            )
+            engine.apply(profile, event, now)
+            applied += 1
+    elapsed = time.monotonic() - started
+    grown = rss_bytes() - before
+    report(
+        f"profiles: {persons:,} persons x {events_per_person} events in {elapsed:.1f}s "
+        f"({applied / elapsed:,.0f} engine applies/s), RSS +{grown / 1e6:.0f} MB"
+    )
+    return {
+        "profile_persons": persons,
+        "profile_events_per_person": events_per_person,
+        "engine_applies_per_s_single_thread": round(applied / elapsed),
+        "profile_rss_bytes_per_million_profiles": round(grown / persons * 1e6),
+    }
+
+
+def _produce(
+    producer: Producer,
+    settings: Settings,
+    events: list[Event],
+    stamp: bool,
+    sent: dict[str, float] | None = None,
+) -> None:
+    for event in events:
+        record = event.to_avro()
+        if stamp:
+            record["receivedAt"] = datetime.now(UTC)
+        if sent is not None:
+            sent[event.messageId] = time.time()
+        producer.produce(
+            settings.channel_topic(event.context.channel), EVENT_CODEC.encode(record), event.partition_key()
+        )
+        producer.poll(0)
+    producer.flush(60)
+
+
+def _committed(settings: Settings, group: str, topics: list[str]) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        wanted = [TopicPartition(t, p) for t in topics for p in range(settings.kafka_partitions)]
+        return sum(max(0, tp.offset) for tp in consumer.committed(wanted, timeout=10))
+    finally:
+        consumer.close()
+
+
+def _start_worker(settings: Settings, env_file: Path) -> subprocess.Popen[bytes]:
+    lines = [f"OMNISEG_{name.upper()}={value}" for name, value in _worker_env(settings).items()]
+    env_file.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "OMNISEG_ENV_FILE": str(env_file)}
+    omniseg = str(Path(sys.executable).with_name("omniseg"))
+    return subprocess.Popen([omniseg, "worker", "--log-level", "warning"], env=env, start_new_session=True)
+
+
+def _worker_env(settings: Settings) -> dict[str, Any]:
+    return {
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_partitions": settings.kafka_partitions,
+        "topic_prefix": settings.topic_prefix,
+        "clickhouse_host": settings.clickhouse_host,
+        "clickhouse_port": settings.clickhouse_port,
+        "clickhouse_database": settings.clickhouse_database,
+        "sink_group": settings.sink_group,
+        "identity_group": settings.identity_group,
+        "segments_group": settings.segments_group,
+        "segments_sink_group": settings.segments_sink_group,
+        "segments_state_flush_s": settings.segments_state_flush_s,
+    }
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def _process_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        return 0
+    return 0
+
+
+def run_pipeline_bench(
+    base: Settings,
+    *,
+    persons: int,
+    events: int,
+    probe_rate: int,
+    probe_seconds: float,
+    profile_persons: int,
+    report: Report,
+) -> dict[str, Any]:
+    from streams.agents.segment_definitions import apply_definitions
+    from streams.dev.stack import apply_migrations, create_topics
+
+    memory = measure_profiles(profile_persons, 5, report)
+    suffix = uuid.uuid4().hex[:8]
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"bench-pipeline-{suffix}.",
+            "clickhouse_database": f"bench_pipeline_{suffix}",
+            "sink_group": f"bench-sink-{suffix}",
+            "identity_group": f"bench-identity-{suffix}",
+            "segments_group": f"bench-segments-{suffix}",
+            "segments_sink_group": f"bench-segments-sink-{suffix}",
+            "segments_state_flush_s": 1.0,
+        }
+    )
+    create_topics(settings)
+    apply_migrations(settings, report=lambda _msg: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "segments"
+        directory.mkdir()
+        (directory / "bench.yaml").write_text(bench_definitions())
+        apply_definitions(settings, directory)
+        seed(settings, persons, IdentityRules.from_yaml(settings.identity_rules_path), report)
+        rng = random.Random(1)
+        _produce(_producer(settings), settings, make_events(events, persons, rng, 0), stamp=False)
+        report(f"produced a backlog of {events:,} events; starting one worker")
+        worker = _start_worker(settings, Path(tmp) / "worker.env")
+        try:
+            started = time.monotonic()
+            resolved = [settings.topic(RESOLVED_TOPIC.name)]
+            channels = [settings.channel_topic(c) for c in CHANNELS]
+            last_report = 0.0
+
+            def drained() -> bool:
+                nonlocal last_report
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {worker.returncode}")
+                segments = _committed(settings, settings.segments_group, resolved)
+                sunk = _committed(settings, settings.sink_group, channels)
+                if time.monotonic() - last_report > 5:
+                    last_report = time.monotonic()
+                    report(
+                        f"  {time.monotonic() - started:5.0f}s: segments {segments:,}, history sink {sunk:,}"
+                    )
+                return segments >= events and sunk >= events
+
+            _wait(drained, 1800, "the worker to drain the backlog")
+            elapsed = time.monotonic() - started
+            worker_rss = _process_rss(worker.pid)
+            report(f"worker drained {events:,} events in {elapsed:.1f}s (startup included)")
+            latency = _probe(settings, persons, probe_rate, probe_seconds, rng, events, report)
+        finally:
+            _stop(worker)
+    return {
+        "command_settings": {
+            "persons": persons,
+            "events": events,
+            "probe_rate": probe_rate,
+            "probe_seconds": probe_seconds,
+            "definitions": 50,
+            "segments_state_flush_s": settings.segments_state_flush_s,
+        },
+        "events_per_s_per_worker": round(events / elapsed),
+        "worker_rss_bytes_after_backlog": worker_rss,
+        **memory,
+        **latency,
+    }
+
+
+def _probe(
+    settings: Settings,
+    persons: int,
+    rate: int,
+    seconds: float,
+    rng: random.Random,
+    offset: int,
+    report: Report,
+) -> dict[str, Any]:
+    """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes."""
+    topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "bench-probe",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "enable.partition.eof": True,
+        }
+    )
+    partitions = range(settings.kafka_partitions)
+    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])
+    count = int(rate * seconds)
+    order = list(range(persons))
+    rng.shuffle(order)
+    probe_events = []
+    for n in range(count):
+        k = offset + 1_000_000 + n
+        if n % 10 == 0:  # a probe, each to a different person so it always enters
+            probe_events.append(
+                Event.model_validate(_event_data(k, order[(n // 10) % persons], rng, PROBE_EVENT))
+            )
+        else:
+            probe_events.append(
+                Event.model_validate(_event_data(k, rng.randrange(persons), rng, rng.choice(_NAMES)))
+            )
+    wanted = {e.messageId for e in probe_events if e.event == PROBE_EVENT}
+    sent: dict[str, float] = {}
+    latency: dict[str, float] = {}
+    caught_up: set[int] = set()
+    produced = threading.Event()
+
+    def read() -> None:
+        give_up = float("inf")
+        while len(latency) < len(wanted) and time.monotonic() < give_up:
+            if produced.is_set() and give_up == float("inf"):
+                give_up = time.monotonic() + 60
+            for msg in consumer.consume(10_000, 0.1):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        caught_up.add(msg.partition())  # type: ignore[arg-type]
+                    continue
+                if len(caught_up) < len(partitions) or not msg.value():
+                    continue
+                seen_at = time.time()
+                change = SEGMENT_CHANGE_CODEC.decode(msg.value())  # type: ignore[arg-type]
+                mid = change["messageId"]
+                if change["segmentId"] == "probe" and mid in wanted and mid not in latency and mid in sent:
+                    latency[mid] = (seen_at - sent[mid]) * 1000
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    _wait(lambda: len(caught_up) == len(partitions), 120, "the probe reader to reach the end")
+    tick = 0.05
+    per_tick = max(1, int(rate * tick))
+    producer = _producer(settings)
+    started = time.monotonic()
+    for start in range(0, count, per_tick):
+        _produce(producer, settings, probe_events[start : start + per_tick], stamp=True, sent=sent)
+        next_at = started + (start // per_tick + 1) * tick
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    achieved = count / (time.monotonic() - started)
+    produced.set()
+    reader.join(90)
+    consumer.close()
+    values = list(latency.values())
+    report(
+        f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered"
+    )
+    return {
+        "probe_offered_events_per_s": rate,
+        "probe_achieved_events_per_s": round(achieved),
+        "probes": len(wanted),
+        "probes_missing": len(wanted) - len(values),
+        "event_to_change_latency_ms_p50": round(_percentile(values, 0.5), 1),
+        "event_to_change_latency_ms_p99": round(_percentile(values, 0.99), 1),
+        "event_to_change_latency_ms_max": round(max(values), 1) if values else None,
+    }
