@@ -97,6 +97,7 @@ def import_catalog(
     delete_missing: bool = False,
     progress: Callable[[int], None] = lambda _n: None,
     now: datetime | None = None,
+    connect_timeout_s: float = 10.0,
 ) -> ImportReport:
     """Validate ``path`` whole, then produce its products (and deletions) and wait for every ack."""
     started = time.monotonic()
@@ -104,7 +105,7 @@ def import_catalog(
     topic = settings.topic(PRODUCTS_TOPIC.name)
     report = ImportReport(source=str(path), topic=topic)
     producer = Producer(producer_config(settings, "omniseg-catalog-import"))
-    _check_topic(producer, settings, topic)
+    _check_topic(producer, settings, topic, connect_timeout_s)
     missing: list[Product] = []
     if delete_missing:
         in_file = {p.product_id for p in products}
