@@ -38,11 +38,15 @@ def import_(file: Path, fmt: str | None, delete_missing: bool) -> None:
     from streams.domain.catalog import CatalogError
 
     settings = get_settings()
+    bars: list[tqdm[None]] = []  # opened at the first acknowledgement: after validation passed
+
+    def progress(count: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc="products acknowledged", unit="rec", file=sys.stderr, leave=False))
+        bars[0].update(count)
+
     try:
-        with tqdm(desc="products acknowledged", unit="rec", file=sys.stderr, leave=False) as bar:
-            report = import_catalog(
-                settings, file, fmt=fmt, delete_missing=delete_missing, progress=bar.update
-            )
+        report = import_catalog(settings, file, fmt=fmt, delete_missing=delete_missing, progress=progress)
     except CatalogError as exc:
         count = len(exc.problems)
         click.echo(f"error: {file} was not imported ({count} problem{'s' if count != 1 else ''}):", err=True)
@@ -51,6 +55,9 @@ def import_(file: Path, fmt: str | None, delete_missing: bool) -> None:
     except CatalogImportFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo(report.text())
 
 
