@@ -116,6 +116,26 @@ def test_running_replica_sees_a_changed_product_and_deletions_without_restart(
     assert read_live_products(settings) == [second]
 
 
+def test_a_restarted_replica_gives_a_contested_id_to_the_newest_claim(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = settings_factory()
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    # Products whose keys land in different partitions: replay order across them is arbitrary.
+    old.write_text(render_csv([Product(f"A{i}", web_skus=(f"X{i}",)) for i in range(8)]))
+    new.write_text(render_csv([Product(f"B{i}", web_skus=(f"X{i}",)) for i in range(8)]))
+    import_catalog(settings, old, now=_T0)
+    import_catalog(settings, new, now=_T1)
+    replica = CatalogReplica(settings)
+    try:
+        replica.load(timeout_s=30)
+        assert len(replica.catalog) == 16
+        for i in range(8):
+            assert replica.catalog.lookup(sku=f"X{i}") == Product(f"B{i}", web_skus=(f"X{i}",))
+    finally:
+        replica.close()
+
+
 def test_a_file_with_errors_produces_nothing(settings_factory: SettingsFactory, tmp_path: Path) -> None:
     settings = settings_factory()
     bad = tmp_path / "bad.csv"
