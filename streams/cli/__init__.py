@@ -7,6 +7,7 @@ import click
 from streams.cli import (
     api,
     bench,
+    catalog,
     collector,
     demo,
     dev,
@@ -38,3 +39,4 @@ main.add_command(person.person)
 main.add_command(kpi.kpi)
 main.add_command(api.api)
 main.add_command(segments.segments)
+main.add_command(catalog.catalog)

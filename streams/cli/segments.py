@@ -38,7 +38,7 @@ def validate(directory: Path) -> None:
 @click.option(
     "--no-prune",
     is_flag=True,
-    help="Keep live segments missing from DIRECTORY (default: DIRECTORY is the full set; others are removed).",
+    help="Keep live segments missing from DIRECTORY (default: DIRECTORY is the whole set).",
 )
 def apply(directory: Path, dry_run: bool, no_prune: bool) -> None:
     """Publish added, changed and removed definitions; running workers pick them up without a restart.

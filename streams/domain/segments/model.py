@@ -31,14 +31,15 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
     Tag,
     field_validator,
     model_validator,
 )
 
 DAY_MS = 86_400_000
-_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw])\s*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -79,7 +80,8 @@ def parse_duration(value: Any) -> int:
     return millis
 
 
-Duration = Annotated[int, Field(gt=0)]
+# Canonical JSON writes durations as "<n>ms", so a definition read back from the topic is the same.
+Duration = Annotated[int, Field(gt=0), PlainSerializer(lambda v: f"{v}ms", return_type=str, when_used="json")]
 
 
 class _Strict(BaseModel):
