@@ -118,11 +118,14 @@ def _brief(change: dict[str, Any]) -> str:
     )
 
 
-@pytest.fixture
-def running(settings_factory: Callable[..., Settings], tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    stages: list[tuple[SegmentStage, threading.Thread]] = []
+class Stages:
+    """Segment stages in threads; every one is stopped and joined, even when the test fails."""
 
-    def start(settings: Settings, clock: Clock) -> SegmentStage:
+    def __init__(self) -> None:
+        self.threads: dict[int, tuple[SegmentStage, threading.Thread]] = {}
+        self.failures: list[BaseException] = []
+
+    def start(self, settings: Settings, clock: Clock) -> SegmentStage:
         stage = SegmentStage(settings, clock=clock)
 
         def run() -> None:
@@ -134,25 +137,29 @@ def running(settings_factory: Callable[..., Settings], tmp_path: Path) -> Iterat
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        stages.append((stage, thread))
-        assert stage.ready.wait(60), "the segment stage did not get its partitions"
+        self.threads[id(stage)] = (stage, thread)
+        assert stage.ready.wait(60), f"the segment stage did not get its partitions {self.failures!r}"
         return stage
 
-    yield start
-    for stage, thread in stages:
+    def stop(self, stage: SegmentStage) -> None:
         stage.stop()
-        thread.join(30)
+        _, thread = self.threads.pop(id(stage))
+        thread.join(60)
+        assert not thread.is_alive(), "the segment stage did not stop"
 
 
-def _stop(stage: SegmentStage, timeout_s: float = 30.0) -> None:
-    stage.stop()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not stage.stats.started_at:
-        time.sleep(0.1)
+@pytest.fixture
+def stages() -> Iterator[Stages]:
+    running = Stages()
+    yield running
+    for stage, thread in list(running.threads.values()):
+        stage.stop()
+        thread.join(60)
+    assert not running.failures, f"a segment stage crashed: {running.failures!r}"
 
 
 def test_enter_expire_merge_redefine_and_restart(
-    settings_factory: Callable[..., Settings], running: Callable[..., SegmentStage], tmp_path: Path
+    settings_factory: Callable[..., Settings], stages: Stages, tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     settings = settings_factory(
@@ -163,7 +170,7 @@ def test_enter_expire_merge_redefine_and_restart(
     definitions = _write(tmp_path / "segments", DEFINITIONS)
     apply_definitions(settings, definitions)
     clock = Clock()
-    stage = running(settings, clock)
+    stage = stages.start(settings, clock)
     producer = Producer(producer_config(settings, "it-segments"))
     resolved = settings.topic("events.resolved")
     changes = Changes(settings)
@@ -232,12 +239,8 @@ def test_enter_expire_merge_redefine_and_restart(
 
     # Restart: state is restored from segments.state; nothing is published twice.
     before = list(changes.seen)
-    stage.stop()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and stage.ready.is_set() and not stage.stopping:
-        time.sleep(0.1)
-    time.sleep(2.0)
-    restarted = running(settings, clock)
+    stages.stop(stage)
+    restarted = stages.start(settings, clock)
     producer.produce(resolved, _resolved(survivor, 3, clock), survivor.encode())
     producer.flush(10)
     changes.settle(3.0)
