@@ -53,20 +53,21 @@ def bench_definitions() -> str:
     docs: list[str] = []
     for i, category in enumerate(_CATEGORIES):
         docs += [
-            f"- id: viewed-{category}-7d\n  when: {{event: Product Viewed, product: {{category: {category}}}, "
-            f"window: 7d, count: {{gte: 2}}}}",
-            f"- id: bought-{category}-90d\n  when: {{event: Order Completed, product: {{category: {category}}}, "
-            f"window: 90d}}",
+            f"- id: viewed-{category}-7d\n  when: {{event: Product Viewed, "
+            f"product: {{category: {category}}}, window: 7d, count: {{gte: 2}}}}",
+            f"- id: bought-{category}-90d\n  when: {{event: Order Completed, "
+            f"product: {{category: {category}}}, window: 90d}}",
             f"- id: browsed-not-bought-{category}\n  when: {{all: [{{segment: viewed-{category}-7d}}, "
             f"{{not: {{segment: bought-{category}-90d}}}}]}}",
             f"- id: added-{category}-1d\n  when: {{event: Product Added, product: {{category: {category}}}, "
             f"window: 1d}}",
-            f"- id: spend-{category}-365d\n  when: {{event: Order Completed, product: {{category: {category}}}, "
-            f"window: 365d, sum: {{of: revenue, gte: {50 + 25 * i}}}}}",
+            f"- id: spend-{category}-365d\n  when: {{event: Order Completed, "
+            f"product: {{category: {category}}}, window: 365d, sum: {{of: revenue, gte: {50 + 25 * i}}}}}",
         ]
     for channel in CHANNELS:
         docs += [
-            f"- id: active-{channel}-1d\n  when: {{event: [Product Viewed, page], channel: {channel}, window: 1d}}",
+            f"- id: active-{channel}-1d\n  when: {{event: [Product Viewed, page], channel: {channel}, "
+            "window: 1d}",
             f"- id: prefers-{channel}\n  when: {{derived: preferred_channel, eq: {channel}}}",
         ]
     docs += [

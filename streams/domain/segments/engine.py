@@ -395,6 +395,18 @@ def _argmax(counts: Mapping[str, int]) -> str | None:
     return min(key for key, value in counts.items() if value == best)
 
 
+def _bump(counts: dict[str, int], key: str) -> bool:
+    """Count one more ``key``; whether the most frequent key (ties: the smallest) changed."""
+    old = _argmax(counts)
+    counts[key] = counts.get(key, 0) + 1
+    if old is None:
+        return True
+    if old == key:
+        return False
+    mine, theirs = counts[key], counts[old]
+    return mine > theirs or (mine == theirs and key < old)
+
+
 def purchase_interval_days(purchases: list[int]) -> float | None:
     """The median gap between consecutive kept purchases, in days (None below two purchases)."""
     if len(purchases) < 2:
@@ -425,7 +437,7 @@ def derived_value(profile: Profile, name: str, now: int) -> Any:
     if name == "preferred_channel":
         return _argmax(profile.channel_counts)
     if name == "preferred_hour":
-        hour = _argmax({f"{int(k):02d}": v for k, v in profile.hour_counts.items()})
+        hour = _argmax(profile.hour_counts)  # keys are zero-padded, so ties go to the earliest hour
         return int(hour) if hour is not None else None
     if name == "preferred_category":
         return _argmax(profile.category_counts)
@@ -732,8 +744,7 @@ class SegmentEngine:
         """Add the event to the profile; returns the derived-trait triggers whose value changed."""
         event, ts = prepared.event, prepared.ts
         tokens: list[str] = []
-        watch = self._watched
-        before = {name: derived_value(profile, name, now) for name in watch} if watch else None
+        watched = self._watched
         if profile.first_seen is None or ts < profile.first_seen:
             profile.first_seen = ts
             tokens.append("@first_seen")
@@ -746,10 +757,10 @@ class SegmentEngine:
                 profile.last_context = (event.channel, device, hour, weekday, month)
             else:
                 profile.last_context = (event.channel, device, None, None, None)
-        profile.channel_counts[event.channel] = profile.channel_counts.get(event.channel, 0) + 1
-        if self.counts_hours:
-            hour_key = str(prepared.local_time()[0])
-            profile.hour_counts[hour_key] = profile.hour_counts.get(hour_key, 0) + 1
+        if _bump(profile.channel_counts, event.channel) and "preferred_channel" in watched:
+            tokens.append("@pref:channel")
+        if self.counts_hours and _bump(profile.hour_counts, f"{prepared.local_time()[0]:02d}"):
+            tokens.append("@pref:hour")
         for key, value in event.traits.items():
             entry = profile.traits.get(key)
             if entry is None:
@@ -765,10 +776,14 @@ class SegmentEngine:
                 if entry is None or ts >= entry[1]:
                     profile.contacts[contact] = (value, ts)
         for line in prepared.lines:
-            if line.category:
-                profile.category_counts[line.category] = profile.category_counts.get(line.category, 0) + 1
-            if line.brand:
-                profile.brand_counts[line.brand] = profile.brand_counts.get(line.brand, 0) + 1
+            if (
+                line.category
+                and _bump(profile.category_counts, line.category)
+                and "preferred_category" in watched
+            ):
+                tokens.append("@pref:category")
+            if line.brand and _bump(profile.brand_counts, line.brand) and "preferred_brand" in watched:
+                tokens.append("@pref:brand")
         if event.name in PURCHASE_EVENTS:
             profile.purchase_count += 1
             profile.revenue += event_revenue(event)
@@ -782,10 +797,8 @@ class SegmentEngine:
             value = feature.match(prepared)
             if value is not None:
                 feature.add(profile, ts, value, now)
-        if before is not None:
-            for name, value in before.items():
-                if derived_value(profile, name, now) != value:
-                    tokens.append(_DERIVED_TRIGGERS[name])
+        if len(tokens) > 1:
+            return tuple(sorted(set(tokens)))
         return tuple(tokens)
 
     @staticmethod
