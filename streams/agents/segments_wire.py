@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from streams.agents.identity_wire import _CONTEXT, _DEVICE, RecordReader, avro_long, avro_string
+from streams.agents.identity_wire import _CONTEXT, _DEVICE, RecordReader, avro_long
 from streams.domain.segments.engine import Change
 from streams.domain.segments.events import LineItem, SegmentEvent
 from streams.domain.segments.profile import Profile
