@@ -30,7 +30,7 @@ def create_app(
     settings: Settings,
     *,
     web_port: int | None = None,
-    history_sink: bool = True,
+    history_sink: bool | None = None,
     identity: bool | None = None,
     segments: bool | None = None,
 ) -> faust.App:
@@ -53,7 +53,7 @@ def create_app(
         web_host="127.0.0.1",
         producer_acks=-1,
     )
-    if history_sink:
+    if settings.sink_enabled if history_sink is None else history_sink:
         service = HistorySinkService.bound(settings)
         app.service(service)
         # The identity tables (migration 0003) are filled by their own sink, with its own group.

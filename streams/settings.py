@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     max_batch_bytes: int = 500 * 1024
     produce_timeout_s: float = 10.0
 
-    # History sink
+    # History sink (and the identity and segment sinks: the ClickHouse writers of `omniseg worker`)
+    sink_enabled: bool = True
     sink_group: str = "omniseg-history-sink"
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)

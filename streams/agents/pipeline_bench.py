@@ -89,7 +89,7 @@ def bench_definitions() -> str:
         "- id: weekend-browser\n  when: {event: Product Viewed, weekday: [sat, sun], window: 14d}",
         "- id: vip\n  when: {any: [{segment: gold}, {segment: high-value}]}",
         "- id: store-and-web\n  when: {all: [{segment: active-store-1d}, {segment: active-web-1d}]}",
-        "- id: probe\n  personalised: false\n  when: {event: Bench Probe, window: 2s}",
+        "- id: probe\n  personalised: false\n  when: {event: Bench Probe, window: 5s}",
         "- id: already-purchased\n  kind: suppression\n  per: product",
         "- id: already-purchased-category\n  kind: suppression\n  per: category\n  returns_exit: false",
         "- id: likes-shoes\n  when: {derived: preferred_category, eq: shoes}",
@@ -192,7 +192,7 @@ def _produce(
     for event in events:
         record = event.to_avro()
         if stamp:
-            record["receivedAt"] = datetime.now(UTC)
+            record["receivedAt"] = record["timestamp"] = datetime.now(UTC)
         if sent is not None:
             sent[event.messageId] = time.time()
         producer.produce(
@@ -211,8 +211,9 @@ def _committed(settings: Settings, group: str, topics: list[str]) -> int:
         consumer.close()
 
 
-def _start_worker(settings: Settings, env_file: Path) -> subprocess.Popen[bytes]:
-    lines = [f"OMNISEG_{name.upper()}={value}" for name, value in _worker_env(settings).items()]
+def _start_worker(settings: Settings, env_file: Path, overrides: dict[str, Any]) -> subprocess.Popen[bytes]:
+    values = {**_worker_env(settings), **overrides}
+    lines = [f"OMNISEG_{name.upper()}={value}" for name, value in values.items()]
     env_file.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "OMNISEG_ENV_FILE": str(env_file)}
     omniseg = str(Path(sys.executable).with_name("omniseg"))
@@ -256,6 +257,14 @@ def _process_rss(pid: int) -> int:
     return 0
 
 
+ROLES: dict[str, list[dict[str, Any]]] = {
+    # one process runs every stage
+    "single": [{}],
+    # two processes of one worker: identity + sinks, and segments
+    "split": [{"segments_enabled": False}, {"sink_enabled": False, "identity_enabled": False}],
+}
+
+
 def run_pipeline_bench(
     base: Settings,
     *,
@@ -264,6 +273,7 @@ def run_pipeline_bench(
     probe_rate: int,
     probe_seconds: float,
     profile_persons: int,
+    layout: str,
     report: Report,
 ) -> dict[str, Any]:
     from streams.agents.segment_definitions import apply_definitions
@@ -284,6 +294,8 @@ def run_pipeline_bench(
     )
     create_topics(settings)
     apply_migrations(settings, report=lambda _msg: None)
+    resolved = [settings.topic(RESOLVED_TOPIC.name)]
+    channels = [settings.channel_topic(c) for c in CHANNELS]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "segments"
         directory.mkdir()
@@ -291,35 +303,52 @@ def run_pipeline_bench(
         apply_definitions(settings, directory)
         seed(settings, persons, IdentityRules.from_yaml(settings.identity_rules_path), report)
         rng = random.Random(1)
-        _produce(_producer(settings), settings, make_events(events, persons, rng, 0), stamp=False)
-        report(f"produced a backlog of {events:,} events; starting one worker")
-        worker = _start_worker(settings, Path(tmp) / "worker.env")
+        producer = _producer(settings)
+        _produce(producer, settings, make_events(events, persons, rng, 0), stamp=False)
+        roles = ROLES[layout]
+        report(
+            f"produced a cold backlog of {events:,} events; starting one worker ({len(roles)} process(es))"
+        )
+        workers = [
+            _start_worker(settings, Path(tmp) / f"worker{n}.env", overrides)
+            for n, overrides in enumerate(roles)
+        ]
         try:
+
+            def drain(total: int, started: float) -> float:
+                last_report = started
+
+                def drained() -> bool:
+                    nonlocal last_report
+                    for worker in workers:
+                        if worker.poll() is not None:
+                            raise RuntimeError(f"a worker process exited with {worker.returncode}")
+                    segments = _committed(settings, settings.segments_group, resolved)
+                    sunk = _committed(settings, settings.sink_group, channels)
+                    if time.monotonic() - last_report > 5:
+                        last_report = time.monotonic()
+                        report(
+                            f"  {last_report - started:5.0f}s: segments {segments:,}, history sink {sunk:,}"
+                        )
+                    return segments >= total and sunk >= total
+
+                _wait(drained, 1800, "the worker to drain the backlog")
+                return time.monotonic() - started
+
+            cold = drain(events, time.monotonic())
+            report(
+                f"cold: {events:,} events in {cold:.1f}s (startup, replica load and new profiles included)"
+            )
+            warm_events = make_events(events, persons, rng, 5_000_000)
             started = time.monotonic()
-            resolved = [settings.topic(RESOLVED_TOPIC.name)]
-            channels = [settings.channel_topic(c) for c in CHANNELS]
-            last_report = 0.0
-
-            def drained() -> bool:
-                nonlocal last_report
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with {worker.returncode}")
-                segments = _committed(settings, settings.segments_group, resolved)
-                sunk = _committed(settings, settings.sink_group, channels)
-                if time.monotonic() - last_report > 5:
-                    last_report = time.monotonic()
-                    report(
-                        f"  {time.monotonic() - started:5.0f}s: segments {segments:,}, history sink {sunk:,}"
-                    )
-                return segments >= events and sunk >= events
-
-            _wait(drained, 1800, "the worker to drain the backlog")
-            elapsed = time.monotonic() - started
-            worker_rss = _process_rss(worker.pid)
-            report(f"worker drained {events:,} events in {elapsed:.1f}s (startup included)")
-            latency = _probe(settings, persons, probe_rate, probe_seconds, rng, events, report)
+            _produce(producer, settings, warm_events, stamp=False)
+            warm = drain(2 * events, started)
+            report(f"warm: {events:,} more events (known persons) in {warm:.1f}s")
+            worker_rss = sum(_process_rss(worker.pid) for worker in workers)
+            latency = _probe(settings, persons, probe_rate, probe_seconds, rng, 2 * events, report)
         finally:
-            _stop(worker)
+            for worker in workers:
+                _stop(worker)
     return {
         "command_settings": {
             "persons": persons,
@@ -327,10 +356,12 @@ def run_pipeline_bench(
             "probe_rate": probe_rate,
             "probe_seconds": probe_seconds,
             "definitions": 50,
+            "layout": layout,
             "segments_state_flush_s": settings.segments_state_flush_s,
         },
-        "events_per_s_per_worker": round(events / elapsed),
-        "worker_rss_bytes_after_backlog": worker_rss,
+        "events_per_s_per_worker": round(events / warm),
+        "cold_events_per_s_including_startup": round(events / cold),
+        "worker_rss_bytes_after_backlogs": worker_rss,
         **memory,
         **latency,
     }

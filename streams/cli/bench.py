@@ -192,7 +192,17 @@ def collector(events: int, concurrency: int, batch_size: int) -> None:
     show_default=True,
     help="Profiles built in this process to measure memory per million profiles.",
 )
-def pipeline(persons: int, events: int, probe_rate: int, probe_seconds: float, profile_persons: int) -> None:
+@click.option(
+    "--layout",
+    type=click.Choice(["single", "split"]),
+    default="single",
+    show_default=True,
+    help="single: one process runs every stage; split: the worker's stages in two processes "
+    "(identity + sinks, and segments; OMNISEG_*_ENABLED).",
+)
+def pipeline(
+    persons: int, events: int, probe_rate: int, probe_seconds: float, profile_persons: int, layout: str
+) -> None:
     """The full pipeline in one `omniseg worker` process: identity resolution, 50 active segment
     definitions and the sinks together. Prints events/s per worker, p50/p99 time from producing an
     event to reading its change on segments.changes at the offered load, and profile memory per
@@ -210,6 +220,7 @@ def pipeline(persons: int, events: int, probe_rate: int, probe_seconds: float, p
         probe_rate=probe_rate,
         probe_seconds=probe_seconds,
         profile_persons=profile_persons,
+        layout=layout,
         report=lambda line: click.echo(line, err=True),
     )
     click.echo(json.dumps(result, indent=2))
