@@ -60,6 +60,10 @@ def create_app(
         from streams.agents.identity_sink import identity_sink_service_for
 
         app.service(identity_sink_service_for(settings))
+        # Segment membership history, definitions and products (migrations 0005-0006).
+        from streams.agents.segments_sink import SegmentsSinkService
+
+        app.service(SegmentsSinkService.bound(settings))
     if settings.identity_enabled if identity is None else identity:
         # Identity resolver + link writer (streams/agents/identity*.py), OMNISEG_IDENTITY_ENABLED.
         from streams.agents.identity_service import identity_service_for

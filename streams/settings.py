@@ -93,7 +93,6 @@ class Settings(BaseSettings):
     # Local time for hour/weekday/month/season when an event has no context.timezone.
     segments_timezone: str = "UTC"
     segments_hemisphere: Literal["north", "south"] = "north"
-    segments_sink_group: str = "omniseg-segments-sink"
 
     # Local stack (``omniseg dev``)
     dev_state_dir: Path = DEFAULT_STATE_DIR

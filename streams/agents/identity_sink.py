@@ -78,7 +78,13 @@ class IdentitySinkStats:
 
 
 class IdentitySink:
-    """The consume -> decode -> insert -> commit loop. :meth:`run` blocks; :meth:`stop` ends it."""
+    """The consume -> decode -> insert -> commit loop. :meth:`run` blocks; :meth:`stop` ends it.
+
+    :class:`streams.agents.segments_sink.SegmentsSink` reuses it with other topics and tables
+    (``stage``, :meth:`group`, :meth:`new_batch` and :meth:`_take`).
+    """
+
+    stage = _STAGE
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
         self.settings = settings
@@ -104,6 +110,12 @@ class IdentitySink:
         self._flushing = False
         self._last_kafka_error = ""
 
+    def group(self) -> str:
+        return identity_sink_group(self.settings)
+
+    def new_batch(self) -> IdentityBatch:
+        return IdentityBatch()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -115,14 +127,14 @@ class IdentitySink:
     def run(self) -> None:
         """Consume until :meth:`stop`; then flush and commit (giving up on ClickHouse after a grace)."""
         config = consumer_config(self.settings)
-        config.update({"group.id": identity_sink_group(self.settings), "client.id": "omniseg-identity-sink"})
+        config.update({"group.id": self.group(), "client.id": f"omniseg-{self.stage}"})
         consumer = Consumer(config)
         producer_conf = producer_config(self.settings)
-        producer_conf["client.id"] = "omniseg-identity-sink"
+        producer_conf["client.id"] = f"omniseg-{self.stage}"
         self._consumer = consumer
         self._producer = Producer(producer_conf)
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("identity sink: consuming %s as group %s", ", ".join(self.topics), config["group.id"])
+        log.info("%s: consuming %s as group %s", self.stage, ", ".join(self.topics), config["group.id"])
         try:
             self._loop(consumer)
             self._flush(self._wait_polling)
@@ -186,7 +198,7 @@ class IdentitySink:
 
     def _reject(self, topic: str, partition: int, offset: int, value: bytes, reason: str) -> None:
         position = f"{partition}/{offset}"
-        record = encode_invalid(_STAGE, reason, source=topic, position=position, original=value)
+        record = encode_invalid(self.stage, reason, source=topic, position=position, original=value)
         self._rejects.append((topic.encode(), record))
         self.stats.rejected += 1
         log.warning(
@@ -224,7 +236,7 @@ class IdentitySink:
             for table, rows in written.items():
                 self.stats.rows[table] = self.stats.rows.get(table, 0) + rows
             self.stats.batches += 1
-            self._batch, self._offsets, self._rejects = IdentityBatch(), {}, []
+            self._batch, self._offsets, self._rejects = self.new_batch(), {}, []
             if self._paused and self._consumer is not None:
                 self._consumer.resume(self._consumer.assignment())
                 self._paused = False

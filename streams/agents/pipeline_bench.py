@@ -231,7 +231,6 @@ def _worker_env(settings: Settings) -> dict[str, Any]:
         "sink_group": settings.sink_group,
         "identity_group": settings.identity_group,
         "segments_group": settings.segments_group,
-        "segments_sink_group": settings.segments_sink_group,
         "segments_state_flush_s": settings.segments_state_flush_s,
     }
 
@@ -288,7 +287,6 @@ def run_pipeline_bench(
             "sink_group": f"bench-sink-{suffix}",
             "identity_group": f"bench-identity-{suffix}",
             "segments_group": f"bench-segments-{suffix}",
-            "segments_sink_group": f"bench-segments-sink-{suffix}",
             "segments_state_flush_s": 1.0,
         }
     )

@@ -1,0 +1,73 @@
+"""The segments sink: ``segments.changes``, ``segments.definitions`` and ``products.catalog`` -> ClickHouse.
+
+It fills ``segment_changes`` and ``segment_definitions`` (migration 0006) and ``products`` (0005). It is
+the identity sink's loop (:class:`streams.agents.identity_sink.IdentitySink`: batch, insert every table,
+send undecodable records to ``events.invalid``, then commit; retry ClickHouse with backoff while the
+partitions are paused) with its own topics, tables and consumer group ``<sink_group>.segments``.
+Every table is a ReplacingMergeTree on the record's natural key, so replays collapse.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import Message
+
+from streams.agents.identity_sink import IdentitySink
+from streams.agents.threaded import Loop, ThreadedLoops
+from streams.serde import PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC, SerializationError
+from streams.settings import Settings
+from streams.topics import PRODUCTS_TOPIC, SEGMENT_CHANGES_TOPIC, SEGMENT_DEFINITIONS_TOPIC
+from streams.warehouse.segment_tables import SegmentBatch
+from streams.warehouse.writer import ClickHouseWriter
+
+
+class SegmentsSink(IdentitySink):
+    """The consume -> decode -> insert -> commit loop for the segment tables."""
+
+    stage = "segments-sink"
+
+    def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
+        super().__init__(settings, writer)
+        self._changes = settings.topic(SEGMENT_CHANGES_TOPIC.name)
+        self._definitions = settings.topic(SEGMENT_DEFINITIONS_TOPIC.name)
+        self._products = settings.topic(PRODUCTS_TOPIC.name)
+        self.topics = [self._definitions, self._products, self._changes]
+        self._batch = SegmentBatch()  # type: ignore[assignment]
+
+    def group(self) -> str:
+        return f"{self.settings.sink_group}.segments"
+
+    def new_batch(self) -> SegmentBatch:  # type: ignore[override]
+        return SegmentBatch()
+
+    def _take(self, msg: Message) -> None:
+        error = msg.error()
+        if error is not None:
+            self._kafka_error(error)
+            return
+        topic: str = msg.topic()  # type: ignore[assignment]
+        partition: int = msg.partition()  # type: ignore[assignment]
+        offset: int = msg.offset()  # type: ignore[assignment]
+        self._offsets[(topic, partition)] = offset
+        value = msg.value()
+        if value is None and topic != self._changes:
+            return  # a compacted topic's tombstone: nothing to keep
+        batch: SegmentBatch = self._batch  # type: ignore[assignment]
+        try:
+            if value is None:
+                raise SerializationError("empty record (no value)")
+            if topic == self._changes:
+                batch.add_change(SEGMENT_CHANGE_CODEC.decode(value), partition, offset)
+            elif topic == self._definitions:
+                batch.add_definition(SEGMENT_DEFINITION_CODEC.decode(value))
+            else:
+                batch.add_product(PRODUCT_CODEC.decode(value))
+        except (SerializationError, KeyError, TypeError, ValueError, IndexError) as exc:
+            reason = str(exc) if isinstance(exc, SerializationError) else f"unusable record: {exc!r}"
+            self._reject(topic, partition, offset, value or b"", reason)
+
+
+class SegmentsSinkService(ThreadedLoops):
+    """Runs :class:`SegmentsSink` in a thread for the lifetime of the Faust worker."""
+
+    def make_loops(self) -> list[tuple[str, Loop]]:
+        return [("segments-sink", SegmentsSink(self.settings))]
