@@ -65,6 +65,7 @@ def run_demo(
     collector = _process(
         stack.state_dir, "demo-collector", ["collector", "serve", "--log-level", "warning"], env, port
     )
+    _catalog_and_segments(settings, report)
     try:
         report("== 2. worker and collector")
         report(f"worker started (pid {worker.start(60)}, log {worker.log_file})")
@@ -76,6 +77,9 @@ def run_demo(
         report(f"all {result.landed:,} events visible in ClickHouse after {result.seconds_to_land:.1f} s")
         report("== 5. what landed")
         _print_results(settings, result, report)
+        report("\n== 6. segments (real-time profiles -> segments.changes -> ClickHouse)")
+        _wait_for_segments(settings, land_timeout_s)
+        _print_segments(settings, report)
         return result
     finally:
         collector.stop()
@@ -85,6 +89,68 @@ def run_demo(
             f"(clickhouse-client --port {settings.clickhouse_port} -d {settings.clickhouse_database}). "
             "Stop it with: .venv/bin/omniseg dev down"
         )
+
+
+SEGMENTS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "segments"
+
+
+def _catalog_and_segments(settings: Settings, report: Report) -> None:
+    """The product catalog and the example segment definitions, published before events flow."""
+    from streams.agents.segment_definitions import apply_definitions
+    from streams.catalog_import import EXAMPLE_CATALOG, import_catalog
+
+    imported = import_catalog(settings, EXAMPLE_CATALOG)
+    report(f"product catalog: {imported.products:,} products from {EXAMPLE_CATALOG.name} -> products.catalog")
+    if SEGMENTS_DIR.is_dir() and any(SEGMENTS_DIR.glob("*.yaml")):
+        plan = apply_definitions(settings, SEGMENTS_DIR)
+        report(f"segment definitions from {SEGMENTS_DIR.name}/: {plan.summary()}")
+
+
+def _wait_for_segments(settings: Settings, timeout_s: float) -> None:
+    """Until the segment changes in ClickHouse stop growing (the stage and its sink caught up)."""
+    client = clickhouse_client(settings, settings.clickhouse_database)
+    started, last, stable_since = time.monotonic(), -1, time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s:
+            count = int(client.execute("SELECT count() FROM segment_changes")[0][0])
+            if count != last:
+                last, stable_since = count, time.monotonic()
+            elif count > 0 and time.monotonic() - stable_since > 4:
+                return
+            time.sleep(0.5)
+    finally:
+        client.disconnect()
+
+
+def _print_segments(settings: Settings, report: Report) -> None:
+    client = clickhouse_client(settings, settings.clickhouse_database)
+    try:
+        sizes = kpi.Table(
+            ["segment", "members now", "enters", "exits"],
+            [
+                tuple(row)
+                for row in client.execute(
+                    "SELECT segment_id, uniqExactIf((person_id, subject), cur), countIf(change = 'entered'), "
+                    "countIf(change = 'exited') FROM (SELECT *, (segment_id, subject, person_id) IN "
+                    "(SELECT segment_id, subject, person_id FROM segment_membership_current) AS cur "
+                    "FROM segment_changes FINAL) GROUP BY segment_id ORDER BY segment_id"
+                )
+            ],
+        )
+        report(f"\nSegment membership (segment_changes, segment_membership_current)\n{sizes.render()}")
+        report(f"\nKPI: segments\n{kpi.run(client, 'segments_count').render()}")
+        full = kpi.run(client, "personalised_traffic_share")
+        share = kpi.Table(full.columns, full.rows[-8:])
+        report(f"\nKPI: share of traffic in personalised segments (latest days)\n{share.render()}")
+        sample = client.execute(
+            "SELECT person_id, segment_id, subject, change, seq, trigger, reason, email FROM segment_changes "
+            "WHERE email != '' ORDER BY at DESC LIMIT 3"
+        )
+        columns = ["person", "segment", "subject", "change", "seq", "trigger", "reason", "email"]
+        table = kpi.Table(columns, sample)
+        report(f"\nWhat an email tool receives on segments.changes (latest)\n{table.render()}")
+    finally:
+        client.disconnect()
 
 
 def _process(
