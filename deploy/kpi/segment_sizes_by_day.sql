@@ -1,16 +1,40 @@
--- Segment sizes over time: members (distinct persons) of each segment at the end of each of the last
--- 30 days, from the membership spells (segment_membership_intervals). Per-product suppression
--- audiences count a person once, whatever the number of products.
--- Runs on ClickHouse 18.16 and current ClickHouse.
+-- Members of every segment and audience at the end of each day (server time zone, UTC by default),
+-- from the segment's first change to today. members counts memberships: persons for a segment, (person,
+-- product or category) pairs for a suppression audience. A removed segment shows 0 after its members
+-- exited. Filter days with: WHERE day BETWEEN '2026-01-01' AND '2026-01-31' (or day >= today() - 30).
+--
+-- Computed from the changes rather than by testing every spell against every day: each day's net
+-- change (enters - exits; FINAL drops replayed duplicates) summed over the days up to it. No window
+-- functions (ClickHouse 18.16); runs on current ClickHouse too.
 SELECT
-    day,
     segment_id,
-    uniqExactIf(
-        person_id,
-        entered_at < toDateTime(day + 1) AND (exited_at = toDateTime(0) OR exited_at >= toDateTime(day + 1))
-    ) AS members
-FROM segment_membership_intervals
-ARRAY JOIN arrayMap(n -> today() - n, range(30)) AS day
-GROUP BY day, segment_id
-HAVING members > 0
+    day,
+    toUInt64(arraySum(arrayFilter((delta, change_day) -> change_day <= day, deltas, change_days))) AS members,
+    toUInt64(arraySum(arrayFilter((n, change_day) -> change_day = day, enters, change_days))) AS entered,
+    toUInt64(arraySum(arrayFilter((n, change_day) -> change_day = day, exits, change_days))) AS exited
+FROM
+(
+    SELECT
+        segment_id,
+        groupArray(change_day) AS change_days,
+        groupArray(day_delta) AS deltas,
+        groupArray(day_enters) AS enters,
+        groupArray(day_exits) AS exits,
+        min(change_day) AS first_day
+    FROM
+    (
+        SELECT
+            segment_id,
+            toDate(at) AS change_day,
+            toInt64(countIf(change = 'entered')) - toInt64(countIf(change = 'exited')) AS day_delta,
+            countIf(change = 'entered') AS day_enters,
+            countIf(change = 'exited') AS day_exits
+        FROM segment_changes
+        FINAL
+        GROUP BY segment_id, change_day
+    )
+    GROUP BY segment_id
+)
+ARRAY JOIN
+    arrayMap(offset -> first_day + offset, range(toUInt32(greatest(today(), first_day) - first_day + 1))) AS day
 ORDER BY segment_id, day
