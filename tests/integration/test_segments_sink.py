@@ -3,6 +3,7 @@ membership and spells, definitions, products, a replayed duplicate and a garbage
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -10,13 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from streams.agents.segments_sink import SegmentsSink
 from streams.dev.stack import clickhouse_client
 from streams.domain.catalog import Product
-from streams.serde import PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC
+from streams.serde import INVALID_CODEC, PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC
 from streams.settings import Settings
+from streams.topics import INVALID_TOPIC, SEGMENT_CHANGES_TOPIC
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +131,88 @@ def test_sink_writes_history_current_membership_and_spells(settings_factory: Cal
         thread.join(60)
         client.disconnect()
     assert not thread.is_alive()
+
+
+def _run_until(settings: Settings, condition: Callable[[SegmentsSink], bool], what: str) -> SegmentsSink:
+    """Run a sink until ``condition`` holds, then stop it (it flushes and commits) and join it."""
+    sink = SegmentsSink(settings)
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: condition(sink), 60, what)
+    finally:
+        sink.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    return sink
+
+
+def _invalid_records(settings: Settings, count: int) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"{settings.sink_group}.probe",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([settings.topic(INVALID_TOPIC.name)])
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while len(found) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(INVALID_CODEC.decode(msg.value() or b""))
+    consumer.close()
+    return found
+
+
+def test_bad_records_reach_events_invalid_offsets_commit_and_a_full_replay_collapses(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for seq in (1, 2, 3):
+        producer.produce(
+            topic, SEGMENT_CHANGE_CODEC.encode(_change("p1", "vip", seq, T0 + seq * 1000)), b"p1"
+        )
+    producer.produce(topic, b"\x00garbage", b"p1")
+    producer.produce(topic, None, b"p1")  # no value at all
+    assert producer.flush(30) == 0
+    client = clickhouse_client(settings, settings.clickhouse_database)
+
+    def rows() -> int:
+        return int(client.execute("SELECT count() FROM segment_changes")[0][0])
+
+    try:
+        first = _run_until(settings, lambda s: rows() >= 3 and s.stats.rejected >= 2, "the first pass")
+        assert first.stats.rejected == 2
+        invalid = _invalid_records(settings, 2)
+        assert [(r["stage"], r["source"]) for r in invalid] == [("segments-sink", topic)] * 2
+        assert sorted(r["original"] for r in invalid) == [b"", b"\x00garbage"]
+        assert all(re.fullmatch(r"\d+/\d+", r["position"]) for r in invalid)  # partition/offset
+        assert "empty record" in " ".join(r["reason"] for r in invalid)
+
+        # Offsets were committed after the insert: the same group resumes after what it wrote.
+        producer.produce(topic, SEGMENT_CHANGE_CODEC.encode(_change("p1", "vip", 4, T0 + 4000)), b"p1")
+        assert producer.flush(30) == 0
+        again = _run_until(settings, lambda _s: rows() >= 4, "the new change")
+        assert rows() == 4 and again.stats.rejected == 0
+
+        # Another group reads the whole topic again, as after lost offsets: every row arrives twice and
+        # collapses in FINAL and in the views.
+        replay = settings.model_copy(update={"sink_group": f"{settings.sink_group}-replay"})
+        _run_until(replay, lambda _s: rows() >= 8, "the replay")
+        assert rows() == 8
+        assert client.execute("SELECT count() FROM segment_changes FINAL")[0][0] == 4
+        assert (
+            client.execute("SELECT count() FROM segment_membership_current")[0][0] == 0
+        )  # p1 exited (seq 4)
+        spells = client.execute(
+            "SELECT spell, toUnixTimestamp(entered_at), toUnixTimestamp(exited_at) "
+            "FROM segment_membership_intervals ORDER BY spell"
+        )
+        assert spells == [(1, T0 // 1000 + 1, T0 // 1000 + 2), (2, T0 // 1000 + 3, T0 // 1000 + 4)]
+    finally:
+        client.disconnect()
