@@ -4,7 +4,7 @@
 -- exited. Filter days with: WHERE day BETWEEN '2026-01-01' AND '2026-01-31' (or day >= today() - 30).
 --
 -- Computed from the changes rather than by testing every spell against every day: each day's net
--- change (enters - exits; FINAL drops replayed duplicates) summed over the days up to it. No window
+-- change (enters - exits; replayed copies counted once) summed over the days up to it. No window
 -- functions (ClickHouse 18.16); runs on current ClickHouse too.
 SELECT
     segment_id,
@@ -25,12 +25,18 @@ FROM
     (
         SELECT
             segment_id,
-            toDate(at) AS change_day,
-            toInt64(countIf(change = 'entered')) - toInt64(countIf(change = 'exited')) AS day_delta,
-            countIf(change = 'entered') AS day_enters,
-            countIf(change = 'exited') AS day_exits
-        FROM segment_changes
-        FINAL
+            change_day,
+            toInt64(countIf(change_kind = 'entered')) - toInt64(countIf(change_kind = 'exited')) AS day_delta,
+            countIf(change_kind = 'entered') AS day_enters,
+            countIf(change_kind = 'exited') AS day_exits
+        FROM
+        (
+            -- One row per change: a replayed copy has the same key but maybe another `at` (a
+            -- re-evaluation), even in another month's partition, where FINAL would not meet it.
+            SELECT segment_id, toDate(min(at)) AS change_day, any(change) AS change_kind
+            FROM segment_changes
+            GROUP BY segment_id, subject, person_id, seq
+        )
         GROUP BY segment_id, change_day
     )
     GROUP BY segment_id

@@ -39,6 +39,7 @@ _CHANGES = [
     ("p1", "vip", "", 3, 2 * DAY + 8 * H),  # published again after a crash: same change
     ("p2", "vip", "", 1, 11 * H),
     ("p3", "lapsed", "", 1, 9 * H),
+    ("p3", "lapsed", "", 1, -H),  # a re-evaluated copy with another time, in December's partition
     ("p2", "bought", "product:A", 1, DAY + H),
     ("p2", "bought", "product:B", 1, DAY + 2 * H),
     ("p4", "old", "", 1, 5 * H),
@@ -164,6 +165,8 @@ def _check(run: Callable[[str], list[tuple[Any, ...]]]) -> None:
     assert sizes[("bought", str(_day(1)))] == (2, 2, 0)
     assert sizes[("old", str(_day(0)))] == (1, 1, 0)
     assert sizes[("old", str(_day(1)))] == (0, 0, 1)
+    assert sizes[("lapsed", str(_day(-1)))] == (1, 1, 0)  # the copy counts once, at its earliest time
+    assert sizes[("lapsed", str(_day(0)))] == (1, 0, 0)
     assert sizes[("lapsed", str(_day(40)))] == (1, 0, 0)
 
     share = {
