@@ -71,3 +71,8 @@ class SegmentsSinkService(ThreadedLoops):
 
     def make_loops(self) -> list[tuple[str, Loop]]:
         return [("segments-sink", SegmentsSink(self.settings))]
+
+
+def segments_sink_service_for(settings: Settings) -> type[ThreadedLoops]:
+    """The service class to register with ``app.service`` for these settings."""
+    return SegmentsSinkService.bound(settings)
