@@ -254,6 +254,14 @@ class Feature:
         self.has_context = not self.context.is_empty()
         self.channels = frozenset(self.context.channel) if self.context.channel is not None else None
         self.has_other_context = self.has_context and bool(self.context.model_fields_set - {"channel"})
+        wanted = condition.product
+        self._ids = frozenset(wanted.id) if wanted and wanted.id is not None else None
+        self._categories = (
+            frozenset(c.lower() for c in wanted.category) if wanted and wanted.category is not None else None
+        )
+        self._brands = (
+            frozenset(b.lower() for b in wanted.brand) if wanted and wanted.brand is not None else None
+        )
         self.where_checks = tuple((path, comparison.compile()) for path, comparison in self.where.items())
         self.value_of: str | None = spec["of"]
         self.window: int | None = condition.window
@@ -263,13 +271,14 @@ class Feature:
         """The event's lines this feature looks at (None: the event does not match)."""
         if self.product is None:
             return list(prepared.lines)
-        wanted = self.product
+        ids, categories, brands = self._ids, self._categories, self._brands
+        # Product ids compare exactly; category and brand names case-insensitively (docs/segments.md).
         found = [
             line
             for line in prepared.lines
-            if (wanted.id is None or line.product_id in wanted.id)
-            and (wanted.category is None or line.category in wanted.category)
-            and (wanted.brand is None or line.brand in wanted.brand)
+            if (ids is None or line.product_id in ids)
+            and (categories is None or (line.category or "").lower() in categories)
+            and (brands is None or (line.brand or "").lower() in brands)
         ]
         return found or None
 
