@@ -86,7 +86,8 @@ def load_definitions(files: Iterable[tuple[str, str]]) -> list[SegmentDefinition
                 definition = SegmentDefinition.model_validate(raw)
             except ValidationError as exc:
                 for error in exc.errors():
-                    problems.append(f"{label}: {_field_path(error['loc'])}: {error['msg']}")
+                    message = error["msg"].removeprefix("Value error, ")
+                    problems.append(f"{label}: {_field_path(error['loc'])}: {message}")
                 continue
             if definition.id in origin:
                 problems.append(
