@@ -23,6 +23,14 @@ class DefinitionError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+class CycleError(DefinitionError):
+    """Segments that refer to each other in a loop (``cycle`` lists them, first one repeated last)."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        super().__init__([f"segments refer to each other in a cycle: {' -> '.join(cycle)}"])
+
+
 def _field_path(loc: Sequence[int | str]) -> str:
     parts: list[str] = []
     previous: int | str | None = None
@@ -125,8 +133,13 @@ def check_references(
         return problems
     try:
         evaluation_order(definitions)
-    except DefinitionError as exc:
-        problems.extend(exc.problems)
+    except CycleError as exc:
+        first = exc.cycle[0]
+        path = " -> ".join(f"{sid} ({origin.get(sid, 'definitions')})" for sid in exc.cycle)
+        problems.append(
+            f"{origin.get(first, 'definitions')}: segment {first!r}: when: segments refer to each other "
+            f"in a cycle: {path}"
+        )
     return problems
 
 
@@ -140,8 +153,7 @@ def evaluation_order(definitions: Sequence[SegmentDefinition]) -> list[str]:
         if state.get(segment_id) == 2:
             return
         if state.get(segment_id) == 1:
-            cycle = [*path[path.index(segment_id) :], segment_id]
-            raise DefinitionError([f"segments refer to each other in a cycle: {' -> '.join(cycle)}"])
+            raise CycleError([*path[path.index(segment_id) :], segment_id])
         state[segment_id] = 1
         for ref in sorted(by_id[segment_id].references()):
             if ref in by_id:
