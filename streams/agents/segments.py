@@ -34,6 +34,7 @@ about that long of their deadline with no new event (invariant 5).
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import logging
 import threading
@@ -180,6 +181,8 @@ class SegmentStage:
             )
         )
         self._definitions = DefinitionsFollower(settings)
+        # Profiles are long-lived: full GC passes over them cost latency (as in the identity resolver).
+        gc.set_threshold(50_000, 20, 20)
         try:
             self._check_partitions()
             loaded = self._definitions.load()
@@ -533,6 +536,8 @@ class SegmentStage:
         start = [TopicPartition(self._state_topic, n, OFFSET_BEGINNING) for n in numbers]
         count = read_to_end(self._restorer, start, restore, _TIMEOUT_S)
         self._restorer.unassign()
+        gc.collect()
+        gc.freeze()  # the restored profiles are not garbage: keep them out of later GC passes
         wanted = set(numbers)
         for person, profile in self.profiles.items():
             if profile.due and self._partition(person) in wanted:

@@ -126,6 +126,8 @@ class _Line:
     brand: str | None
     quantity: float
     price: float | None
+    category_key: str = ""  # lower-cased, for case-insensitive filters
+    brand_key: str = ""
 
 
 class _Prepared:
@@ -145,7 +147,18 @@ class _Prepared:
             product = catalog.lookup(sku=line.sku, ean=line.ean, app_product_id=line.app_product_id)
             if product is not None:
                 price = line.unit_price if line.unit_price is not None else product.price
-                lines.append(_Line(product.product_id, product.category, product.brand, line.quantity, price))
+                category, brand = product.category, product.brand
+                lines.append(
+                    _Line(
+                        product.product_id,
+                        category,
+                        brand,
+                        line.quantity,
+                        price,
+                        category.lower() if category else "",
+                        brand.lower() if brand else "",
+                    )
+                )
             else:
                 fallback = (
                     f"sku:{line.sku}"
@@ -277,8 +290,8 @@ class Feature:
             line
             for line in prepared.lines
             if (ids is None or line.product_id in ids)
-            and (categories is None or (line.category or "").lower() in categories)
-            and (brands is None or (line.brand or "").lower() in brands)
+            and (categories is None or line.category_key in categories)
+            and (brands is None or line.brand_key in brands)
         ]
         return found or None
 
