@@ -429,14 +429,27 @@ def _probe(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     _wait(lambda: len(caught_up) == len(partitions), 120, "the probe reader to reach the end")
-    tick = 0.05
-    per_tick = max(1, int(rate * tick))
+    # Open-loop load: every record is encoded up front with its scheduled send time as timestamp and
+    # receivedAt, then sent on schedule; latency counts from the scheduled time (no coordinated omission).
+    start_at = time.time() + 1.0 + count * 100e-6
+    encoded: list[tuple[float, str, bytes, bytes, str]] = []
+    for n, event in enumerate(probe_events):
+        at = start_at + n / rate
+        record = event.to_avro()
+        record["timestamp"] = record["receivedAt"] = datetime.fromtimestamp(at, UTC)
+        topic = settings.channel_topic(event.context.channel)
+        encoded.append((at, topic, EVENT_CODEC.encode(record), event.partition_key(), event.messageId))
     producer = _producer(settings)
+    time.sleep(max(0.0, start_at - time.time()))
     started = time.monotonic()
-    for start in range(0, count, per_tick):
-        _produce(producer, settings, probe_events[start : start + per_tick], stamp=True, sent=sent)
-        next_at = started + (start // per_tick + 1) * tick
-        time.sleep(max(0.0, next_at - time.monotonic()))
+    for at, topic, value, key, message_id in encoded:
+        delay = at - time.time()
+        if delay > 0.002:
+            time.sleep(delay)
+        sent[message_id] = at
+        producer.produce(topic, value, key)
+        producer.poll(0)
+    producer.flush(60)
     achieved = count / (time.monotonic() - started)
     produced.set()
     reader.join(90)
