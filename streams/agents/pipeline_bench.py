@@ -89,7 +89,7 @@ def bench_definitions() -> str:
         "- id: weekend-browser\n  when: {event: Product Viewed, weekday: [sat, sun], window: 14d}",
         "- id: vip\n  when: {any: [{segment: gold}, {segment: high-value}]}",
         "- id: store-and-web\n  when: {all: [{segment: active-store-1d}, {segment: active-web-1d}]}",
-        "- id: probe\n  personalised: false\n  when: {event: Bench Probe, window: 5s}",
+        "- id: probe\n  personalised: false\n  when: {event: Bench Probe, window: 10m}",
         "- id: already-purchased\n  kind: suppression\n  per: product",
         "- id: already-purchased-category\n  kind: suppression\n  per: category\n  returns_exit: false",
         "- id: likes-shoes\n  when: {derived: preferred_category, eq: shoes}",

@@ -100,9 +100,9 @@ def test_reference_cycle_names_the_segments_and_their_files() -> None:
         ("b.yaml", "id: y\nwhen: {any: [{event: page}, {not: {segment: x}}]}\n"),
     )
     assert len(problems) == 1
-    assert "x -> y -> x" in problems[0]
-    # the spec: each error names the file and the segment
-    assert "a.yaml" in problems[0] and "b.yaml" in problems[0], problems[0]
+    # the spec: each error names the file, the segment and the field
+    assert problems[0].startswith("a.yaml: segment 'x': when: "), problems[0]
+    assert "cycle" in problems[0] and "b.yaml" in problems[0], problems[0]
 
 
 def test_loading_is_all_or_nothing_and_reports_every_problem() -> None:
