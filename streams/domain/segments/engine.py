@@ -586,6 +586,7 @@ class SegmentEngine:
         # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
         self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[str, ...]] = {}
         self._timed_plan = self._ordered(self.timed)
+        self._all_plan = tuple(self.order)
         self.counts_hours = "@pref:hour" in self.by_trigger
         self._watched = tuple(
             name
@@ -737,13 +738,22 @@ class SegmentEngine:
         digest = message_hash(event.message_id)
         seen = profile.seen
         if digest in seen:
-            return []
+            return self.tick(profile, now)  # applied once; but the clock it came with still counts
         seen.append(digest)
         if len(seen) > KEPT_MESSAGE_IDS:
             del seen[: len(seen) - KEPT_MESSAGE_IDS]
         ts = min(event.timestamp_ms, now)
         prepared = _Prepared(event, ts, self.catalog, self.timezone, self.hemisphere)
+        first = profile.last_ts is None
         tokens = self._update(profile, prepared, now)
+        if first:
+            # Never evaluated: every segment that holds without matching events ("did not buy",
+            # "not gold") must be entered now, not only those this event triggers.
+            changes = self._evaluate(
+                profile, now, self._all_plan, "event", f"event {event.name!r}", event.message_id
+            )
+            profile.due = self.next_deadline(profile, now) or 0
+            return changes
         key = (event.name, bool(event.traits), bool(profile.due and profile.due <= now), tokens)
         plan = self._plans.get(key)
         if plan is None:
