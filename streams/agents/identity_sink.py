@@ -81,7 +81,7 @@ class IdentitySink:
     """The consume -> decode -> insert -> commit loop. :meth:`run` blocks; :meth:`stop` ends it.
 
     :class:`streams.agents.segments_sink.SegmentsSink` reuses it with other topics and tables
-    (``stage``, :meth:`group`, :meth:`new_batch` and :meth:`_take`).
+    (``stage``, :meth:`group`, :meth:`new_batch`, :meth:`_skips_tombstones` and :meth:`_add`).
     """
 
     stage = _STAGE
@@ -180,21 +180,29 @@ class IdentitySink:
         offset: int = msg.offset()  # type: ignore[assignment]
         self._offsets[(topic, partition)] = offset
         value = msg.value()
-        if value is None and topic == self._assignments_topic:
+        if value is None and self._skips_tombstones(topic):
             self.stats.tombstones += 1
             return
         try:
             if value is None:
                 raise SerializationError("empty record (no value)")
-            if topic == self._resolved_topic:
-                self._batch.add_resolved(self._resolved.decode(value), partition, offset)
-            elif topic == self._changes_topic:
-                self._batch.add_change(IDENTITY_CHANGE_CODEC.decode(value), partition, offset)
-            else:
-                self._batch.add_assignment(IDENTITY_ASSIGNMENT_CODEC.decode(value), partition, offset)
+            self._add(topic, partition, offset, value)
         except (SerializationError, KeyError, TypeError, ValueError, IndexError) as exc:
             reason = str(exc) if isinstance(exc, SerializationError) else f"unusable record: {exc!r}"
             self._reject(topic, partition, offset, value or b"", reason)
+
+    def _skips_tombstones(self, topic: str) -> bool:
+        """Whether an empty record on ``topic`` is a compacted-topic tombstone (skipped, not invalid)."""
+        return topic == self._assignments_topic
+
+    def _add(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        """Decode one record into the batch (raises on bytes that are not a known record)."""
+        if topic == self._resolved_topic:
+            self._batch.add_resolved(self._resolved.decode(value), partition, offset)
+        elif topic == self._changes_topic:
+            self._batch.add_change(IDENTITY_CHANGE_CODEC.decode(value), partition, offset)
+        else:
+            self._batch.add_assignment(IDENTITY_ASSIGNMENT_CODEC.decode(value), partition, offset)
 
     def _reject(self, topic: str, partition: int, offset: int, value: bytes, reason: str) -> None:
         position = f"{partition}/{offset}"

@@ -9,11 +9,9 @@ Every table is a ReplacingMergeTree on the record's natural key, so replays coll
 
 from __future__ import annotations
 
-from confluent_kafka import Message
-
 from streams.agents.identity_sink import IdentitySink
 from streams.agents.threaded import Loop, ThreadedLoops
-from streams.serde import PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC, SerializationError
+from streams.serde import PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC
 from streams.settings import Settings
 from streams.topics import PRODUCTS_TOPIC, SEGMENT_CHANGES_TOPIC, SEGMENT_DEFINITIONS_TOPIC
 from streams.warehouse.segment_tables import SegmentBatch
@@ -39,31 +37,17 @@ class SegmentsSink(IdentitySink):
     def new_batch(self) -> SegmentBatch:  # type: ignore[override]
         return SegmentBatch()
 
-    def _take(self, msg: Message) -> None:
-        error = msg.error()
-        if error is not None:
-            self._kafka_error(error)
-            return
-        topic: str = msg.topic()  # type: ignore[assignment]
-        partition: int = msg.partition()  # type: ignore[assignment]
-        offset: int = msg.offset()  # type: ignore[assignment]
-        self._offsets[(topic, partition)] = offset
-        value = msg.value()
-        if value is None and topic != self._changes:
-            return  # a compacted topic's tombstone: nothing to keep
+    def _skips_tombstones(self, topic: str) -> bool:
+        return topic != self._changes  # definitions and products are compacted topics
+
+    def _add(self, topic: str, partition: int, offset: int, value: bytes) -> None:
         batch: SegmentBatch = self._batch  # type: ignore[assignment]
-        try:
-            if value is None:
-                raise SerializationError("empty record (no value)")
-            if topic == self._changes:
-                batch.add_change(SEGMENT_CHANGE_CODEC.decode(value), partition, offset)
-            elif topic == self._definitions:
-                batch.add_definition(SEGMENT_DEFINITION_CODEC.decode(value))
-            else:
-                batch.add_product(PRODUCT_CODEC.decode(value))
-        except (SerializationError, KeyError, TypeError, ValueError, IndexError) as exc:
-            reason = str(exc) if isinstance(exc, SerializationError) else f"unusable record: {exc!r}"
-            self._reject(topic, partition, offset, value or b"", reason)
+        if topic == self._changes:
+            batch.add_change(SEGMENT_CHANGE_CODEC.decode(value), partition, offset)
+        elif topic == self._definitions:
+            batch.add_definition(SEGMENT_DEFINITION_CODEC.decode(value))
+        else:
+            batch.add_product(PRODUCT_CODEC.decode(value))
 
 
 class SegmentsSinkService(ThreadedLoops):
