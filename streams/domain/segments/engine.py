@@ -79,17 +79,6 @@ _CONTACT_KINDS = {
 }
 
 
-class ProductLike(Protocol):
-    @property
-    def product_id(self) -> str: ...
-    @property
-    def category(self) -> str | None: ...
-    @property
-    def brand(self) -> str | None: ...
-    @property
-    def price(self) -> float | None: ...
-
-
 class ProductLookup(Protocol):
     def lookup(
         self, *, sku: str | None = None, ean: str | None = None, app_product_id: str | None = None
@@ -575,7 +564,6 @@ class SegmentEngine:
             {sid for sid, compiled in self.compiled.items() if compiled.deadlines or self._windowed(compiled)}
         )
         self._deadlines = [d for compiled in self.compiled.values() for d in compiled.deadlines]
-        self._windowed_features = [f for f in self.features.values() if f.window is not None]
         self.needs_local_time = any(f.context.needs_local_time() for f in self.features.values()) or any(
             self._walk_needs_local(d) for d in self.definitions.values()
         )
