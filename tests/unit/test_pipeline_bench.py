@@ -1,0 +1,19 @@
+"""The pipeline benchmark's inputs stay valid: 50 definitions that load, and the profile measurement runs."""
+
+from __future__ import annotations
+
+from streams.agents.pipeline_bench import bench_definitions, measure_profiles
+from streams.domain.segments.loader import load_definitions
+
+
+def test_bench_has_fifty_valid_definitions() -> None:
+    definitions = load_definitions([("bench", bench_definitions())])
+    assert len(definitions) == 50
+    assert {d.kind for d in definitions} == {"segment", "suppression"}
+
+
+def test_profile_measurement_reports_its_figures() -> None:
+    lines: list[str] = []
+    result = measure_profiles(200, 3, lines.append)
+    assert result["profile_persons"] == 200 and result["engine_applies_per_s_single_thread"] > 0
+    assert lines and "profiles: 200 persons" in lines[0]
