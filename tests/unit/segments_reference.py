@@ -13,6 +13,7 @@ Semantics, as the spec states them:
 - a window ``W`` holds events with ``t - W < ts <= t``; ``first``/``last`` look at all of history;
   ``within D`` means ``t - moment <= D`` and ``older_than D`` means ``t - moment > D`` (the engine's
   boundary: the spec does not fix it, see the report on ``last`` versus ``window``);
+- a product filter compares ids exactly, categories and brands case-insensitively;
 - traits and the context are those of the newest event by effective time, ties going to the event
   applied later (in the list's order);
 - a person without any event counted at ``t`` is a member of nothing.
@@ -82,6 +83,10 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     return None
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value is not None else None
 
 
 def _number(value: Any) -> float | None:
@@ -258,8 +263,8 @@ class ReferenceSegments:
                 line
                 for line in lines
                 if (wanted.id is None or line.product_id in wanted.id)
-                and (wanted.category is None or line.category in wanted.category)
-                and (wanted.brand is None or line.brand in wanted.brand)
+                and (wanted.category is None or _lower(line.category) in {c.lower() for c in wanted.category})
+                and (wanted.brand is None or _lower(line.brand) in {b.lower() for b in wanted.brand})
             ]
             if not lines:
                 return False, None

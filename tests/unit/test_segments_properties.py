@@ -37,7 +37,7 @@ CATALOG = Catalog.of(
             app_product_ids=("A1",),
             eans=("4006381333931",),
         ),
-        Product("p2", category="shoes", brand="zeta", price=20.0, web_skus=("S2",)),
+        Product("p2", category="Shoes", brand="ZETA", price=20.0, web_skus=("S2",)),
         Product("p3", category="hats", brand="acme", web_skus=("S3",), app_product_ids=("A3",)),
     ]
 )
@@ -70,7 +70,13 @@ def event_leaf(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 3)) == 0:
         leaf["product"] = draw(
             st.sampled_from(
-                [{"category": ["shoes"]}, {"id": ["p1", "sku:S9"]}, {"brand": "acme"}, {"id": ["p3"]}]
+                [
+                    {"category": ["shoes"]},
+                    {"id": ["p1", "sku:S9"]},
+                    {"brand": "acme"},
+                    {"brand": ["Zeta"], "category": "SHOES"},
+                    {"id": ["p3"]},
+                ]
             )
         )
     measure = draw(st.sampled_from(["none", "count", "count", "sum", "min", "max", "first", "last"]))
