@@ -72,6 +72,22 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
     return config
 
 
+def consume_ready(consumer: Consumer, limit: int, wait_s: float) -> list[Message]:
+    """Up to ``limit`` records that are already fetched; if none, wait up to ``wait_s`` for the first.
+
+    ``Consumer.consume(n, timeout)`` returns only when it has ``n`` records or the timeout passed, so a
+    lightly loaded stage would hold every record for the whole timeout. This returns as soon as anything
+    is there; under load the batches grow by themselves (whatever arrived while the last one ran).
+    """
+    messages = consumer.consume(limit, 0)
+    if messages or wait_s <= 0:
+        return messages
+    messages = consumer.consume(1, wait_s)
+    if messages and limit > 1:
+        messages += consumer.consume(limit - 1, 0)
+    return messages
+
+
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's Java default partitioner (and librdkafka's murmur2) picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

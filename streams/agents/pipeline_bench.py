@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.agents.identity_bench import _percentile, _producer, _shopper, _wait, rss_bytes, seed
+from streams.agents.identity_kafka import consume_ready
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
 from streams.domain.segments.engine import SegmentEngine
@@ -415,7 +416,7 @@ def _probe(
         while len(latency) < len(wanted) and time.monotonic() < give_up:
             if produced.is_set() and give_up == float("inf"):
                 give_up = time.monotonic() + 60
-            for msg in consumer.consume(10_000, 0.1):
+            for msg in consume_ready(consumer, 10_000, 0.1):
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:

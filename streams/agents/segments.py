@@ -39,7 +39,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ from confluent_kafka import (
 )
 
 from streams.agents.identity_kafka import (
+    consume_ready,
     consumer_config,
     murmur2_partition,
     partitions_of,
@@ -66,7 +67,7 @@ from streams.agents.segments_wire import (
     decode_merge,
     decode_resolved,
     decode_state,
-    encode_change,
+    encode_changes,
     encode_forward,
     encode_state,
 )
@@ -264,7 +265,7 @@ class SegmentStage:
             changed = self._definitions.poll()
             if changed:
                 self._redefine(changed)
-            messages = consumer.consume(batch_size, timer_wait)
+            messages = consume_ready(consumer, batch_size, timer_wait)
             now = self.now_ms()
             for msg in messages:
                 error = msg.error()
@@ -441,15 +442,14 @@ class SegmentStage:
             "segments: re-evaluated %d profiles in %.1fs", len(self.profiles), time.monotonic() - started
         )
 
-    def _publish(self, profile: Profile, changes: Iterable[Change], now: int) -> None:
+    def _publish(self, profile: Profile, changes: list[Change], now: int) -> None:
         assert self._producer is not None
         produce = self._producer.produce
         key = profile.person_id.encode()
-        for change in changes:
-            produce(
-                self._changes_topic, encode_change(change, profile, now), key, on_delivery=self._delivered
-            )
-            self.stats.changes += 1
+        topic, delivered = self._changes_topic, self._delivered
+        for record in encode_changes(changes, profile, now):
+            produce(topic, record, key, on_delivery=delivered)
+        self.stats.changes += len(changes)
 
     def _invalid(self, topic: str, partition: int, offset: int, value: bytes, reason: str) -> None:
         assert self._producer is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -150,26 +151,54 @@ def _optional(value: str | None) -> bytes:
 
 
 def encode_change(change: Change, profile: Profile, emitted_at_ms: int) -> bytes:
+    return encode_changes([change], profile, emitted_at_ms)[0]
+
+
+# Segment ids, subjects and reasons repeat across changes: their encoded forms are kept (bounded).
+_TEXTS: dict[str, bytes] = {}
+_MAX_TEXTS = 50_000
+
+
+def _cached_text(value: str) -> bytes:
+    encoded = _TEXTS.get(value)
+    if encoded is None:
+        encoded = _text(value)
+        if len(_TEXTS) < _MAX_TEXTS:
+            _TEXTS[value] = encoded
+    return encoded
+
+
+def encode_changes(changes: Iterable[Change], profile: Profile, emitted_at_ms: int) -> list[bytes]:
+    """The segments.changes records of one profile's changes (person and contacts encoded once)."""
     contacts = profile.contacts
-    parts = [
-        _CHANGE_HEADER,
-        _text(change_id(change)),
-        _text(change.person_id),
-        _text(change.segment_id),
-        _optional(change.subject),
-        _ENTERED if change.entered else _EXITED,
-        _long(change.seq),
-        avro_long(change.at),
-        _TRIGGERS[change.trigger],
-        _text(change.reason),
-        _optional(change.message_id),
-        _long(change.version),
-    ]
-    for name in _CONTACT_NAMES:
-        entry = contacts.get(name)
-        parts.append(_NULL if entry is None else b"\x02" + _text(entry[0]))
-    parts.append(avro_long(emitted_at_ms))
-    return b"".join(parts)
+    person = _text(profile.person_id)
+    tail = b"".join(
+        _NULL if (entry := contacts.get(name)) is None else b"\x02" + _text(entry[0])
+        for name in _CONTACT_NAMES
+    ) + avro_long(emitted_at_ms)
+    records = []
+    for change in changes:
+        subject, message_id = change.subject, change.message_id
+        records.append(
+            b"".join(
+                (
+                    _CHANGE_HEADER,
+                    _text(change_id(change)),
+                    person if change.person_id == profile.person_id else _text(change.person_id),
+                    _cached_text(change.segment_id),
+                    _NULL if subject is None else b"\x02" + _cached_text(subject),
+                    _ENTERED if change.entered else _EXITED,
+                    _long(change.seq),
+                    avro_long(change.at),
+                    _TRIGGERS[change.trigger],
+                    _cached_text(change.reason),
+                    _NULL if message_id is None else b"\x02" + _text(message_id),
+                    _long(change.version),
+                    tail,
+                )
+            )
+        )
+    return records
 
 
 def encode_state(person_id: str, profile: Profile | None, merged_into: str | None, now_ms: int) -> bytes:

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.agents.identity_wire import event_body, resolved_event
-from streams.agents.segments_wire import change_id, decode_resolved, decode_state, encode_change, encode_state
+from streams.agents.segments_wire import (
+    change_id,
+    decode_resolved,
+    decode_state,
+    encode_change,
+    encode_changes,
+    encode_state,
+)
 from streams.domain.events import Event
 from streams.domain.segments.engine import Change
 from streams.domain.segments.profile import Profile
@@ -131,3 +138,22 @@ def test_resolved_event_decodes_to_a_segment_event() -> None:
     assert decoded.traits == {"tier": "gold"} and decoded.properties == {"revenue": 42.5}
     assert decoded.lines[0].ean == "4006381333931" and decoded.lines[0].quantity == 2
     assert decoded.identifiers == ("customer_id:u1",)
+
+
+def test_a_profiles_changes_encode_like_one_at_a_time() -> None:
+    profile = Profile("person-1")
+    profile.contacts["email"] = ("a@example.com", 1)
+    changes = [
+        Change("person-1", "vip", None, True, 1, 10, "event", "entered: event 'x'", "m1", 1),
+        Change("person-1", "no-shoes", "product:p1", True, 3, 11, "timer", "entered: window", None, 2),
+        Change("person-1", "vip", None, False, 2, 12, "merge", "exited: merged", None, 1),
+    ]
+    assert encode_changes(changes, profile, 7) == [encode_change(c, profile, 7) for c in changes]
+    for record, change in zip(encode_changes(changes, profile, 7), changes, strict=True):
+        decoded = SEGMENT_CHANGE_CODEC.decode(record)
+        assert (decoded["segmentId"], decoded["subject"], decoded["seq"]) == (
+            change.segment_id,
+            change.subject,
+            change.seq,
+        )
+        assert decoded["contacts"]["email"] == "a@example.com"
