@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=4, ge=1)
     kafka_replication: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
+    # How long the pipeline's producers gather records into one batch. Fewer, larger produce requests
+    # cost the broker far less (Tansu here: 5 ms -> 40% of a core at 5,000 records/s, 50 ms -> 10%);
+    # each hop's latency grows by at most this much.
+    kafka_linger_ms: int = Field(default=20, ge=0, le=1000)
     topic_prefix: str = ""
 
     # ClickHouse (native protocol)

@@ -61,7 +61,7 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
         "client.id": client_id,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": settings.kafka_linger_ms,
         "compression.type": "lz4",
         # Same partition for a key as Java clients and Faust (murmur2); explicit partitions skip it.
         "partitioner": "murmur2_random",

@@ -15,6 +15,7 @@ On a fresh topic prefix, database and consumer groups (the stack's own data is u
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
@@ -32,7 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from streams.agents.identity_bench import _percentile, _producer, _shopper, _wait, rss_bytes, seed
+from streams.agents.identity_bench import _percentile, _shopper, _wait, rss_bytes, seed
 from streams.agents.identity_kafka import consume_ready
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
@@ -259,11 +260,79 @@ def _process_rss(pid: int) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of every thread of ``pid`` so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time of named processes over a phase: where the machine's cores went."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self._started: dict[str, float] = {}
+        self._at = 0.0
+
+    def start(self) -> None:
+        self._at = time.monotonic()
+        self._started = {name: _cpu_seconds(pid) for name, pid in self.processes.items()}
+
+    def stop(self) -> tuple[float, dict[str, float]]:
+        """(wall seconds, CPU seconds per process) since :meth:`start`."""
+        wall = time.monotonic() - self._at
+        return wall, {
+            name: round(_cpu_seconds(pid) - self._started[name], 2) for name, pid in self.processes.items()
+        }
+
+
+def _dev_servers(settings: Settings) -> dict[str, int]:
+    """The local stack's broker and ClickHouse pids, when the bench runs against them."""
+    from streams.dev.stack import LocalStack
+
+    stack = LocalStack(settings)
+    found: dict[str, int] = {}
+    if stack.kafka_bootstrap == settings.kafka_bootstrap and (pid := stack.kafka().pid()):
+        found["broker (Tansu)"] = pid
+    if (pid := stack.clickhouse().pid()) and settings.clickhouse_port == stack.clickhouse_port:
+        found["ClickHouse"] = pid
+    return found
+
+
+def _cpu_report(
+    phase: str, events: int, wall: float, cpu: dict[str, float], report: Report
+) -> dict[str, Any]:
+    workers = {name: seconds for name, seconds in cpu.items() if name.startswith("worker")}
+    total = sum(workers.values())
+    shares = ", ".join(f"{name} {seconds / wall:.0%}" for name, seconds in cpu.items())
+    report(f"  {phase}: CPU per process over {wall:.1f}s (100% = one core): {shares}")
+    per_cpu_second = {name: round(events / seconds) for name, seconds in workers.items() if seconds > 0}
+    if total > 0:
+        report(
+            f"  {phase}: {events / total:,.0f} events per CPU-second of the whole worker; per process: "
+            + ", ".join(f"{name} {n:,}" for name, n in per_cpu_second.items())
+        )
+    return {
+        f"{phase}_wall_s": round(wall, 1),
+        f"{phase}_cpu_seconds": cpu,
+        f"{phase}_events_per_worker_cpu_second": round(events / total) if total > 0 else None,
+        f"{phase}_events_per_cpu_second_by_process": per_cpu_second,
+    }
+
+
 ROLES: dict[str, list[dict[str, Any]]] = {
     # one process runs every stage
     "single": [{}],
     # two processes of one worker: identity + sinks, and segments
     "split": [{"segments_enabled": False}, {"sink_enabled": False, "identity_enabled": False}],
+}
+ROLE_NAMES = {
+    "single": ["worker (all stages)"],
+    "split": ["worker: identity + sinks", "worker: segments"],
 }
 
 
@@ -304,16 +373,15 @@ def run_pipeline_bench(
         apply_definitions(settings, directory)
         seed(settings, persons, IdentityRules.from_yaml(settings.identity_rules_path), report)
         rng = random.Random(1)
-        producer = _producer(settings)
-        _produce(producer, settings, make_events(events, persons, rng, 0), stamp=False)
+        producer = _sender(settings)
         roles = ROLES[layout]
-        report(
-            f"produced a cold backlog of {events:,} events; starting one worker ({len(roles)} process(es))"
-        )
+        report(f"starting one worker ({len(roles)} process(es))")
         workers = [
             _start_worker(settings, Path(tmp) / f"worker{n}.env", overrides)
             for n, overrides in enumerate(roles)
         ]
+        processes = {name: worker.pid for name, worker in zip(ROLE_NAMES[layout], workers, strict=True)}
+        meter = CpuMeter({**processes, **_dev_servers(settings), "bench": os.getpid()})
         try:
 
             def drain(total: int, started: float) -> float:
@@ -336,20 +404,35 @@ def run_pipeline_bench(
                 _wait(drained, 1800, "the worker to drain the backlog")
                 return time.monotonic() - started
 
-            cold = drain(events, time.monotonic())
-            report(
-                f"cold: {events:,} events in {cold:.1f}s (startup, replica load and new profiles included)"
+            # 1. Start-up: a few events through every stage, so the worker has joined its groups and
+            #    loaded the catalog and definitions before anything is timed.
+            expected = _WARMUP_EVENTS
+            startup = drain(
+                expected, _produced(producer, settings, make_events(expected, persons, rng, 90_000_000))
             )
+            report(
+                f"worker ready: {expected:,} warm-up events through every stage {startup:.1f}s after start"
+            )
+            # 2. Latency first, while the topics are small: Tansu's memory storage gets slower as a
+            #    topic grows (BENCHMARKS.md), which would be measured instead of the pipeline.
+            latency = _probe(settings, persons, probe_rate, probe_seconds, rng, 10_000_000, report, meter)
+            expected += latency["probe_events"]
+            drain(expected, time.monotonic())
+            # 3. Throughput: a backlog (many profiles still new), then a second one (known persons).
+            expected += events
+            first = drain(expected, _produced(producer, settings, make_events(events, persons, rng, 0)))
+            report(f"first backlog: {events:,} events in {first:.1f}s (many profiles new)")
             warm_events = make_events(events, persons, rng, 5_000_000)
-            started = time.monotonic()
-            _produce(producer, settings, warm_events, stamp=False)
-            warm = drain(2 * events, started)
+            expected += events
+            meter.start()
+            warm = drain(expected, _produced(producer, settings, warm_events))
+            warm_cpu = _cpu_report("warm", events, *meter.stop(), report)
             report(f"warm: {events:,} more events (known persons) in {warm:.1f}s")
             worker_rss = sum(_process_rss(worker.pid) for worker in workers)
-            latency = _probe(settings, persons, probe_rate, probe_seconds, rng, 2 * events, report)
         finally:
             for worker in workers:
                 _stop(worker)
+            _drop(settings)
     return {
         "command_settings": {
             "persons": persons,
@@ -359,13 +442,54 @@ def run_pipeline_bench(
             "definitions": 50,
             "layout": layout,
             "segments_state_flush_s": settings.segments_state_flush_s,
+            "kafka_linger_ms": settings.kafka_linger_ms,
         },
         "events_per_s_per_worker": round(events / warm),
-        "cold_events_per_s_including_startup": round(events / cold),
+        "first_backlog_events_per_s": round(events / first),
+        "startup_s": round(startup, 1),
         "worker_rss_bytes_after_backlogs": worker_rss,
+        **warm_cpu,
         **memory,
         **latency,
     }
+
+
+_WARMUP_EVENTS = 2_000
+
+
+def _sender(settings: Settings) -> Producer:
+    """The load generator's producer: batches like the worker's (``kafka_linger_ms``)."""
+    return Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": settings.kafka_linger_ms,
+            "compression.type": "lz4",
+            "partitioner": "murmur2_random",
+        }
+    )
+
+
+def _produced(producer: Producer, settings: Settings, events: list[Event]) -> float:
+    """Produce ``events``; returns the monotonic time it started (the drain's clock)."""
+    started = time.monotonic()
+    _produce(producer, settings, events, stamp=False)
+    return started
+
+
+def _drop(settings: Settings) -> None:
+    """Delete the run's topics and database (Tansu keeps every record in memory)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.warehouse.writer import client_for
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result()
+    with contextlib.suppress(Exception):
+        client_for(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
 
 
 def _probe(
@@ -376,6 +500,7 @@ def _probe(
     rng: random.Random,
     offset: int,
     report: Report,
+    meter: CpuMeter | None = None,
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes."""
     topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
@@ -447,13 +572,15 @@ def _probe(
         record["timestamp"] = record["receivedAt"] = datetime.fromtimestamp(at, UTC)
         topic = settings.channel_topic(event.context.channel)
         encoded.append((at, topic, EVENT_CODEC.encode(record), event.partition_key(), event.messageId))
-    producer = _producer(settings)
+    producer = _sender(settings)
     actual: dict[str, float] = {}
     gc.collect()
     gc.freeze()  # the pre-encoded load is not garbage; keep GC pauses out of the send loop
     late_by = time.time() - start_at
     time.sleep(max(0.0, start_at - time.time()))
     started = time.monotonic()
+    if meter is not None:
+        meter.start()
     for at, topic, value, key, message_id in encoded:
         delay = at - time.time()
         if delay > 0.002:
@@ -464,6 +591,7 @@ def _probe(
         producer.poll(0)
     producer.flush(60)
     achieved = count / (time.monotonic() - started)
+    cpu = _cpu_report("probe", count, *meter.stop(), report) if meter is not None else {}
     produced.set()
     reader.join(90)
     consumer.close()
@@ -475,6 +603,7 @@ def _probe(
         "probe_offered_events_per_s": rate,
         "probe_achieved_events_per_s": round(achieved),
         "probes": len(wanted),
+        "probe_events": count,
         "probes_missing": len(wanted) - len(values),
         "event_to_change_latency_ms_p50": round(_percentile(values, 0.5), 1),
         "event_to_change_latency_ms_p99": round(_percentile(values, 0.99), 1),
@@ -482,4 +611,5 @@ def _probe(
         "from_actual_send_latency_ms_p50": round(_percentile(list(from_send.values()), 0.5), 1),
         "from_actual_send_latency_ms_p99": round(_percentile(list(from_send.values()), 0.99), 1),
         "sender_started_late_by_s": round(max(0.0, late_by), 2),
+        **cpu,
     }
