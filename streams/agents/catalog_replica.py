@@ -63,7 +63,12 @@ class CatalogReplica:
                 settings,
                 group=f"{settings.topic_prefix}omniseg.catalog-replica",  # never joined: assign only
                 client_id="omniseg-catalog-replica",
-                **{"enable.partition.eof": True, "queued.max.messages.kbytes": 4096},
+                # Rarely written: a slow poll costs the broker little (Tansu holds an empty fetch this long).
+                **{
+                    "enable.partition.eof": True,
+                    "queued.max.messages.kbytes": 4096,
+                    "fetch.wait.max.ms": 250,
+                },
             )
         )
 

@@ -81,7 +81,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 3),
         "enable.partition.eof": False,
         # The broker may hold a fetch this long when there is little data: bounds visibility latency.
-        "fetch.wait.max.ms": 100,
+        # Every empty fetch costs the broker (Tansu: ~0.6 ms of CPU), and the sinks flush every
+        # sink_flush_interval_s anyway.
+        "fetch.wait.max.ms": 250,
         # Bounds the prefetch queue (the only buffer besides the batch being built).
         "queued.max.messages.kbytes": 32 * 1024,
         "fetch.max.bytes": 16 * 1024 * 1024,

@@ -53,7 +53,12 @@ class DefinitionsFollower:
                 settings,
                 f"{settings.segments_group}.definitions-reader",
                 client_id,
-                **{"enable.partition.eof": True, "isolation.level": "read_uncommitted"},
+                # Rarely written: a slow poll costs the broker little (Tansu holds an empty fetch this long).
+                **{
+                    "enable.partition.eof": True,
+                    "isolation.level": "read_uncommitted",
+                    "fetch.wait.max.ms": 250,
+                },
             )
         )
 

@@ -163,7 +163,11 @@ class SegmentStage:
 
     def run(self) -> None:
         settings = self.settings
-        self._producer = Producer(producer_config(settings, "omniseg-segments"))
+        # Only failures need a delivery report (they stop the commit); skipping the rest saves a
+        # Python callback per change.
+        self._producer = Producer(
+            producer_config(settings, "omniseg-segments", **{"delivery.report.only.error": True})
+        )
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -499,6 +503,11 @@ class SegmentStage:
             self._consumer.commit(offsets=offsets, asynchronous=False)
             for tp in offsets:
                 self._positions.pop((tp.topic, tp.partition), None)
+        # Profiles made since the last save are long-lived too: collect the young generations (what
+        # is garbage among them), then move the survivors out of the collector's view. Otherwise full
+        # collections walk every profile, which measured ~10% of the stage's CPU.
+        gc.collect(1)
+        gc.freeze()
 
     def _partition(self, person: str) -> int:
         return murmur2_partition(person.encode(), self._partitions)
