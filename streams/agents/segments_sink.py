@@ -10,12 +10,15 @@ Every table is a ReplacingMergeTree on the record's natural key, so replays coll
 from __future__ import annotations
 
 from streams.agents.identity_sink import IdentitySink
+from streams.agents.identity_wire import RecordReader
 from streams.agents.threaded import Loop, ThreadedLoops
 from streams.serde import PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC
 from streams.settings import Settings
 from streams.topics import PRODUCTS_TOPIC, SEGMENT_CHANGES_TOPIC, SEGMENT_DEFINITIONS_TOPIC
 from streams.warehouse.segment_tables import SegmentBatch
 from streams.warehouse.writer import ClickHouseWriter
+
+_CHANGE_READER = RecordReader(SEGMENT_CHANGE_CODEC)  # a tuple per change: ~3 µs, fastavro's dict ~8 µs
 
 
 class SegmentsSink(IdentitySink):
@@ -43,7 +46,7 @@ class SegmentsSink(IdentitySink):
     def _add(self, topic: str, partition: int, offset: int, value: bytes) -> None:
         batch: SegmentBatch = self._batch  # type: ignore[assignment]
         if topic == self._changes:
-            batch.add_change(SEGMENT_CHANGE_CODEC.decode(value), partition, offset)
+            batch.add_change(_CHANGE_READER.decode(value), partition, offset)
         elif topic == self._definitions:
             batch.add_definition(SEGMENT_DEFINITION_CODEC.decode(value))
         else:

@@ -45,26 +45,33 @@ class SegmentBatch:
         if len(self.changes):
             yield "segment_changes", self.changes
 
-    def add_change(self, record: dict[str, Any], partition: int, offset: int) -> None:
-        """One decoded ``SegmentChange``."""
-        at_ms = _millis(record["at"])
-        contacts = record.get("contacts") or {}
+    def add_change(self, row: tuple[Any, ...], partition: int, offset: int) -> None:
+        """One ``SegmentChange`` as a tuple in the schema's field order (``RecordReader`` decodes it)."""
+        (change_id, person, segment, subject, change, seq, at, trigger, reason, message_id, version) = row[
+            :11
+        ]
+        contacts, emitted = row[11], row[12]
+        if isinstance(contacts, dict):  # an older schema version, decoded by fastavro
+            contacts = tuple(contacts.get(name) for name in _CONTACTS)
+        elif contacts is None:
+            contacts = (None,) * len(_CONTACTS)
+        at_ms = max(_millis(at), 0)
         self.changes.append(
             (
-                record["changeId"],
-                record["personId"],
-                record["segmentId"],
-                record.get("subject") or "",
-                record["change"],
-                max(int(record["seq"]), 0),
+                change_id,
+                person,
+                segment,
+                subject or "",
+                change,
+                max(int(seq), 0),
                 _seconds(at_ms),
-                max(at_ms, 0),
-                record["trigger"],
-                record["reason"],
-                record.get("messageId") or "",
-                max(int(record["definitionVersion"]), 0),
-                *(contacts.get(name) or "" for name in _CONTACTS),
-                _seconds(_millis(record["emittedAt"])),
+                at_ms,
+                trigger,
+                reason,
+                message_id or "",
+                max(int(version), 0),
+                *(value or "" for value in contacts),
+                _seconds(_millis(emitted)),
                 partition,
                 offset,
             )
