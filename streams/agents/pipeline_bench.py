@@ -532,6 +532,7 @@ def _probe(
     wanted = {e.messageId for e in probe_events if e.event == PROBE_EVENT}
     sent: dict[str, float] = {}
     from_send: dict[str, float] = {}
+    to_evaluated: dict[str, float] = {}  # scheduled send -> the segment stage evaluated it (change "at")
     latency: dict[str, float] = {}
     caught_up: set[int] = set()
     produced = threading.Event()
@@ -558,6 +559,7 @@ def _probe(
                 if change["segmentId"] == "probe" and mid in wanted and mid not in latency and mid in sent:
                     latency[mid] = (seen_at - sent[mid]) * 1000
                     from_send[mid] = (seen_at - actual.get(mid, sent[mid])) * 1000
+                    to_evaluated[mid] = (change["at"].timestamp() - sent[mid]) * 1000
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -610,6 +612,9 @@ def _probe(
         "event_to_change_latency_ms_max": round(max(values), 1) if values else None,
         "from_actual_send_latency_ms_p50": round(_percentile(list(from_send.values()), 0.5), 1),
         "from_actual_send_latency_ms_p99": round(_percentile(list(from_send.values()), 0.99), 1),
+        # where the time went: up to the segment stage's evaluation (ms resolution, worker clock) ...
+        "send_to_evaluated_ms_p50": round(_percentile(list(to_evaluated.values()), 0.5), 1),
+        "send_to_evaluated_ms_p99": round(_percentile(list(to_evaluated.values()), 0.99), 1),
         "sender_started_late_by_s": round(max(0.0, late_by), 2),
         **cpu,
     }

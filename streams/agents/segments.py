@@ -39,6 +39,7 @@ import heapq
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,31 @@ class SegmentStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
+class _Epoch:
+    """The outputs produced between two saves, and the input offsets they cover.
+
+    Every record the stage produces names the current epoch as its delivery callback. A save ends the
+    epoch; its offsets are committed once it and every earlier epoch are fully acknowledged, so the
+    loop never stops to wait for the broker (a blocking flush here cost hundreds of ms of latency).
+    """
+
+    __slots__ = ("failures", "offsets", "outstanding")
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        self.outstanding = 0
+        self.offsets: list[TopicPartition] = []
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self.outstanding -= 1
+        if err is not None:
+            self.failures.append(f"{msg.topic()}: {err.str()}")
+
+
+# Saves whose outputs are not acknowledged yet; beyond this the loop waits for the broker.
+_MAX_INFLIGHT_SAVES = 4
+
+
 class SegmentStage:
     """The consume -> evaluate -> publish -> (periodically) save and commit loop."""
 
@@ -137,6 +163,8 @@ class SegmentStage:
         self._dirty: set[str] = set()
         self._positions: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
+        self._epoch = _Epoch(self._failures)
+        self._inflight: deque[_Epoch] = deque()
         self._partitions = 0
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
@@ -163,11 +191,7 @@ class SegmentStage:
 
     def run(self) -> None:
         settings = self.settings
-        # Only failures need a delivery report (they stop the commit); skipping the rest saves a
-        # Python callback per change.
-        self._producer = Producer(
-            producer_config(settings, "omniseg-segments", **{"delivery.report.only.error": True})
-        )
+        self._producer = Producer(producer_config(settings, "omniseg-segments"))
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -264,6 +288,10 @@ class SegmentStage:
         resolved_topic, forward_topic = self._topics["resolved"], self._topics["forward"]
         while not self._stop.is_set():
             producer.poll(0)
+            self._complete()
+            while len(self._inflight) > _MAX_INFLIGHT_SAVES and not self._stop.is_set():
+                producer.poll(0.05)  # backpressure: the broker is behind
+                self._complete()
             if self._replica is not None:
                 self._replica.poll()
             changed = self._definitions.poll()
@@ -298,7 +326,7 @@ class SegmentStage:
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
             if time.monotonic() >= next_flush:
-                self._save_and_commit()
+                self._save()
                 next_flush = time.monotonic() + flush_every
 
     def _on_resolved(
@@ -392,7 +420,9 @@ class SegmentStage:
         record = encode_forward(
             kind, person, now, from_person=from_person, into_person=into_person, state=state, event=event
         )
-        self._producer.produce(self._topics["forward"], record, person.encode(), on_delivery=self._delivered)
+        epoch = self._epoch
+        self._producer.produce(self._topics["forward"], record, person.encode(), on_delivery=epoch)
+        epoch.outstanding += 1
         self.stats.forwarded += 1
 
     def _profile(self, person: str) -> Profile:
@@ -450,9 +480,10 @@ class SegmentStage:
         assert self._producer is not None
         produce = self._producer.produce
         key = profile.person_id.encode()
-        topic, delivered = self._changes_topic, self._delivered
+        topic, epoch = self._changes_topic, self._epoch
         for record in encode_changes(changes, profile, now):
-            produce(topic, record, key, on_delivery=delivered)
+            produce(topic, record, key, on_delivery=epoch)
+        epoch.outstanding += len(changes)
         self.stats.changes += len(changes)
 
     def _invalid(self, topic: str, partition: int, offset: int, value: bytes, reason: str) -> None:
@@ -460,20 +491,18 @@ class SegmentStage:
         record = encode_invalid(
             "segments", reason, source=topic, position=f"{partition}/{offset}", original=value
         )
-        self._producer.produce(self._invalid_topic, record, topic.encode(), on_delivery=self._delivered)
+        epoch = self._epoch
+        self._producer.produce(self._invalid_topic, record, topic.encode(), on_delivery=epoch)
+        epoch.outstanding += 1
         self.stats.invalid += 1
-
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failures.append(f"{msg.topic()}: {err.str()}")
 
     # -- state and offsets ---------------------------------------------------------------------------
 
-    def _save_and_commit(self, partitions: set[int] | None = None) -> None:
-        """Write touched profiles, wait for every output, then commit what was consumed."""
-        assert self._producer is not None and self._consumer is not None
+    def _write_states(self, partitions: set[int] | None = None) -> None:
+        """Produce the state of every touched profile (of ``partitions``, or all)."""
+        assert self._producer is not None
         now = self.now_ms()
-        produce = self._producer.produce
+        produce, epoch = self._producer.produce, self._epoch
         written = []
         for person in self._dirty:
             if partitions is not None and self._partition(person) not in partitions:
@@ -482,9 +511,44 @@ class SegmentStage:
             target = self.merged_into.get(person)
             profile = None if target is not None else self.profiles.get(person)
             record = encode_state(person, profile, target, now)
-            produce(self._state_topic, record, person.encode(), on_delivery=self._delivered)
+            produce(self._state_topic, record, person.encode(), on_delivery=epoch)
+        epoch.outstanding += len(written)
         self._dirty.difference_update(written)
         self.stats.state_writes += len(written)
+
+    def _save(self) -> None:
+        """Write touched profiles and end the epoch; its offsets are committed when it is acknowledged."""
+        self._write_states()
+        epoch = self._epoch
+        epoch.offsets = [TopicPartition(t, p, offset + 1) for (t, p), offset in self._positions.items()]
+        self._positions.clear()
+        self._inflight.append(epoch)
+        self._epoch = _Epoch(self._failures)
+        self._complete()
+        self._freeze()
+
+    def _complete(self) -> None:
+        """Commit the offsets of the leading acknowledged epochs; stop on any failed output."""
+        if self._failures:
+            # Offsets stay uncommitted: a restart replays and publishes again (same change ids).
+            raise RuntimeError(
+                "segments: outputs not acknowledged, not committing: " + "; ".join(self._failures[:3])
+            )
+        inflight = self._inflight
+        if not inflight or inflight[0].outstanding:
+            return
+        done: dict[tuple[str, int], TopicPartition] = {}
+        while inflight and inflight[0].outstanding == 0:
+            for tp in inflight.popleft().offsets:
+                done[(tp.topic, tp.partition)] = tp
+        if done:
+            assert self._consumer is not None
+            self._consumer.commit(offsets=list(done.values()), asynchronous=True)
+
+    def _save_and_commit(self, partitions: set[int] | None = None) -> None:
+        """Write touched profiles, wait for every output, then commit what was consumed (stop, revoke)."""
+        assert self._producer is not None and self._consumer is not None
+        self._write_states(partitions)
         deadline = time.monotonic() + self.settings.produce_timeout_s * 3
         while self._producer.flush(0.5) and time.monotonic() < deadline:
             pass
@@ -494,15 +558,21 @@ class SegmentStage:
                 "segments: outputs not acknowledged, not committing: "
                 + ("; ".join(self._failures[:3]) or f"{len(self._producer)} pending")
             )
-        offsets = [
-            TopicPartition(topic, partition, offset + 1)
-            for (topic, partition), offset in self._positions.items()
-            if partitions is None or partition in partitions
-        ]
-        if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-            for tp in offsets:
-                self._positions.pop((tp.topic, tp.partition), None)
+        # Everything produced so far is acknowledged: every ended epoch is complete too.
+        done: dict[tuple[str, int], TopicPartition] = {}
+        while self._inflight:
+            for tp in self._inflight.popleft().offsets:
+                done[(tp.topic, tp.partition)] = tp
+        for (topic, partition), offset in list(self._positions.items()):
+            if partitions is None or partition in partitions:
+                done[(topic, partition)] = TopicPartition(topic, partition, offset + 1)
+                del self._positions[(topic, partition)]
+        if done:
+            self._consumer.commit(offsets=list(done.values()), asynchronous=False)
+        self._freeze()
+
+    @staticmethod
+    def _freeze() -> None:
         # Profiles made since the last save are long-lived too: collect the young generations (what
         # is garbage among them), then move the survivors out of the collector's view. Otherwise full
         # collections walk every profile, which measured ~10% of the stage's CPU.
