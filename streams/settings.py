@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # How long the pipeline's producers gather records into one batch. Fewer, larger produce requests
     # cost the broker far less (Tansu here: 5 ms -> 40% of a core at 5,000 records/s, 50 ms -> 10%);
     # each hop's latency grows by at most this much.
-    kafka_linger_ms: int = Field(default=20, ge=0, le=1000)
+    kafka_linger_ms: int = Field(default=50, ge=0, le=1000)
     topic_prefix: str = ""
 
     # ClickHouse (native protocol)

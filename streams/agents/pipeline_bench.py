@@ -228,6 +228,7 @@ def _worker_env(settings: Settings) -> dict[str, Any]:
     return {
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_partitions": settings.kafka_partitions,
+        "kafka_linger_ms": settings.kafka_linger_ms,
         "topic_prefix": settings.topic_prefix,
         "clickhouse_host": settings.clickhouse_host,
         "clickhouse_port": settings.clickhouse_port,
