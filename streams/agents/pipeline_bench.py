@@ -15,7 +15,6 @@ On a fresh topic prefix, database and consumer groups (the stack's own data is u
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import random
@@ -433,7 +432,7 @@ def run_pipeline_bench(
         finally:
             for worker in workers:
                 _stop(worker)
-            _drop(settings)
+            _drop(settings, report)
     return {
         "command_settings": {
             "persons": persons,
@@ -477,20 +476,24 @@ def _produced(producer: Producer, settings: Settings, events: list[Event]) -> fl
     return started
 
 
-def _drop(settings: Settings) -> None:
+def _drop(settings: Settings, report: Report) -> None:
     """Delete the run's topics and database (Tansu keeps every record in memory)."""
     from confluent_kafka.admin import AdminClient
 
     from streams.warehouse.writer import client_for
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
-    if topics:
-        for future in admin.delete_topics(topics, operation_timeout=30).values():
-            with contextlib.suppress(Exception):
+    prefixes = (settings.topic_prefix, settings.sink_group, settings.identity_group, settings.segments_group)
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
+    try:
+        if topics:
+            for future in admin.delete_topics(topics, operation_timeout=30).values():
                 future.result()
-    with contextlib.suppress(Exception):
-        client_for(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+        # Connected to another database: ClickHouse 18.16 will not drop the one a session uses.
+        other = settings.model_copy(update={"clickhouse_database": "default"})
+        client_for(other).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+    except Exception as exc:  # the figures are measured; cleanup trouble is only reported
+        report(f"cleanup: could not delete every bench topic or database: {exc}")
 
 
 def _probe(
