@@ -21,7 +21,7 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streams.domain.segments.events import (
     PURCHASE_EVENTS,
@@ -108,8 +108,9 @@ class Change:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
+class _Line(NamedTuple):
+    """One line of an event as conditions see it (a tuple: built for every line of every event)."""
+
     product_id: str
     category: str | None
     brand: str | None
@@ -131,18 +132,30 @@ class _Prepared:
         self.hemisphere = hemisphere
         self.local: tuple[int, int, int] | None = None
         self.device = device_class(event.device_type, event.user_agent, event.channel)
+        items = (
+            [
+                (line.sku, line.ean, line.app_product_id, line.quantity, line.unit_price)
+                for line in event.lines
+            ]
+            if event.lines
+            else _single_item(event)
+        )
+        if not items:
+            self.lines: tuple[_Line, ...] = ()
+            return
+        lookup = catalog.lookup
         lines = []
-        for line in event.lines or _single_product(event):
-            product = catalog.lookup(sku=line.sku, ean=line.ean, app_product_id=line.app_product_id)
+        for sku, ean, app_product_id, quantity, unit_price in items:
+            product = lookup(sku=sku, ean=ean, app_product_id=app_product_id)
             if product is not None:
-                price = line.unit_price if line.unit_price is not None else product.price
+                price = unit_price if unit_price is not None else product.price
                 category, brand = product.category, product.brand
                 lines.append(
                     _Line(
                         product.product_id,
                         category,
                         brand,
-                        line.quantity,
+                        quantity,
                         price,
                         category.lower() if category else "",
                         brand.lower() if brand else "",
@@ -150,16 +163,16 @@ class _Prepared:
                 )
             else:
                 fallback = (
-                    f"sku:{line.sku}"
-                    if line.sku
-                    else f"ean:{line.ean}"
-                    if line.ean
-                    else f"app:{line.app_product_id}"
-                    if line.app_product_id
+                    f"sku:{sku}"
+                    if sku
+                    else f"ean:{ean}"
+                    if ean
+                    else f"app:{app_product_id}"
+                    if app_product_id
                     else None
                 )
                 if fallback is not None:
-                    lines.append(_Line(fallback, None, None, line.quantity, line.unit_price))
+                    lines.append(_Line(fallback, None, None, quantity, unit_price))
         self.lines = tuple(lines)
 
     def local_time(self) -> tuple[int, int, int]:
@@ -176,41 +189,85 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _single_product(event: SegmentEvent) -> tuple[LineItem, ...]:
+_Item = tuple[str | None, str | None, str | None, float, float | None]  # sku, ean, app id, quantity, price
+
+
+def _single_item(event: SegmentEvent) -> list[_Item]:
     """The product of a Segment e-commerce event without lines (Product Viewed: product_id, sku)."""
     props = event.properties
-    product_id = _text(props.get("product_id")) or _text(props.get("productId"))
-    sku = _text(props.get("sku")) or (product_id if event.channel != "app" else None)
-    ean = _text(props.get("ean"))
-    app_id = product_id if event.channel == "app" else None
+    if not props:
+        return []
+    get = props.get
+    product_id = _text(get("product_id")) or _text(get("productId"))
+    app = event.channel == "app"
+    sku = _text(get("sku")) or (None if app else product_id)
+    ean = _text(get("ean"))
+    app_id = product_id if app else None
     if not (sku or ean or app_id):
-        return ()
-    quantity = props.get("quantity", 1)
-    price = props.get("price")
-    return (
-        LineItem(
-            sku=sku,
-            ean=ean,
-            app_product_id=app_id,
-            quantity=float(quantity)
-            if isinstance(quantity, int | float) and not isinstance(quantity, bool)
-            else 1.0,
-            unit_price=float(price)
-            if isinstance(price, int | float) and not isinstance(price, bool)
-            else None,
-        ),
+        return []
+    quantity = get("quantity", 1)
+    price = get("price")
+    return [
+        (
+            sku,
+            ean,
+            app_id,
+            float(quantity) if isinstance(quantity, int | float) and not isinstance(quantity, bool) else 1.0,
+            float(price) if isinstance(price, int | float) and not isinstance(price, bool) else None,
+        )
+    ]
+
+
+def _single_product(event: SegmentEvent) -> tuple[LineItem, ...]:
+    """The product of a Segment e-commerce event without lines, as a line item."""
+    return tuple(
+        LineItem(sku=sku, ean=ean, app_product_id=app_id, quantity=quantity, unit_price=price)
+        for sku, ean, app_id, quantity, price in _single_item(event)
     )
 
 
-def _property(properties: Mapping[str, Any], path: str) -> Any:
+def _path(path: str) -> tuple[str, ...]:
+    """The keys of a property path (``properties.`` is optional)."""
     if path.startswith("properties."):
         path = path[len("properties.") :]
+    return tuple(path.split("."))
+
+
+def _lookup(properties: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     value: Any = properties
-    for part in path.split("."):
+    for part in keys:
         if not isinstance(value, Mapping):
             return None
         value = value.get(part)
     return value
+
+
+def _property(properties: Mapping[str, Any], path: str) -> Any:
+    return _lookup(properties, _path(path))
+
+
+_TimeTest = Callable[[int, int, int, str], bool]  # (local hour, weekday, month, hemisphere)
+
+
+def _time_test(filters: ContextFilter) -> _TimeTest | None:
+    """The local-time part of ``filters`` as one predicate (None: it has no local-time filter)."""
+    if not filters.needs_local_time():
+        return None
+    hour_check = filters.local_hour.compile() if filters.local_hour is not None else None
+    weekdays = frozenset(filters.weekday) if filters.weekday is not None else None
+    months = frozenset(filters.month) if filters.month is not None else None
+    seasons = frozenset(filters.season) if filters.season is not None else None
+
+    def test(hour: int, weekday: int, month: int, hemisphere: str) -> bool:
+        if hour_check is not None and not hour_check(hour):
+            return False
+        if weekdays is not None and WEEKDAYS[weekday] not in weekdays:
+            return False
+        if months is not None and month not in months:
+            return False
+        return seasons is None or season(month, hemisphere) in seasons
+
+    return test
 
 
 def _context_test(
@@ -241,6 +298,10 @@ def _context_test(
     return filters.season is None or season(month, hemisphere) in filters.season
 
 
+Stats = tuple[int, float, float | None, float | None, int | None, int | None]
+_NO_STATS: Stats = (0, 0.0, None, None, None, None)
+
+
 class Feature:
     """What one behaviour condition needs remembered; equal specs share one feature (by id)."""
 
@@ -268,6 +329,7 @@ class Feature:
         self.value_of: str | None = spec["of"]
         self.window: int | None = condition.window
         self.valued = self.value_of is not None
+        self.match = self._compile_match()
 
     def matching_lines(self, prepared: _Prepared) -> list[_Line] | None:
         """The event's lines this feature looks at (None: the event does not match)."""
@@ -284,7 +346,7 @@ class Feature:
         ]
         return found or None
 
-    def value(self, prepared: _Prepared, lines: list[_Line]) -> float | None:
+    def value(self, prepared: _Prepared, lines: Iterable[_Line]) -> float | None:
         """The event's contribution (1 for counts; None: it has no value to sum)."""
         of = self.value_of
         if of is None:
@@ -300,40 +362,72 @@ class Feature:
             return None
         return float(raw)
 
-    def match(self, prepared: _Prepared) -> float | None:
-        """The event's value when it matches every filter, else None."""
-        event = prepared.event
-        if self.channels is not None and event.channel not in self.channels:
-            return None
-        for path, check in self.where_checks:
-            if not check(_property(event.properties, path)):
+    def _compile_match(self) -> Callable[[_Prepared], float | None]:
+        """``match(prepared)``: the event's value when it passes every filter, else None.
+
+        Filters run in this order: channel, ``where``, the rest of the context, products."""
+        channels = self.channels
+        where = tuple((_path(path), check) for path, check in self.where_checks)
+        context = self.context if self.has_other_context else None
+        devices = frozenset(context.device_type) if context and context.device_type is not None else None
+        timed = _time_test(context) if context is not None else None
+        product = self.product
+        ids, categories, brands = self._ids, self._categories, self._brands
+        value = self.value
+        counts = self.value_of is None
+
+        def match(prepared: _Prepared) -> float | None:
+            event = prepared.event
+            if channels is not None and event.channel not in channels:
                 return None
-        if self.has_other_context and not _context_test(
-            self.context,
-            event.channel,
-            prepared.device,
-            prepared.local_time,
-            prepared.hemisphere,
-        ):
-            return None
-        lines = self.matching_lines(prepared)
-        if lines is None:
-            return None
-        return self.value(prepared, lines)
+            if where:
+                properties = event.properties
+                for keys, check in where:
+                    if not check(_lookup(properties, keys)):
+                        return None
+            if devices is not None and prepared.device not in devices:
+                return None
+            if timed is not None:
+                hour, weekday, month = prepared.local_time()
+                if not timed(hour, weekday, month, prepared.hemisphere):
+                    return None
+            if product is None:
+                return 1.0 if counts else value(prepared, prepared.lines)
+            if not prepared.lines:
+                return None
+            # Product ids compare exactly; category and brand names case-insensitively (docs/segments.md).
+            found = [
+                line
+                for line in prepared.lines
+                if (ids is None or line.product_id in ids)
+                and (categories is None or line.category_key in categories)
+                and (brands is None or line.brand_key in brands)
+            ]
+            if not found:
+                return None
+            return 1.0 if counts else value(prepared, found)
+
+        return match
 
     def add(self, profile: Profile, ts: int, value: float, now: int) -> None:
-        if self.window is not None:
-            if ts <= now - self.window:
+        window = self.window
+        if window is not None:
+            if ts <= now - window:
                 return  # already outside the window, and time only moves forward
-            times = profile.windowed.get(self.id)
+            fid = self.id
+            times = profile.windowed.get(fid)
             if times is None:
-                times = profile.windowed[self.id] = array("q")
-            at = bisect.bisect_right(times, ts)
-            times.insert(at, ts)
+                times = profile.windowed[fid] = array("q")
+            if not times or ts >= times[-1]:
+                at = len(times)
+                times.append(ts)
+            else:
+                at = bisect.bisect_right(times, ts)
+                times.insert(at, ts)
             if self.valued:
-                values = profile.wvalues.get(self.id)
+                values = profile.wvalues.get(fid)
                 if values is None:
-                    values = profile.wvalues[self.id] = array("d")
+                    values = profile.wvalues[fid] = array("d")
                 values.insert(at, value)
             return
         total = profile.totals.get(self.id)
@@ -347,18 +441,16 @@ class Feature:
         total[4] = min(total[4], ts)
         total[5] = max(total[5], ts)
 
-    def stats(
-        self, profile: Profile, now: int
-    ) -> tuple[int, float, float | None, float | None, int | None, int | None]:
+    def stats(self, profile: Profile, now: int) -> Stats:
         """count, sum, min, max, first, last of the matching events counted at ``now``."""
         if self.window is None:
             total = profile.totals.get(self.id)
             if total is None:
-                return 0, 0.0, None, None, None, None
+                return _NO_STATS
             return total[0], total[1], total[2], total[3], total[4], total[5]
         times = profile.windowed.get(self.id)
         if not times:
-            return 0, 0.0, None, None, None, None
+            return _NO_STATS
         start = bisect.bisect_right(times, now - self.window)
         if start:  # expired for good: time only moves forward
             del times[:start]
@@ -366,7 +458,7 @@ class Feature:
                 del profile.wvalues[self.id][:start]
         count = len(times)
         if not count:
-            return 0, 0.0, None, None, None, None
+            return _NO_STATS
         if self.valued:
             values = profile.wvalues[self.id]
             return count, sum(values), min(values), max(values), times[0], times[-1]
@@ -386,17 +478,26 @@ class Feature:
 class Evaluation:
     """One evaluation pass over a profile at ``now``: caches derived values, holds new memberships."""
 
+    __slots__ = ("_derived", "engine", "member", "members", "now", "profile", "totals", "windowed", "wvalues")
+
     def __init__(self, engine: SegmentEngine, profile: Profile, now: int) -> None:
         self.engine = engine
         self.profile = profile
         self.now = now
         self.member: dict[str, bool] = {}
         self._derived: dict[str, Any] = {}
+        # the profile's maps, one attribute lookup away for the compiled tests
+        self.members = profile.members
+        self.windowed = profile.windowed
+        self.wvalues = profile.wvalues
+        self.totals = profile.totals
 
     def derived(self, name: str) -> Any:
-        if name not in self._derived:
-            self._derived[name] = derived_value(self.profile, name, self.now)
-        return self._derived[name]
+        cache = self._derived
+        if name in cache:
+            return cache[name]
+        value = cache[name] = derived_value(self.profile, name, self.now)
+        return value
 
 
 def _argmax(counts: Mapping[str, int]) -> str | None:
@@ -408,14 +509,19 @@ def _argmax(counts: Mapping[str, int]) -> str | None:
 
 def _bump(counts: dict[str, int], key: str) -> bool:
     """Count one more ``key``; whether the most frequent key (ties: the smallest) changed."""
-    old = _argmax(counts)
-    counts[key] = counts.get(key, 0) + 1
-    if old is None:
+    if not counts:
+        counts[key] = 1
         return True
+    mine = counts.get(key, 0) + 1
+    best = max(counts.values())
+    if mine < best:  # the leader still counts more than ``key``: it stays the leader
+        counts[key] = mine
+        return False
+    old = min(name for name, value in counts.items() if value == best)
+    counts[key] = mine
     if old == key:
         return False
-    mine, theirs = counts[key], counts[old]
-    return mine > theirs or (mine == theirs and key < old)
+    return mine > best or (mine == best and key < old)
 
 
 def purchase_interval_days(purchases: list[int]) -> float | None:
@@ -458,7 +564,8 @@ def derived_value(profile: Profile, name: str, now: int) -> Any:
 
 
 Test = Callable[[Evaluation], bool]
-Deadline = Callable[[Profile, int], Iterable[int]]
+# The earliest moment after ``now`` at which a condition may change with the clock alone (None: never).
+Deadline = Callable[[Profile, int], int | None]
 
 
 @dataclass
@@ -470,51 +577,93 @@ class _Compiled:
     refs: set[str]
 
 
-def _trait(profile: Profile, path: str) -> Any:
+# One segment of an evaluation plan: id, compiled test (None: a suppression audience), version, and
+# for suppression audiences their definition.
+_Step = tuple[str, Test | None, int, SegmentDefinition | None]
+
+
+def _trait_test(path: str, comparison: Callable[[Any], bool]) -> Test:
     head, _, rest = path.partition(".")
-    entry = profile.traits.get(head)
-    if entry is None:
-        return None
-    value = entry[0]
-    for part in rest.split(".") if rest else ():
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
+    parts = tuple(rest.split(".")) if rest else ()
+
+    def test(ev: Evaluation) -> bool:
+        entry = ev.profile.traits.get(head)
+        if entry is None:
+            return comparison(None)
+        value = entry[0]
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return comparison(None)
+            value = value.get(part)
+        return comparison(value)
+
+    return test
+
+
+def _all(tests: list[Test]) -> Test:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda ev: a(ev) and b(ev)
+    if len(tests) == 3:
+        a, b, c = tests
+        return lambda ev: a(ev) and b(ev) and c(ev)
+    return lambda ev: all(t(ev) for t in tests)
+
+
+def _any(tests: list[Test]) -> Test:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda ev: a(ev) or b(ev)
+    if len(tests) == 3:
+        a, b, c = tests
+        return lambda ev: a(ev) or b(ev) or c(ev)
+    return lambda ev: any(t(ev) for t in tests)
 
 
 def _occurrence_deadlines(feature: Feature, which: int, span: int) -> Deadline:
-    def deadlines(profile: Profile, now: int) -> Iterable[int]:
-        total = profile.totals.get(feature.id)
-        if total is None:
-            return ()
-        return (int(total[which]) + span + 1,)
+    fid = feature.id
 
-    return deadlines
+    def deadline(profile: Profile, now: int) -> int | None:
+        total = profile.totals.get(fid)
+        if total is None:
+            return None
+        at = int(total[which]) + span + 1
+        return at if at > now else None
+
+    return deadline
 
 
 def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
-    def deadlines(profile: Profile, now: int) -> Iterable[int]:
+    def deadline(profile: Profile, now: int) -> int | None:
         if name == "days_since_first_seen":
             start, unit = profile.first_seen, float(DAY_MS)
         elif not profile.purchases:
-            return ()
+            return None
         elif name == "days_since_last_purchase":
             start, unit = profile.purchases[-1], float(DAY_MS)
         else:  # lapse_ratio
             interval = purchase_interval_days(profile.purchases)
             if not interval:
-                return ()
+                return None
             start, unit = profile.purchases[-1], interval * DAY_MS
         if start is None:
-            return ()
-        found: list[int] = []
+            return None
+        best: int | None = None
         for threshold in thresholds:
             at = start + math.ceil(threshold * unit)
-            found.extend((at, at + 1))
-        return found
+            if at <= now:
+                at += 1  # the moment after the threshold (a strict comparison turns then)
+                if at <= now:
+                    continue
+            if best is None or at < best:
+                best = at
+        return best
 
-    return deadlines
+    return deadline
 
 
 class SegmentEngine:
@@ -536,7 +685,9 @@ class SegmentEngine:
         for definition, version in definitions:
             self.definitions[definition.id] = definition
             self.versions[definition.id] = version
-        self.order = evaluation_order(list(self.definitions.values()))
+        self.order = [
+            sys.intern(segment_id) for segment_id in evaluation_order(list(self.definitions.values()))
+        ]
         self.position = {segment_id: index for index, segment_id in enumerate(self.order)}
         self.features: dict[str, Feature] = {}
         self.compiled: dict[str, _Compiled] = {}
@@ -564,23 +715,34 @@ class SegmentEngine:
             {sid for sid, compiled in self.compiled.items() if compiled.deadlines or self._windowed(compiled)}
         )
         self._deadlines = [d for compiled in self.compiled.values() for d in compiled.deadlines]
+        # feature id -> window, for every windowed feature (the deadlines of windows)
+        self._windows = {fid: f.window for fid, f in self.features.items() if f.window is not None}
         self.needs_local_time = any(f.context.needs_local_time() for f in self.features.values()) or any(
             self._walk_needs_local(d) for d in self.definitions.values()
         )
-        self._runs = {
-            sid: (self.definitions[sid].kind == "suppression", self.compiled[sid].test, self.versions[sid])
-            for sid in self.order
-        }
+        self._steps: dict[str, _Step] = {}
+        for sid in self.order:
+            definition = self.definitions[sid]
+            suppression = definition.kind == "suppression"
+            self._steps[sid] = (
+                sid,
+                None if suppression else self.compiled[sid].test,
+                self.versions[sid],
+                definition if suppression else None,
+            )
         # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
-        self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[str, ...]] = {}
-        self._timed_plan = self._ordered(self.timed)
-        self._all_plan = tuple(self.order)
+        self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
+        self._timed_plan = self._plan(self.timed)
+        self._all_plan = self._plan(self.order)
         self.counts_hours = "@pref:hour" in self.by_trigger
         self._watched = tuple(
             name
             for name, token in _DERIVED_TRIGGERS.items()
             if token in self.by_trigger and name != "days_since_first_seen"
         )
+        self._watch_channel = "preferred_channel" in self._watched
+        self._watch_category = "preferred_category" in self._watched
+        self._watch_brand = "preferred_brand" in self._watched
 
     # -- compiling ---------------------------------------------------------------------------------
 
@@ -615,13 +777,8 @@ class SegmentEngine:
                 for child in (condition.all if isinstance(condition, AllOf) else condition.any)
             ]
             tests = [p.test for p in parts]
-            test: Test = (
-                (lambda ev: all(t(ev) for t in tests))
-                if isinstance(condition, AllOf)
-                else (lambda ev: any(t(ev) for t in tests))
-            )
             return _Compiled(
-                test,
+                _all(tests) if isinstance(condition, AllOf) else _any(tests),
                 set().union(*(p.triggers for p in parts)),
                 [d for p in parts for d in p.deadlines],
                 [f for p in parts for f in p.features],
@@ -634,8 +791,7 @@ class SegmentEngine:
                 lambda ev: not inner_test(ev), inner.triggers, inner.deadlines, inner.features, inner.refs
             )
         if isinstance(condition, TraitCondition):
-            path, comparison = condition.trait, condition.compile()
-            return _Compiled(lambda ev: comparison(_trait(ev.profile, path)), {TRAITS}, [], [], set())
+            return _Compiled(_trait_test(condition.trait, condition.compile()), {TRAITS}, [], [], set())
         if isinstance(condition, DerivedCondition):
             name, check = condition.derived, condition.compile()
             triggers = {_DERIVED_TRIGGERS.get(name, PURCHASE)}
@@ -643,6 +799,9 @@ class SegmentEngine:
             return _Compiled(lambda ev: check(ev.derived(name)), triggers, deadlines, [], set())
         if isinstance(condition, ContextCondition):
             filters = condition.context
+            channels = frozenset(filters.channel) if filters.channel is not None else None
+            devices = frozenset(filters.device_type) if filters.device_type is not None else None
+            timed = _time_test(filters)
             hemisphere = self.hemisphere
 
             def context_test(ev: Evaluation) -> bool:
@@ -650,20 +809,28 @@ class SegmentEngine:
                 if last is None:
                     return False
                 channel, device, hour, weekday, month = last
-                if hour is None and filters.needs_local_time():
+                if channels is not None and channel not in channels:
+                    return False
+                if devices is not None and device not in devices:
+                    return False
+                if timed is None:
+                    return True
+                if hour is None:
                     return False  # the newest event came before any definition needed local time
-                return _context_test(filters, channel, device, lambda: (hour, weekday, month), hemisphere)
+                return timed(hour, weekday, month, hemisphere)
 
             return _Compiled(context_test, {ANY_EVENT}, [], [], set())
         if isinstance(condition, SegmentRef):
             ref = condition.segment
-            return _Compiled(
-                lambda ev: ev.member[ref] if ref in ev.member else ev.profile.is_member(ref),
-                set(),
-                [],
-                [],
-                {ref},
-            )
+
+            def ref_test(ev: Evaluation) -> bool:
+                member = ev.member.get(ref)
+                if member is not None:
+                    return member
+                entry = ev.members.get(ref)
+                return entry is not None and entry[0] % 2 == 1
+
+            return _Compiled(ref_test, set(), [], [], {ref})
         if isinstance(condition, EventCondition):
             return self._compile_event(condition)
         raise TypeError(f"unknown condition {type(condition).__name__}")
@@ -673,38 +840,77 @@ class SegmentEngine:
         measure = condition.measure
         deadlines: list[Deadline] = []
         test: Test
+        fid, window, valued = feature.id, feature.window, feature.valued
         if measure in ("first", "last"):
             occurrence = condition.first if measure == "first" else condition.last
             assert occurrence is not None
             which = 4 if measure == "first" else 5
-            if occurrence.within is not None:
-                span = occurrence.within
+            within = occurrence.within is not None
+            span = occurrence.within if occurrence.within is not None else (occurrence.older_than or 0)
+            if window is None:
 
                 def test(ev: Evaluation) -> bool:
-                    stats = feature.stats(ev.profile, ev.now)
-                    moment = stats[which]
-                    return moment is not None and ev.now - moment <= span
-            else:
-                span = occurrence.older_than or 0
+                    total = ev.totals.get(fid)
+                    if total is None:
+                        return False
+                    age: int = ev.now - total[which]
+                    return age <= span if within else age > span
+            else:  # not allowed by the language; kept general
 
                 def test(ev: Evaluation) -> bool:
-                    stats = feature.stats(ev.profile, ev.now)
-                    moment = stats[which]
-                    return moment is not None and ev.now - moment > span
+                    moment = feature.stats(ev.profile, ev.now)[which]
+                    if moment is None:
+                        return False
+                    return ev.now - moment <= span if within else ev.now - moment > span
 
             deadlines.append(_occurrence_deadlines(feature, which, span))
-        else:
-            comparison = getattr(condition, measure) if measure != "count" else condition.count
-            check = comparison.compile() if comparison is not None else (lambda value: value >= 1)
+            return _Compiled(test, set(feature.names), deadlines, [feature], set())
+        comparison = getattr(condition, measure) if measure != "count" else condition.count
+        check: Callable[[Any], bool] = (
+            comparison.compile() if comparison is not None else (lambda value: value >= 1)
+        )
+        # With no matching event counted: count 0, sum 0.0, min and max undefined.
+        empty = check(None) if measure in ("min", "max") else check(0 if measure == "count" else 0.0)
+        if window is None:
             index = {"count": 0, "sum": 1, "min": 2, "max": 3}[measure]
 
+            if measure in ("min", "max"):
+
+                def test(ev: Evaluation) -> bool:
+                    total = ev.totals.get(fid)
+                    return empty if total is None or not total[0] else check(total[index])
+            else:
+
+                def test(ev: Evaluation) -> bool:
+                    total = ev.totals.get(fid)
+                    return empty if total is None else check(total[index])
+        else:
+            # The windowed stats, pruning expired events as Feature.stats does (time only moves forward).
+            of_values: Callable[[Any], Any] = sum if measure == "sum" else min if measure == "min" else max
+            unvalued = 1.0 if measure in ("min", "max") else None
+
             def test(ev: Evaluation) -> bool:
-                stats = feature.stats(ev.profile, ev.now)
-                if stats[0] == 0 and measure in ("min", "max"):
-                    return check(None)
-                return bool(check(stats[index]))
+                times = ev.windowed.get(fid)
+                if not times:
+                    return empty
+                start = bisect.bisect_right(times, ev.now - window)
+                if start:  # expired for good: time only moves forward
+                    del times[:start]
+                    if valued:
+                        del ev.wvalues[fid][:start]
+                    if not times:
+                        return empty
+                if measure == "count":
+                    return check(len(times))
+                if valued:
+                    return check(of_values(ev.wvalues[fid]))
+                return check(float(len(times)) if unvalued is None else unvalued)
 
         return _Compiled(test, set(feature.names), deadlines, [feature], set())
+
+    def _plan(self, segment_ids: Iterable[str]) -> tuple[_Step, ...]:
+        steps = self._steps
+        return tuple(steps[sid] for sid in self._ordered(segment_ids))
 
     def _ordered(self, segment_ids: Iterable[str]) -> tuple[str, ...]:
         return tuple(sorted(segment_ids, key=self.position.__getitem__))
@@ -730,93 +936,102 @@ class SegmentEngine:
         seen.append(digest)
         if len(seen) > KEPT_MESSAGE_IDS:
             del seen[: len(seen) - KEPT_MESSAGE_IDS]
-        ts = min(event.timestamp_ms, now)
+        ts = event.timestamp_ms
+        if now < ts:
+            ts = now
         prepared = _Prepared(event, ts, self.catalog, self.timezone, self.hemisphere)
         first = profile.last_ts is None
         tokens = self._update(profile, prepared, now)
         if first:
             # Never evaluated: every segment that holds without matching events ("did not buy",
             # "not gold") must be entered now, not only those this event triggers.
-            changes = self._evaluate(
-                profile, now, self._all_plan, "event", f"event {event.name!r}", event.message_id
-            )
-            profile.due = self.next_deadline(profile, now) or 0
-            return changes
-        key = (event.name, bool(event.traits), bool(profile.due and profile.due <= now), tokens)
-        plan = self._plans.get(key)
-        if plan is None:
-            affected = set(self.by_trigger.get(event.name, ()))
-            affected |= self.by_trigger.get(ANY_EVENT, set())
-            if event.traits:
-                affected |= self.by_trigger.get(TRAITS, set())
-            if event.name in PURCHASE_EVENTS or event.name in RETURN_EVENTS:
-                affected |= self.by_trigger.get(PURCHASE, set())
-            for token in tokens:
-                affected |= self.by_trigger.get(token, set())
-            if key[2]:
-                affected |= self.timed
-            plan = self._plans[key] = self._ordered(self._closure(affected))
+            plan = self._all_plan
+        else:
+            due = profile.due
+            key = (event.name, bool(event.traits), bool(due and due <= now), tokens)
+            plan = self._plans.get(key)  # type: ignore[assignment]
+            if plan is None:
+                plan = self._plans[key] = self._event_plan(key)
         changes = self._evaluate(profile, now, plan, "event", f"event {event.name!r}", event.message_id)
         profile.due = self.next_deadline(profile, now) or 0
         return changes
+
+    def _event_plan(self, key: tuple[str, bool, bool, tuple[str, ...]]) -> tuple[_Step, ...]:
+        """The segments an event may change: (name, has traits, deadline passed, derived triggers)."""
+        name, traits, passed, tokens = key
+        affected = set(self.by_trigger.get(name, ()))
+        affected |= self.by_trigger.get(ANY_EVENT, set())
+        if traits:
+            affected |= self.by_trigger.get(TRAITS, set())
+        if name in PURCHASE_EVENTS or name in RETURN_EVENTS:
+            affected |= self.by_trigger.get(PURCHASE, set())
+        for token in tokens:
+            affected |= self.by_trigger.get(token, set())
+        if passed:
+            affected |= self.timed
+        return self._plan(self._closure(affected))
 
     def _update(self, profile: Profile, prepared: _Prepared, now: int) -> tuple[str, ...]:
         """Add the event to the profile; returns the derived-trait triggers whose value changed."""
         event, ts = prepared.event, prepared.ts
         tokens: list[str] = []
-        watched = self._watched
         if profile.first_seen is None or ts < profile.first_seen:
             profile.first_seen = ts
             tokens.append("@first_seen")
-        newest = profile.last_ts is None or ts >= profile.last_ts
-        device = prepared.device
-        if newest:
+        last_ts = profile.last_ts
+        channel = event.channel
+        if last_ts is None or ts >= last_ts:
             profile.last_ts = ts
             if self.needs_local_time:
                 hour, weekday, month = prepared.local_time()
-                profile.last_context = (event.channel, device, hour, weekday, month)
+                profile.last_context = (channel, prepared.device, hour, weekday, month)
             else:
-                profile.last_context = (event.channel, device, None, None, None)
-        if _bump(profile.channel_counts, event.channel) and "preferred_channel" in watched:
+                profile.last_context = (channel, prepared.device, None, None, None)
+        if _bump(profile.channel_counts, channel) and self._watch_channel:
             tokens.append("@pref:channel")
         if self.counts_hours and _bump(profile.hour_counts, f"{prepared.local_time()[0]:02d}"):
             tokens.append("@pref:hour")
-        for key, value in event.traits.items():
-            entry = profile.traits.get(key)
-            if entry is None:
-                if len(profile.traits) < MAX_TRAITS:
-                    profile.traits[key] = (value, ts)
-            elif ts >= entry[1]:
-                profile.traits[key] = (value, ts)
-        for identifier in event.identifiers:
-            kind, _, value = identifier.partition(":")
-            contact = _CONTACT_KINDS.get(kind)
-            if contact is not None:
-                entry = profile.contacts.get(contact)
-                if entry is None or ts >= entry[1]:
-                    profile.contacts[contact] = (value, ts)
-        for line in prepared.lines:
-            if (
-                line.category
-                and _bump(profile.category_counts, line.category)
-                and "preferred_category" in watched
-            ):
+        if event.traits:
+            traits = profile.traits
+            for key, value in event.traits.items():
+                entry = traits.get(key)
+                if entry is None:
+                    if len(traits) < MAX_TRAITS:
+                        traits[key] = (value, ts)
+                elif ts >= entry[1]:
+                    traits[key] = (value, ts)
+        if event.identifiers:
+            contacts = profile.contacts
+            for identifier in event.identifiers:
+                kind, _, value = identifier.partition(":")
+                contact = _CONTACT_KINDS.get(kind)
+                if contact is not None:
+                    entry = contacts.get(contact)
+                    if entry is None or ts >= entry[1]:
+                        contacts[contact] = (value, ts)
+        lines = prepared.lines
+        for line in lines:
+            if line.category and _bump(profile.category_counts, line.category) and self._watch_category:
                 tokens.append("@pref:category")
-            if line.brand and _bump(profile.brand_counts, line.brand) and "preferred_brand" in watched:
+            if line.brand and _bump(profile.brand_counts, line.brand) and self._watch_brand:
                 tokens.append("@pref:brand")
-        if event.name in PURCHASE_EVENTS:
+        name = event.name
+        if name in PURCHASE_EVENTS:
             profile.purchase_count += 1
             profile.revenue += event_revenue(event)
             bisect.insort(profile.purchases, ts)
             if len(profile.purchases) > KEPT_PURCHASES:
                 del profile.purchases[: len(profile.purchases) - KEPT_PURCHASES]
-            self._book(profile, prepared, 1.0)
-        elif event.name in RETURN_EVENTS:
+            if lines:
+                self._book(profile, prepared, 1.0)
+        elif name in RETURN_EVENTS and lines:
             self._book(profile, prepared, -1.0)
-        for feature in self.features_by_name.get(event.name, ()):
-            value = feature.match(prepared)
-            if value is not None:
-                feature.add(profile, ts, value, now)
+        features = self.features_by_name.get(name)
+        if features is not None:
+            for feature in features:
+                value = feature.match(prepared)
+                if value is not None:
+                    feature.add(profile, ts, value, now)
         if len(tokens) > 1:
             return tuple(sorted(set(tokens)))
         return tuple(tokens)
@@ -845,20 +1060,32 @@ class SegmentEngine:
     def next_deadline(self, profile: Profile, now: int) -> int | None:
         """The earliest time after ``now`` at which a clock-driven condition may change."""
         best: int | None = None
-        features = self.features
-        for feature_id in list(profile.windowed):
-            feature = features.get(feature_id)
-            if feature is None or feature.window is None:
-                del profile.windowed[feature_id]  # no definition uses it any more
-                profile.wvalues.pop(feature_id, None)
+        windows = self._windows
+        windowed = profile.windowed
+        stale: list[str] | None = None
+        for feature_id, times in windowed.items():
+            window = windows.get(feature_id)
+            if window is None:
+                if stale is None:
+                    stale = []
+                stale.append(feature_id)
                 continue
-            at = feature.deadline(profile, now)
-            if at is not None and at > now and (best is None or at < best):
-                best = at
-        for deadlines in self._deadlines:
-            for at in deadlines(profile, now):
+            if not times:
+                continue
+            # When the oldest event still in the window leaves it (expired ones are not yet pruned).
+            start = bisect.bisect_right(times, now - window)
+            if start < len(times):
+                at = times[start] + window
                 if at > now and (best is None or at < best):
                     best = at
+        if stale is not None:
+            for feature_id in stale:
+                del windowed[feature_id]  # no definition uses it any more
+                profile.wvalues.pop(feature_id, None)
+        for deadline in self._deadlines:
+            when = deadline(profile, now)
+            if when is not None and (best is None or when < best):
+                best = when
         return best
 
     def reevaluate(
@@ -866,7 +1093,7 @@ class SegmentEngine:
     ) -> list[Change]:
         """Evaluate ``segment_ids`` (default: all) and exit memberships of undefined segments."""
         wanted = set(self.order) if segment_ids is None else self._closure(set(segment_ids) & set(self.order))
-        changes = self._evaluate(profile, now, self._ordered(wanted), trigger, reason, None)
+        changes = self._evaluate(profile, now, self._plan(wanted), trigger, reason, None)
         for key in list(profile.members):
             segment_id, _, subject = key.partition(SUBJECT_SEP)
             if segment_id not in self.definitions and profile.is_member(key):
@@ -923,43 +1150,53 @@ class SegmentEngine:
         self,
         profile: Profile,
         now: int,
-        segment_ids: tuple[str, ...],
+        plan: tuple[_Step, ...],
         trigger: str,
         reason: str,
         message_id: str | None,
     ) -> list[Change]:
-        if not segment_ids:
+        if not plan:
             return []
         ev = Evaluation(self, profile, now)
         changes: list[Change] = []
         members = profile.members
-        runs = self._runs
-        for segment_id in segment_ids:
-            suppression, test, version = runs[segment_id]
-            if suppression:
-                definition = self.definitions[segment_id]
+        evaluated = ev.member
+        person_id = profile.person_id
+        for segment_id, test, version, definition in plan:
+            if test is None:
+                assert definition is not None
                 changes.extend(
                     self._suppression(profile, definition, version, now, trigger, reason, message_id)
                 )
                 continue
             member = test(ev)
-            ev.member[segment_id] = member
+            evaluated[segment_id] = member
             entry = members.get(segment_id)
-            if member != (entry is not None and entry[0] % 2 == 1):
-                changes.append(
-                    self._flip(
-                        profile,
-                        segment_id,
-                        segment_id,
-                        None,
-                        member,
-                        now,
-                        trigger,
-                        reason,
-                        message_id,
-                        version,
-                    )
+            if entry is None:
+                if not member:
+                    continue
+                seq = 1
+            elif member == (entry[0] % 2 == 1):
+                continue
+            else:
+                seq = entry[0] + 1
+            # a flip of the stored membership: entered on an odd transition count (segment ids are
+            # interned when the engine is built, as _flip interns keys)
+            members[segment_id] = (seq, now, version)
+            changes.append(
+                Change(
+                    person_id,
+                    segment_id,
+                    None,
+                    member,
+                    seq,
+                    now,
+                    trigger,
+                    f"{'entered' if member else 'exited'}: {reason}",
+                    message_id,
+                    version,
                 )
+            )
         # memberships of segments not evaluated in this pass are read by refs: fill them lazily
         return changes
 
@@ -975,12 +1212,18 @@ class SegmentEngine:
     ) -> list[Change]:
         ledger = profile.ledger if definition.per == "product" else profile.category_ledger
         prefix = f"{definition.id}{SUBJECT_SEP}{definition.per}:"
-        wanted = {
-            key
-            for key, (net, bought) in ledger.items()
-            if (net > 0 if definition.returns_exit else bought > 0)
+        if definition.returns_exit:
+            wanted = {key for key, (net, _) in ledger.items() if net > 0}
+        else:
+            wanted = {key for key, (_, bought) in ledger.items() if bought > 0}
+        start = len(prefix)
+        current = {
+            key[start:]
+            for key, entry in profile.members.items()
+            if entry[0] % 2 == 1 and key.startswith(prefix)
         }
-        current = {key[len(prefix) :] for key in profile.current_members() if key.startswith(prefix)}
+        if wanted == current:
+            return []
         changes = []
         for key in sorted(wanted - current):
             changes.append(
