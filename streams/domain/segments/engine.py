@@ -21,6 +21,7 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from streams.domain.segments.events import (
@@ -177,11 +178,31 @@ class _Prepared:
 
     def local_time(self) -> tuple[int, int, int]:
         if self.local is None:
-            self.local = local_time(self.ts, self.event.timezone, self.zone)
+            if self.zone == "UTC" and not self.event.timezone:
+                self.local = _utc_time(self.ts)
+            else:
+                self.local = local_time(self.ts, self.event.timezone, self.zone)
         return self.local
 
 
+_HOUR_MS = 3_600_000
+_UTC_MONTHS: dict[int, int] = {}  # day since the epoch -> its month (UTC); a bounded cache
+
+
+def _utc_time(ts: int) -> tuple[int, int, int]:
+    """``local_time(ts, None, "UTC")`` by arithmetic: (hour, weekday with Monday 0, month)."""
+    day, rest = divmod(ts, DAY_MS)
+    month = _UTC_MONTHS.get(day)
+    if month is None:
+        if len(_UTC_MONTHS) > 4096:
+            _UTC_MONTHS.clear()
+        month = _UTC_MONTHS[day] = datetime.fromtimestamp(day * 86_400, UTC).month
+    return rest // _HOUR_MS, (day + 3) % 7, month  # 1970-01-01 was a Thursday
+
+
 def _text(value: Any) -> str | None:
+    if value is None:
+        return None
     if isinstance(value, str) and value.strip():
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -396,6 +417,15 @@ class Feature:
             if not prepared.lines:
                 return None
             # Product ids compare exactly; category and brand names case-insensitively (docs/segments.md).
+            if counts:
+                for line in prepared.lines:
+                    if (
+                        (ids is None or line.product_id in ids)
+                        and (categories is None or line.category_key in categories)
+                        and (brands is None or line.brand_key in brands)
+                    ):
+                        return 1.0
+                return None
             found = [
                 line
                 for line in prepared.lines
@@ -403,9 +433,7 @@ class Feature:
                 and (categories is None or line.category_key in categories)
                 and (brands is None or line.brand_key in brands)
             ]
-            if not found:
-                return None
-            return 1.0 if counts else value(prepared, found)
+            return value(prepared, found) if found else None
 
         return match
 
@@ -478,14 +506,14 @@ class Feature:
 class Evaluation:
     """One evaluation pass over a profile at ``now``: caches derived values, holds new memberships."""
 
-    __slots__ = ("_derived", "engine", "member", "members", "now", "profile", "totals", "windowed", "wvalues")
+    __slots__ = ("cache", "engine", "member", "members", "now", "profile", "totals", "windowed", "wvalues")
 
     def __init__(self, engine: SegmentEngine, profile: Profile, now: int) -> None:
         self.engine = engine
         self.profile = profile
         self.now = now
         self.member: dict[str, bool] = {}
-        self._derived: dict[str, Any] = {}
+        self.cache: dict[str, Any] = {}  # derived trait -> its value at ``now``
         # the profile's maps, one attribute lookup away for the compiled tests
         self.members = profile.members
         self.windowed = profile.windowed
@@ -493,7 +521,7 @@ class Evaluation:
         self.totals = profile.totals
 
     def derived(self, name: str) -> Any:
-        cache = self._derived
+        cache = self.cache
         if name in cache:
             return cache[name]
         value = cache[name] = derived_value(self.profile, name, self.now)
@@ -501,10 +529,13 @@ class Evaluation:
 
 
 def _argmax(counts: Mapping[str, int]) -> str | None:
-    if not counts:
-        return None
-    best = max(counts.values())
-    return min(key for key, value in counts.items() if value == best)
+    """The most frequent key (ties: the smallest); None when there is none."""
+    found: str | None = None
+    best = 0
+    for key, value in counts.items():
+        if found is None or value > best or (value == best and key < found):
+            found, best = key, value
+    return found
 
 
 def _bump(counts: dict[str, int], key: str) -> bool:
@@ -561,6 +592,21 @@ def derived_value(profile: Profile, name: str, now: int) -> Any:
     if name == "preferred_brand":
         return _argmax(profile.brand_counts)
     raise ValueError(f"unknown derived trait {name!r}")
+
+
+def _deriver(name: str) -> Callable[[Profile, int], Any]:
+    """``derived_value`` for one name."""
+    if name == "preferred_channel":
+        return lambda profile, now: _argmax(profile.channel_counts)
+    if name == "preferred_category":
+        return lambda profile, now: _argmax(profile.category_counts)
+    if name == "preferred_brand":
+        return lambda profile, now: _argmax(profile.brand_counts)
+    if name == "purchase_count":
+        return lambda profile, now: profile.purchase_count
+    if name == "lifetime_revenue":
+        return lambda profile, now: profile.revenue
+    return lambda profile, now: derived_value(profile, name, now)
 
 
 Test = Callable[[Evaluation], bool]
@@ -666,6 +712,33 @@ def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
     return deadline
 
 
+def _holds(ev: Evaluation) -> bool:
+    return True
+
+
+def _is_empty(profile: Profile) -> bool:
+    """Whether ``profile`` holds no state that conditions read (a new person)."""
+    return (
+        profile.first_seen is None
+        and profile.last_ts is None
+        and profile.last_context is None
+        and not profile.members
+        and not profile.windowed
+        and not profile.wvalues
+        and not profile.totals
+        and not profile.traits
+        and not profile.purchases
+        and not profile.purchase_count
+        and not profile.revenue
+        and not profile.ledger
+        and not profile.category_ledger
+        and not profile.channel_counts
+        and not profile.hour_counts
+        and not profile.category_counts
+        and not profile.brand_counts
+    )
+
+
 class SegmentEngine:
     """Compiled definitions with their versions; evaluates profiles incrementally."""
 
@@ -699,6 +772,8 @@ class SegmentEngine:
                 assert definition.when is not None
                 self.compiled[segment_id] = self._compile(definition.when)
         self.features_by_name: dict[str, list[Feature]] = {}
+        # (event name, channel, has lines) -> the features such an event may match, in the order above
+        self._matching: dict[tuple[str, str, bool], tuple[Feature, ...]] = {}
         for feature in self.features.values():
             for name in feature.names:
                 self.features_by_name.setdefault(name, []).append(feature)
@@ -732,8 +807,15 @@ class SegmentEngine:
             )
         # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
         self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
+        self._first_plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
         self._timed_plan = self._plan(self.timed)
         self._all_plan = self._plan(self.order)
+        # What every segment holds for a profile without any state (the same at any time).
+        empty = Evaluation(self, Profile(""), 0)
+        for segment_id, test, _, _ in self._all_plan:
+            if test is not None:
+                empty.member[segment_id] = test(empty)
+        self._empty = empty.member
         self.counts_hours = "@pref:hour" in self.by_trigger
         self._watched = tuple(
             name
@@ -796,7 +878,16 @@ class SegmentEngine:
             name, check = condition.derived, condition.compile()
             triggers = {_DERIVED_TRIGGERS.get(name, PURCHASE)}
             deadlines = [_derived_deadlines(name, condition.thresholds())] if name in TIME_DERIVED else []
-            return _Compiled(lambda ev: check(ev.derived(name)), triggers, deadlines, [], set())
+            derive = _deriver(name)
+
+            def derived_test(ev: Evaluation) -> bool:
+                cache = ev.cache
+                if name in cache:
+                    return check(cache[name])
+                value = cache[name] = derive(ev.profile, ev.now)
+                return check(value)
+
+            return _Compiled(derived_test, triggers, deadlines, [], set())
         if isinstance(condition, ContextCondition):
             filters = condition.context
             channels = frozenset(filters.channel) if filters.channel is not None else None
@@ -940,21 +1031,43 @@ class SegmentEngine:
         if now < ts:
             ts = now
         prepared = _Prepared(event, ts, self.catalog, self.timezone, self.hemisphere)
+        fresh = profile.last_ts is None and _is_empty(profile)
         first = profile.last_ts is None
         tokens = self._update(profile, prepared, now)
-        if first:
+        due = profile.due
+        key = (event.name, bool(event.traits), bool(due and due <= now) and not first, tokens)
+        if fresh:
             # Never evaluated: every segment that holds without matching events ("did not buy",
             # "not gold") must be entered now, not only those this event triggers.
+            plan = self._first_plans.get(key)
+            if plan is None:
+                plan = self._first_plans[key] = self._first_plan(key)
+        elif first:
             plan = self._all_plan
         else:
-            due = profile.due
-            key = (event.name, bool(event.traits), bool(due and due <= now), tokens)
-            plan = self._plans.get(key)  # type: ignore[assignment]
+            plan = self._plans.get(key)
             if plan is None:
                 plan = self._plans[key] = self._event_plan(key)
         changes = self._evaluate(profile, now, plan, "event", f"event {event.name!r}", event.message_id)
         profile.due = self.next_deadline(profile, now) or 0
         return changes
+
+    def _first_plan(self, key: tuple[str, bool, bool, tuple[str, ...]]) -> tuple[_Step, ...]:
+        """The segments to evaluate for the first event of an empty profile.
+
+        Every segment is evaluated, in effect: those the event may change (its plan) are, the others
+        read nothing the event changed, so they hold what they hold for the empty profile. Of those,
+        the ones that hold are entered (a constant test); the others stay out without a step (their
+        refs read the stored membership, which is out too)."""
+        affected = {step[0] for step in self._event_plan(key)}
+        plan: list[_Step] = []
+        for step in self._all_plan:
+            segment_id, test, version, _ = step
+            if segment_id in affected:
+                plan.append(step)
+            elif test is not None and self._empty[segment_id]:
+                plan.append((segment_id, _holds, version, None))
+        return tuple(plan)
 
     def _event_plan(self, key: tuple[str, bool, bool, tuple[str, ...]]) -> tuple[_Step, ...]:
         """The segments an event may change: (name, has traits, deadline passed, derived triggers)."""
@@ -1026,8 +1139,11 @@ class SegmentEngine:
                 self._book(profile, prepared, 1.0)
         elif name in RETURN_EVENTS and lines:
             self._book(profile, prepared, -1.0)
-        features = self.features_by_name.get(name)
-        if features is not None:
+        if name in self.features_by_name:
+            index = (name, channel, bool(lines))
+            features = self._matching.get(index)
+            if features is None:
+                features = self._matching[index] = self._candidates(*index)
             for feature in features:
                 value = feature.match(prepared)
                 if value is not None:
@@ -1035,6 +1151,15 @@ class SegmentEngine:
         if len(tokens) > 1:
             return tuple(sorted(set(tokens)))
         return tuple(tokens)
+
+    def _candidates(self, name: str, channel: str, lines: bool) -> tuple[Feature, ...]:
+        """The features an event named ``name`` on ``channel`` (with or without lines) may match."""
+        return tuple(
+            feature
+            for feature in self.features_by_name.get(name, ())
+            if (feature.channels is None or channel in feature.channels)
+            and (lines or feature.product is None)
+        )
 
     @staticmethod
     def _book(profile: Profile, prepared: _Prepared, sign: float) -> None:
