@@ -17,6 +17,7 @@ import bisect
 import hashlib
 import itertools
 import math
+import operator
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,7 @@ from streams.domain.segments.model import (
     WEEKDAYS,
     AllOf,
     AnyOf,
+    Comparison,
     ContextCondition,
     ContextFilter,
     DerivedCondition,
@@ -221,7 +223,8 @@ def _single_item(event: SegmentEvent) -> list[_Item]:
     get = props.get
     product_id = _text(get("product_id")) or _text(get("productId"))
     app = event.channel == "app"
-    sku = _text(get("sku")) or (None if app else product_id)
+    raw = get("sku")
+    sku = (raw if raw.__class__ is str and raw.strip() else _text(raw)) or (None if app else product_id)
     ean = _text(get("ean"))
     app_id = product_id if app else None
     if not (sku or ean or app_id):
@@ -274,7 +277,7 @@ def _time_test(filters: ContextFilter) -> _TimeTest | None:
     """The local-time part of ``filters`` as one predicate (None: it has no local-time filter)."""
     if not filters.needs_local_time():
         return None
-    hour_check = filters.local_hour.compile() if filters.local_hour is not None else None
+    hour_check = _numeric(filters.local_hour) if filters.local_hour is not None else None
     weekdays = frozenset(filters.weekday) if filters.weekday is not None else None
     months = frozenset(filters.month) if filters.month is not None else None
     seasons = frozenset(filters.season) if filters.season is not None else None
@@ -544,15 +547,16 @@ def _bump(counts: dict[str, int], key: str) -> bool:
         counts[key] = 1
         return True
     mine = counts.get(key, 0) + 1
-    best = max(counts.values())
-    if mine < best:  # the leader still counts more than ``key``: it stays the leader
-        counts[key] = mine
-        return False
-    old = min(name for name, value in counts.items() if value == best)
+    best = max(counts.values())  # before counting: ``key`` had at most ``best``
     counts[key] = mine
-    if old == key:
+    if mine < best:  # the leader still counts more than ``key``: it stays the leader
         return False
-    return mine > best or (mine == best and key < old)
+    # mine == best + 1: ``key`` led before (tied or alone) and leads now; it changed if a smaller key
+    # led before. mine == best: ``key`` ties with the leaders; it changed unless a smaller key leads.
+    for name, value in counts.items():
+        if value == best and name < key:
+            return mine > best
+    return mine == best
 
 
 def purchase_interval_days(purchases: list[int]) -> float | None:
@@ -710,6 +714,47 @@ def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
         return best
 
     return deadline
+
+
+_ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _ordering(comparison: Comparison | None) -> tuple[Callable[[Any, Any], bool] | None, Any]:
+    """(op, bound) with ``comparison.test(x) == op(x, bound)`` for every int or float ``x``, if there
+    is one: a single gt / gte / lt / lte (no comparison: a count of at least one)."""
+    if comparison is None:
+        return operator.ge, 1
+    if comparison.exists is False or any(
+        getattr(comparison, name) is not None for name in ("eq", "ne", "in_", "not_in", "between", "contains")
+    ):
+        return None, None
+    given = [
+        (name, getattr(comparison, name)) for name in _ORDERINGS if getattr(comparison, name) is not None
+    ]
+    if len(given) != 1:
+        return None, None
+    name, bound = given[0]
+    return _ORDERINGS[name], bound
+
+
+def _numeric(comparison: Comparison) -> Callable[[Any], bool]:
+    """A predicate equal to ``comparison.test`` on ints (the local hour)."""
+    op, bound = _ordering(comparison)
+    if op is not None:
+        return lambda value: op(value, bound)
+    between = comparison.between
+    if between is not None and not (comparison.model_fields_set & _OTHER_TESTS):
+        low, high = between
+        return lambda value: low <= value <= high
+    return comparison.compile()
+
+
+_OTHER_TESTS = {"eq", "ne", "gt", "gte", "lt", "lte", "in_", "not_in", "contains", "exists"}
 
 
 def _holds(ev: Evaluation) -> bool:
@@ -960,42 +1005,45 @@ class SegmentEngine:
         check: Callable[[Any], bool] = (
             comparison.compile() if comparison is not None else (lambda value: value >= 1)
         )
+        # check(x) is op(x, bound) for the numbers a measure takes, when op is not None
+        op, bound = _ordering(comparison)
         # With no matching event counted: count 0, sum 0.0, min and max undefined.
         empty = check(None) if measure in ("min", "max") else check(0 if measure == "count" else 0.0)
         if window is None:
             index = {"count": 0, "sum": 1, "min": 2, "max": 3}[measure]
+            undefined = measure in ("min", "max")  # with a count of 0
 
-            if measure in ("min", "max"):
-
-                def test(ev: Evaluation) -> bool:
-                    total = ev.totals.get(fid)
-                    return empty if total is None or not total[0] else check(total[index])
-            else:
-
-                def test(ev: Evaluation) -> bool:
-                    total = ev.totals.get(fid)
-                    return empty if total is None else check(total[index])
+            def test(ev: Evaluation) -> bool:
+                total = ev.totals.get(fid)
+                if total is None or (undefined and not total[0]):
+                    return empty
+                return op(total[index], bound) if op is not None else check(total[index])
         else:
             # The windowed stats, pruning expired events as Feature.stats does (time only moves forward).
             of_values: Callable[[Any], Any] = sum if measure == "sum" else min if measure == "min" else max
+            counts = measure == "count"
             unvalued = 1.0 if measure in ("min", "max") else None
+            bisect_right = bisect.bisect_right
 
             def test(ev: Evaluation) -> bool:
                 times = ev.windowed.get(fid)
                 if not times:
                     return empty
-                start = bisect.bisect_right(times, ev.now - window)
-                if start:  # expired for good: time only moves forward
+                cutoff = ev.now - window
+                if times[0] <= cutoff:  # some expired, for good: time only moves forward
+                    start = bisect_right(times, cutoff)
                     del times[:start]
                     if valued:
                         del ev.wvalues[fid][:start]
                     if not times:
                         return empty
-                if measure == "count":
-                    return check(len(times))
-                if valued:
-                    return check(of_values(ev.wvalues[fid]))
-                return check(float(len(times)) if unvalued is None else unvalued)
+                if counts:
+                    value: Any = len(times)
+                elif valued:
+                    value = of_values(ev.wvalues[fid])
+                else:
+                    value = float(len(times)) if unvalued is None else unvalued
+                return op(value, bound) if op is not None else check(value)
 
         return _Compiled(test, set(feature.names), deadlines, [feature], set())
 
@@ -1198,7 +1246,8 @@ class SegmentEngine:
             if not times:
                 continue
             # When the oldest event still in the window leaves it (expired ones are not yet pruned).
-            start = bisect.bisect_right(times, now - window)
+            cutoff = now - window
+            start = 0 if times[0] > cutoff else bisect.bisect_right(times, cutoff)
             if start < len(times):
                 at = times[start] + window
                 if at > now and (best is None or at < best):
