@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.agents.identity_bench import _percentile, _shopper, _wait, rss_bytes, seed
-from streams.agents.identity_kafka import consume_ready
+from streams.agents.identity_kafka import consume_ready, resolver_group
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
 from streams.domain.segments.engine import SegmentEngine
@@ -359,7 +359,6 @@ def run_pipeline_bench(
             "sink_group": f"bench-sink-{suffix}",
             "identity_group": f"bench-identity-{suffix}",
             "segments_group": f"bench-segments-{suffix}",
-            "segments_state_flush_s": 1.0,
         }
     )
     create_topics(settings)
@@ -396,8 +395,10 @@ def run_pipeline_bench(
                     sunk = _committed(settings, settings.sink_group, channels)
                     if time.monotonic() - last_report > 5:
                         last_report = time.monotonic()
+                        resolver = _committed(settings, resolver_group(settings), channels)
                         report(
-                            f"  {last_report - started:5.0f}s: segments {segments:,}, history sink {sunk:,}"
+                            f"  {last_report - started:5.0f}s: identity resolver {resolver:,}, "
+                            f"segments {segments:,}, history sink {sunk:,}"
                         )
                     return segments >= total and sunk >= total
 

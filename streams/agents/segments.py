@@ -130,6 +130,9 @@ class _Epoch:
 
 # Saves whose outputs are not acknowledged yet; beyond this the loop waits for the broker.
 _MAX_INFLIGHT_SAVES = 4
+# Profile states written per loop turn after a save: writing thousands at once stalled the loop for
+# ~100 ms, which every event behind it waited for.
+_STATES_PER_TURN = 500
 
 
 class SegmentStage:
@@ -165,6 +168,9 @@ class SegmentStage:
         self._failures: list[str] = []
         self._epoch = _Epoch(self._failures)
         self._inflight: deque[_Epoch] = deque()
+        # An ended epoch whose touched profiles are still being written, a slice per loop turn.
+        self._sealed: _Epoch | None = None
+        self._to_write: list[str] = []
         self._partitions = 0
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
@@ -292,6 +298,8 @@ class SegmentStage:
             while len(self._inflight) > _MAX_INFLIGHT_SAVES and not self._stop.is_set():
                 producer.poll(0.05)  # backpressure: the broker is behind
                 self._complete()
+            if self._sealed is not None:
+                self._write_sealed(_STATES_PER_TURN)
             if self._replica is not None:
                 self._replica.poll()
             changed = self._definitions.poll()
@@ -517,15 +525,46 @@ class SegmentStage:
         self.stats.state_writes += len(written)
 
     def _save(self) -> None:
-        """Write touched profiles and end the epoch; its offsets are committed when it is acknowledged."""
-        self._write_states()
+        """End the epoch: its touched profiles are written over the next loop turns, and its offsets
+        are committed once all of that (and every output before) is acknowledged.
+
+        A profile written late may include events of the next epoch; that is safe, because each
+        profile records the offset of the last record applied to it and a replay skips what it has.
+        """
+        self._write_sealed(len(self._to_write))  # the previous save first, whole
         epoch = self._epoch
         epoch.offsets = [TopicPartition(t, p, offset + 1) for (t, p), offset in self._positions.items()]
         self._positions.clear()
-        self._inflight.append(epoch)
+        self._to_write = list(self._dirty)
+        self._dirty.clear()
+        self._sealed = epoch
         self._epoch = _Epoch(self._failures)
-        self._complete()
         self._freeze()
+
+    def _write_sealed(self, limit: int) -> None:
+        """Write up to ``limit`` states of the ended epoch; when none are left it joins the in-flight."""
+        sealed = self._sealed
+        if sealed is None:
+            return
+        assert self._producer is not None
+        now = self.now_ms()
+        produce, todo = self._producer.produce, self._to_write
+        count = min(limit, len(todo))
+        for _ in range(count):
+            person = todo.pop()
+            target = self.merged_into.get(person)
+            profile = None if target is not None else self.profiles.get(person)
+            produce(
+                self._state_topic,
+                encode_state(person, profile, target, now),
+                person.encode(),
+                on_delivery=sealed,
+            )
+        sealed.outstanding += count
+        self.stats.state_writes += count
+        if not todo:
+            self._inflight.append(sealed)
+            self._sealed = None
 
     def _complete(self) -> None:
         """Commit the offsets of the leading acknowledged epochs; stop on any failed output."""
@@ -548,6 +587,7 @@ class SegmentStage:
     def _save_and_commit(self, partitions: set[int] | None = None) -> None:
         """Write touched profiles, wait for every output, then commit what was consumed (stop, revoke)."""
         assert self._producer is not None and self._consumer is not None
+        self._write_sealed(len(self._to_write))
         self._write_states(partitions)
         deadline = time.monotonic() + self.settings.produce_timeout_s * 3
         while self._producer.flush(0.5) and time.monotonic() < deadline:
