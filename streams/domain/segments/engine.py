@@ -14,6 +14,7 @@ segments that refer to them, plus the clock-driven ones when the person's next d
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -123,12 +124,63 @@ class _Line(NamedTuple):
     brand_key: str = ""
 
 
+def _change_maker() -> Callable[..., Change]:
+    """``Change(...)`` without the generated ``__init__``: its ten slots set through their descriptors
+    (the frozen dataclass's __init__ sets them one ``object.__setattr__`` at a time, about 3x slower)."""
+    fields = [field.name for field in dataclasses.fields(Change)]
+    assert fields == list(Change.__slots__) and len(fields) == 10, "Change changed: update _change_maker"
+    assert not hasattr(Change, "__post_init__")
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = (getattr(Change, name).__set__ for name in fields)
+    new = object.__new__
+
+    def change(
+        person_id: str,
+        segment_id: str,
+        subject: str | None,
+        entered: bool,
+        seq: int,
+        at: int,
+        trigger: str,
+        reason: str,
+        message_id: str | None,
+        version: int,
+    ) -> Change:
+        made: Change = new(Change)
+        s0(made, person_id)
+        s1(made, segment_id)
+        s2(made, subject)
+        s3(made, entered)
+        s4(made, seq)
+        s5(made, at)
+        s6(made, trigger)
+        s7(made, reason)
+        s8(made, message_id)
+        s9(made, version)
+        return made
+
+    return change
+
+
+_change = _change_maker()
+
+
+_new_line = tuple.__new__  # a _Line from a full tuple, without the Python-level __new__ of defaults
+
+
 class _Prepared:
     """An event with its products looked up and its local time computed once."""
 
     __slots__ = ("device", "event", "hemisphere", "lines", "local", "ts", "zone")
 
-    def __init__(self, event: SegmentEvent, ts: int, catalog: ProductLookup, zone: str, hemisphere: str):
+    def __init__(
+        self,
+        event: SegmentEvent,
+        ts: int,
+        lookup: Callable[..., Any] | None,
+        zone: str,
+        hemisphere: str,
+    ):
+        """``lookup``: the catalog's (None: no catalog, every product unknown)."""
         self.event = event
         self.ts = ts
         self.zone = zone
@@ -146,10 +198,9 @@ class _Prepared:
         if not items:
             self.lines: tuple[_Line, ...] = ()
             return
-        lookup = catalog.lookup
         lines = []
         for sku, ean, app_product_id, quantity, unit_price in items:
-            product = lookup(sku=sku, ean=ean, app_product_id=app_product_id)
+            product = lookup(sku=sku, ean=ean, app_product_id=app_product_id) if lookup is not None else None
             if product is not None:
                 price = unit_price if unit_price is not None else product.price
                 category, brand = product.category, product.brand
@@ -175,7 +226,7 @@ class _Prepared:
                     else None
                 )
                 if fallback is not None:
-                    lines.append(_Line(fallback, None, None, quantity, unit_price))
+                    lines.append(_new_line(_Line, (fallback, None, None, quantity, unit_price, "", "")))
         self.lines = tuple(lines)
 
     def local_time(self) -> tuple[int, int, int]:
@@ -354,6 +405,10 @@ class Feature:
         self.window: int | None = condition.window
         self.valued = self.value_of is not None
         self.match = self._compile_match()
+        # every event with one of the names (on one of the channels) counts 1
+        self.counts_all = (
+            not self.where_checks and not self.has_other_context and self.product is None and not self.valued
+        )
 
     def matching_lines(self, prepared: _Prepared) -> list[_Line] | None:
         """The event's lines this feature looks at (None: the event does not match)."""
@@ -688,23 +743,28 @@ def _occurrence_deadlines(feature: Feature, which: int, span: int) -> Deadline:
 
 
 def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
+    # in days: the moments after the start at which the value reaches each threshold
+    days = [math.ceil(threshold * float(DAY_MS)) for threshold in thresholds]
+
     def deadline(profile: Profile, now: int) -> int | None:
         if name == "days_since_first_seen":
-            start, unit = profile.first_seen, float(DAY_MS)
+            start = profile.first_seen
+            if start is None:
+                return None
+            offsets = days
         elif not profile.purchases:
             return None
         elif name == "days_since_last_purchase":
-            start, unit = profile.purchases[-1], float(DAY_MS)
+            start, offsets = profile.purchases[-1], days
         else:  # lapse_ratio
             interval = purchase_interval_days(profile.purchases)
             if not interval:
                 return None
-            start, unit = profile.purchases[-1], interval * DAY_MS
-        if start is None:
-            return None
+            unit = interval * DAY_MS
+            start, offsets = profile.purchases[-1], [math.ceil(threshold * unit) for threshold in thresholds]
         best: int | None = None
-        for threshold in thresholds:
-            at = start + math.ceil(threshold * unit)
+        for offset in offsets:
+            at = start + offset
             if at <= now:
                 at += 1  # the moment after the threshold (a strict comparison turns then)
                 if at <= now:
@@ -796,6 +856,7 @@ class SegmentEngine:
         hemisphere: str = "north",
     ) -> None:
         self.catalog: ProductLookup = catalog or NoCatalog()
+        self._lookup = None if type(self.catalog) is NoCatalog else self.catalog.lookup
         self.timezone = timezone
         self.hemisphere = hemisphere
         self.definitions: dict[str, SegmentDefinition] = {}
@@ -818,7 +879,9 @@ class SegmentEngine:
                 self.compiled[segment_id] = self._compile(definition.when)
         self.features_by_name: dict[str, list[Feature]] = {}
         # (event name, channel, has lines) -> the features such an event may match, in the order above
-        self._matching: dict[tuple[str, str, bool], tuple[Feature, ...]] = {}
+        self._matching: dict[
+            tuple[str, str, bool], tuple[tuple[Feature, Callable[[_Prepared], float | None] | None], ...]
+        ] = {}
         for feature in self.features.values():
             for name in feature.names:
                 self.features_by_name.setdefault(name, []).append(feature)
@@ -852,6 +915,7 @@ class SegmentEngine:
             )
         # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
         self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
+        self._reasons: dict[str, str] = {}  # event name -> the reason of its changes
         self._first_plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
         self._timed_plan = self._plan(self.timed)
         self._all_plan = self._plan(self.order)
@@ -1078,7 +1142,7 @@ class SegmentEngine:
         ts = event.timestamp_ms
         if now < ts:
             ts = now
-        prepared = _Prepared(event, ts, self.catalog, self.timezone, self.hemisphere)
+        prepared = _Prepared(event, ts, self._lookup, self.timezone, self.hemisphere)
         fresh = profile.last_ts is None and _is_empty(profile)
         first = profile.last_ts is None
         tokens = self._update(profile, prepared, now)
@@ -1096,7 +1160,12 @@ class SegmentEngine:
             plan = self._plans.get(key)
             if plan is None:
                 plan = self._plans[key] = self._event_plan(key)
-        changes = self._evaluate(profile, now, plan, "event", f"event {event.name!r}", event.message_id)
+        reason = self._reasons.get(event.name)
+        if reason is None:
+            reason = f"event {event.name!r}"
+            if len(self._reasons) < 10_000:
+                self._reasons[event.name] = reason
+        changes = self._evaluate(profile, now, plan, "event", reason, event.message_id)
         profile.due = self.next_deadline(profile, now) or 0
         return changes
 
@@ -1192,18 +1261,21 @@ class SegmentEngine:
             features = self._matching.get(index)
             if features is None:
                 features = self._matching[index] = self._candidates(*index)
-            for feature in features:
-                value = feature.match(prepared)
+            for feature, match in features:
+                value = 1.0 if match is None else match(prepared)
                 if value is not None:
                     feature.add(profile, ts, value, now)
         if len(tokens) > 1:
             return tuple(sorted(set(tokens)))
         return tuple(tokens)
 
-    def _candidates(self, name: str, channel: str, lines: bool) -> tuple[Feature, ...]:
-        """The features an event named ``name`` on ``channel`` (with or without lines) may match."""
+    def _candidates(
+        self, name: str, channel: str, lines: bool
+    ) -> tuple[tuple[Feature, Callable[[_Prepared], float | None] | None], ...]:
+        """The features an event named ``name`` on ``channel`` (with or without lines) may match, with
+        their match (None: every such event matches, counting 1)."""
         return tuple(
-            feature
+            (feature, None if feature.counts_all else feature.match)
             for feature in self.features_by_name.get(name, ())
             if (feature.channels is None or channel in feature.channels)
             and (lines or feature.product is None)
@@ -1358,7 +1430,7 @@ class SegmentEngine:
             # interned when the engine is built, as _flip interns keys)
             members[segment_id] = (seq, now, version)
             changes.append(
-                Change(
+                _change(
                     person_id,
                     segment_id,
                     None,
@@ -1449,7 +1521,7 @@ class SegmentEngine:
         assert (seq % 2 == 1) == entered, "a membership flip must alternate"
         profile.members[sys.intern(key)] = (seq, now, version)
         verb = "entered" if entered else "exited"
-        return Change(
+        return _change(
             profile.person_id,
             segment_id,
             subject,
