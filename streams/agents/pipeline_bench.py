@@ -405,8 +405,7 @@ def run_pipeline_bench(
             report(f"first backlog: {events:,} events in {first:.1f}s (many profiles new)")
             warm_events = make_events(events, persons, rng, 5_000_000)
             expected += events
-            meter.start()
-            warm = drain(expected, _produced(producer, settings, warm_events))
+            warm = drain(expected, _produced(producer, settings, warm_events, meter))
             warm_cpu = _cpu_report("warm", events, *meter.stop(), report)
             report(f"warm: {events:,} more events (known persons) in {warm:.1f}s")
             worker_rss = sum(_process_rss(worker.pid) for worker in workers)
@@ -450,16 +449,20 @@ def _sender(settings: Settings) -> Producer:
     )
 
 
-def _produced(producer: Producer, settings: Settings, events: list[Event]) -> float:
+def _produced(
+    producer: Producer, settings: Settings, events: list[Event], meter: CpuMeter | None = None
+) -> float:
     """Produce ``events``; returns the monotonic time it started (the drain's clock).
 
-    The records are encoded before the clock starts: encoding in Python here (~30 µs an event) would
-    otherwise pace the backlog, and the drain would measure the benchmark instead of the worker.
+    The records are encoded before the clock (and ``meter``) starts: encoding in Python here (~30 µs an
+    event) would otherwise pace the backlog, and the drain would measure the benchmark, not the worker.
     """
     records = [
         (settings.channel_topic(e.context.channel), EVENT_CODEC.encode(e.to_avro()), e.partition_key())
         for e in events
     ]
+    if meter is not None:
+        meter.start()
     started = time.monotonic()
     for topic, value, key in records:
         producer.produce(topic, value, key)
