@@ -263,6 +263,7 @@ def _text(value: Any) -> str | None:
     return None
 
 
+_NUMBER = (int, float)  # for isinstance: a constant, where ``int | float`` builds a union per call
 _Item = tuple[str | None, str | None, str | None, float, float | None]  # sku, ean, app id, quantity, price
 
 
@@ -287,8 +288,8 @@ def _single_item(event: SegmentEvent) -> list[_Item]:
             sku,
             ean,
             app_id,
-            float(quantity) if isinstance(quantity, int | float) and not isinstance(quantity, bool) else 1.0,
-            float(price) if isinstance(price, int | float) and not isinstance(price, bool) else None,
+            float(quantity) if isinstance(quantity, _NUMBER) and not isinstance(quantity, bool) else 1.0,
+            float(price) if isinstance(price, _NUMBER) and not isinstance(price, bool) else None,
         )
     ]
 
@@ -405,6 +406,10 @@ class Feature:
         self.window: int | None = condition.window
         self.valued = self.value_of is not None
         self.match = self._compile_match()
+        # a product filter that a line without category and brand (category and brand keys "") can pass
+        self.takes_blank_lines = (self._categories is None or "" in self._categories) and (
+            self._brands is None or "" in self._brands
+        )
         # every event with one of the names (on one of the channels) counts 1
         self.counts_all = (
             not self.where_checks and not self.has_other_context and self.product is None and not self.valued
@@ -437,7 +442,7 @@ class Feature:
         if of == "quantity":
             return sum(line.quantity for line in lines)
         raw = _property(prepared.event.properties, of)
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or math.isnan(raw):
+        if isinstance(raw, bool) or not isinstance(raw, _NUMBER) or math.isnan(raw):
             return None
         return float(raw)
 
@@ -880,7 +885,7 @@ class SegmentEngine:
         self.features_by_name: dict[str, list[Feature]] = {}
         # (event name, channel, has lines) -> the features such an event may match, in the order above
         self._matching: dict[
-            tuple[str, str, bool], tuple[tuple[Feature, Callable[[_Prepared], float | None] | None], ...]
+            tuple[str, str, int], tuple[tuple[Feature, Callable[[_Prepared], float | None] | None], ...]
         ] = {}
         for feature in self.features.values():
             for name in feature.names:
@@ -1257,7 +1262,13 @@ class SegmentEngine:
         elif name in RETURN_EVENTS and lines:
             self._book(profile, prepared, -1.0)
         if name in self.features_by_name:
-            index = (name, channel, bool(lines))
+            # 0: no lines; 1: only lines without category and brand (unknown products); 2: others
+            shape = 1 if lines else 0
+            for line in lines:
+                if line.category_key or line.brand_key:
+                    shape = 2
+                    break
+            index = (name, channel, shape)
             features = self._matching.get(index)
             if features is None:
                 features = self._matching[index] = self._candidates(*index)
@@ -1270,15 +1281,16 @@ class SegmentEngine:
         return tuple(tokens)
 
     def _candidates(
-        self, name: str, channel: str, lines: bool
+        self, name: str, channel: str, lines: int
     ) -> tuple[tuple[Feature, Callable[[_Prepared], float | None] | None], ...]:
-        """The features an event named ``name`` on ``channel`` (with or without lines) may match, with
-        their match (None: every such event matches, counting 1)."""
+        """The features an event named ``name`` on ``channel`` with ``lines`` (0: none, 1: only of
+        products without category and brand, 2: others) may match, with their match (None: every
+        such event matches, counting 1)."""
         return tuple(
             (feature, None if feature.counts_all else feature.match)
             for feature in self.features_by_name.get(name, ())
             if (feature.channels is None or channel in feature.channels)
-            and (lines or feature.product is None)
+            and (feature.product is None or lines == 2 or (lines == 1 and feature.takes_blank_lines))
         )
 
     @staticmethod
