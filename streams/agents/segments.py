@@ -298,8 +298,6 @@ class SegmentStage:
             while len(self._inflight) > _MAX_INFLIGHT_SAVES and not self._stop.is_set():
                 producer.poll(0.05)  # backpressure: the broker is behind
                 self._complete()
-            if self._sealed is not None:
-                self._write_sealed(_STATES_PER_TURN)
             if self._replica is not None:
                 self._replica.poll()
             changed = self._definitions.poll()
@@ -331,6 +329,8 @@ class SegmentStage:
                 except SerializationError as exc:
                     self._invalid(topic, partition, offset, value, str(exc))
             self._fire_timers(self.now_ms())
+            if self._sealed is not None:  # at least as many states as events this turn: keeps pace
+                self._write_sealed(max(_STATES_PER_TURN, len(messages)))
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
             if time.monotonic() >= next_flush:
