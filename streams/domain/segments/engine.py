@@ -273,11 +273,16 @@ def _single_item(event: SegmentEvent) -> list[_Item]:
     if not props:
         return []
     get = props.get
-    product_id = _text(get("product_id")) or _text(get("productId"))
+    raw = get("product_id")
+    product_id = None if raw is None else _text(raw)
+    if product_id is None:
+        raw = get("productId")
+        product_id = None if raw is None else _text(raw)
     app = event.channel == "app"
     raw = get("sku")
     sku = (raw if raw.__class__ is str and raw.strip() else _text(raw)) or (None if app else product_id)
-    ean = _text(get("ean"))
+    raw = get("ean")
+    ean = None if raw is None else _text(raw)
     app_id = product_id if app else None
     if not (sku or ean or app_id):
         return []
@@ -751,22 +756,7 @@ def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
     # in days: the moments after the start at which the value reaches each threshold
     days = [math.ceil(threshold * float(DAY_MS)) for threshold in thresholds]
 
-    def deadline(profile: Profile, now: int) -> int | None:
-        if name == "days_since_first_seen":
-            start = profile.first_seen
-            if start is None:
-                return None
-            offsets = days
-        elif not profile.purchases:
-            return None
-        elif name == "days_since_last_purchase":
-            start, offsets = profile.purchases[-1], days
-        else:  # lapse_ratio
-            interval = purchase_interval_days(profile.purchases)
-            if not interval:
-                return None
-            unit = interval * DAY_MS
-            start, offsets = profile.purchases[-1], [math.ceil(threshold * unit) for threshold in thresholds]
+    def earliest(start: int, offsets: list[int], now: int) -> int | None:
         best: int | None = None
         for offset in offsets:
             at = start + offset
@@ -778,7 +768,32 @@ def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
                 best = at
         return best
 
-    return deadline
+    if name == "days_since_first_seen":
+
+        def first_seen(profile: Profile, now: int) -> int | None:
+            start = profile.first_seen
+            return None if start is None else earliest(start, days, now)
+
+        return first_seen
+    if name == "days_since_last_purchase":
+
+        def last_purchase(profile: Profile, now: int) -> int | None:
+            purchases = profile.purchases
+            return earliest(purchases[-1], days, now) if purchases else None
+
+        return last_purchase
+
+    def lapse(profile: Profile, now: int) -> int | None:  # lapse_ratio
+        purchases = profile.purchases
+        if not purchases:
+            return None
+        interval = purchase_interval_days(purchases)
+        if not interval:
+            return None
+        unit = interval * DAY_MS
+        return earliest(purchases[-1], [math.ceil(threshold * unit) for threshold in thresholds], now)
+
+    return lapse
 
 
 _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
