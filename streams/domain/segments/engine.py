@@ -1435,6 +1435,7 @@ class SegmentEngine:
         members = profile.members
         evaluated = ev.member
         person_id = profile.person_id
+        entered = exited = ""  # the changes' reasons, made at the first change
         for segment_id, test, version, definition in plan:
             if test is None:
                 assert definition is not None
@@ -1456,6 +1457,8 @@ class SegmentEngine:
             # a flip of the stored membership: entered on an odd transition count (segment ids are
             # interned when the engine is built, as _flip interns keys)
             members[segment_id] = (seq, now, version)
+            if not entered:
+                entered, exited = f"entered: {reason}", f"exited: {reason}"
             changes.append(
                 _change(
                     person_id,
@@ -1465,7 +1468,7 @@ class SegmentEngine:
                     seq,
                     now,
                     trigger,
-                    f"{'entered' if member else 'exited'}: {reason}",
+                    (entered if member else exited),
                     message_id,
                     version,
                 )

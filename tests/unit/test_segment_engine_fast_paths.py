@@ -1,0 +1,70 @@
+"""The segment engine's fast paths equal the plain computations they replace."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.domain.segments.engine import Change, _argmax, _bump, _change, _ordering, _utc_time
+from streams.domain.segments.events import local_time
+from streams.domain.segments.model import Comparison
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(-(2**41), 2**42))
+def test_utc_time_by_arithmetic_equals_local_time(ts: int) -> None:
+    assert _utc_time(ts) == local_time(ts, None, "UTC")
+
+
+def test_utc_time_at_day_and_month_edges() -> None:
+    for ts in (0, -1, 86_399_999, 86_400_000, 951_782_400_000, 1_709_164_800_000 - 1, 1_709_164_800_000):
+        assert _utc_time(ts) == local_time(ts, None, "UTC")
+
+
+def _leader_changed(counts: dict[str, int], key: str) -> bool:
+    """The plain definition: the most frequent key (ties: the smallest) before and after counting."""
+    before = _argmax(counts)
+    counts[key] = counts.get(key, 0) + 1
+    return before != _argmax(counts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from("abcde"), max_size=30))
+def test_bump_reports_a_new_leader(keys: list[str]) -> None:
+    counts: dict[str, int] = {}
+    plain: dict[str, int] = {}
+    for key in keys:
+        assert _bump(counts, key) == _leader_changed(plain, key)
+    assert counts == plain
+
+
+def test_argmax_takes_the_smallest_of_the_most_frequent() -> None:
+    assert _argmax({}) is None
+    assert _argmax({"web": 2, "app": 2, "email": 1}) == "app"
+    assert _argmax({"web": 3, "app": 2}) == "web"
+
+
+def test_change_built_through_its_slots_equals_the_dataclass() -> None:
+    args = ("p", "s", "product:x", True, 3, 1_700_000_000_000, "event", "entered: event 'x'", "m", 2)
+    made = _change(*args)
+    assert type(made) is Change
+    assert made == Change(*args)
+    assert dataclasses.astuple(made) == args
+    assert hash(made) == hash(Change(*args))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["gt", "gte", "lt", "lte", "eq", "ne", "between"]),
+    st.sampled_from([0, 1, 2.5, 3]),
+    st.one_of(st.integers(-5, 5), st.floats(-5, 5), st.just(float("nan"))),
+)
+def test_ordering_agrees_with_the_comparison(op_name: str, bound: float, value: float) -> None:
+    comparison = Comparison.model_validate({op_name: [bound, bound + 1] if op_name == "between" else bound})
+    op, limit = _ordering(comparison)
+    if op is not None:
+        assert op(value, limit) == comparison.test(value)
+    else:
+        assert op_name in ("eq", "ne", "between")
