@@ -73,6 +73,8 @@ _DERIVED_TRIGGERS = {
     "preferred_brand": "@pref:brand",
     "days_since_first_seen": "@first_seen",
 }
+# Triggers other than event names: conditions on traits, every event, purchases, derived traits.
+_SPECIAL_TRIGGERS = frozenset({ANY_EVENT, TRAITS, PURCHASE, *_DERIVED_TRIGGERS.values()})
 _CONTACT_KINDS = {
     "email": "email",
     "phone": "phone",
@@ -511,9 +513,10 @@ class Feature:
             if ts <= now - window:
                 return  # already outside the window, and time only moves forward
             fid = self.id
-            times = profile.windowed.get(fid)
+            windowed = profile.windowed
+            times = windowed.get(fid)
             if times is None:
-                times = profile.windowed[fid] = array("q")
+                times = windowed[fid] = array("q")
             if not times or ts >= times[-1]:
                 at = len(times)
                 times.append(ts)
@@ -574,10 +577,9 @@ class Feature:
 class Evaluation:
     """One evaluation pass over a profile at ``now``: caches derived values, holds new memberships."""
 
-    __slots__ = ("cache", "engine", "member", "members", "now", "profile", "totals", "windowed", "wvalues")
+    __slots__ = ("cache", "member", "members", "now", "profile", "totals", "windowed", "wvalues")
 
     def __init__(self, engine: SegmentEngine, profile: Profile, now: int) -> None:
-        self.engine = engine
         self.profile = profile
         self.now = now
         self.member: dict[str, bool] = {}
@@ -936,7 +938,10 @@ class SegmentEngine:
         # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
         self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
         self._reasons: dict[str, str] = {}  # event name -> the reason of its changes
-        self._first_plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
+        # (the plan key, the features the event matched) -> a new person's first plan
+        self._first_plans: dict[
+            tuple[str, bool, bool, tuple[str, ...], tuple[str, ...]], tuple[_Step, ...]
+        ] = {}
         self._timed_plan = self._plan(self.timed)
         self._all_plan = self._plan(self.order)
         # What every segment holds for a profile without any state (the same at any time).
@@ -1163,17 +1168,22 @@ class SegmentEngine:
         if now < ts:
             ts = now
         prepared = _Prepared(event, ts, self._lookup, self.timezone, self.hemisphere)
-        fresh = profile.last_ts is None and _is_empty(profile)
         first = profile.last_ts is None
-        tokens = self._update(profile, prepared, now)
+        fresh = first and _is_empty(profile)
+        matched: list[str] | None = [] if fresh else None
+        tokens = self._update(profile, prepared, now, matched)
         due = profile.due
         key = (event.name, bool(event.traits), bool(due and due <= now) and not first, tokens)
         if fresh:
             # Never evaluated: every segment that holds without matching events ("did not buy",
             # "not gold") must be entered now, not only those this event triggers.
-            plan = self._first_plans.get(key)
+            assert matched is not None
+            first_key = (*key, tuple(matched))
+            plan = self._first_plans.get(first_key)
             if plan is None:
-                plan = self._first_plans[key] = self._first_plan(key)
+                plan = self._first_plan(key, set(matched))
+                if len(self._first_plans) < 10_000:  # feature combinations: bounded, but keep it so
+                    self._first_plans[first_key] = plan
         elif first:
             plan = self._all_plan
         else:
@@ -1189,20 +1199,34 @@ class SegmentEngine:
         profile.due = self.next_deadline(profile, now) or 0
         return changes
 
-    def _first_plan(self, key: tuple[str, bool, bool, tuple[str, ...]]) -> tuple[_Step, ...]:
-        """The segments to evaluate for the first event of an empty profile.
+    def _first_plan(
+        self, key: tuple[str, bool, bool, tuple[str, ...]], matched: set[str]
+    ) -> tuple[_Step, ...]:
+        """The segments to evaluate for the first event of an empty profile (``matched``: the ids of
+        the features the event was added to).
 
-        Every segment is evaluated, in effect: those the event may change (its plan) are, the others
-        read nothing the event changed, so they hold what they hold for the empty profile. Of those,
-        the ones that hold are entered (a constant test); the others stay out without a step (their
-        refs read the stored membership, which is out too)."""
+        Every segment is evaluated, in effect: those the event may change are, the others read
+        nothing the event changed, so they hold what they hold for the empty profile. Those are the
+        segments outside the event's plan, and in it those that read only behaviour features the
+        event did not match (still empty) and segments of that kind. Of those, the ones that hold are
+        entered (a constant test); the others stay out without a step (their refs read the stored
+        membership, which is out too)."""
         affected = {step[0] for step in self._event_plan(key)}
+        unchanged: set[str] = set()
         plan: list[_Step] = []
         for step in self._all_plan:
             segment_id, test, version, _ = step
-            if segment_id in affected:
+            compiled = self.compiled[segment_id]
+            if segment_id in affected and not (
+                test is not None
+                and not (compiled.triggers & _SPECIAL_TRIGGERS)
+                and not any(feature.id in matched for feature in compiled.features)
+                and compiled.refs <= unchanged
+            ):
                 plan.append(step)
-            elif test is not None and self._empty[segment_id]:
+                continue
+            unchanged.add(segment_id)
+            if test is not None and self._empty[segment_id]:
                 plan.append((segment_id, _holds, version, None))
         return tuple(plan)
 
@@ -1221,8 +1245,11 @@ class SegmentEngine:
             affected |= self.timed
         return self._plan(self._closure(affected))
 
-    def _update(self, profile: Profile, prepared: _Prepared, now: int) -> tuple[str, ...]:
-        """Add the event to the profile; returns the derived-trait triggers whose value changed."""
+    def _update(
+        self, profile: Profile, prepared: _Prepared, now: int, matched: list[str] | None = None
+    ) -> tuple[str, ...]:
+        """Add the event to the profile; returns the derived-trait triggers whose value changed (and
+        adds the ids of the features the event matched to ``matched``, if given)."""
         event, ts = prepared.event, prepared.ts
         tokens: list[str] = []
         if profile.first_seen is None or ts < profile.first_seen:
@@ -1291,6 +1318,8 @@ class SegmentEngine:
                 value = 1.0 if match is None else match(prepared)
                 if value is not None:
                     feature.add(profile, ts, value, now)
+                    if matched is not None:
+                        matched.append(feature.id)
         if len(tokens) > 1:
             return tuple(sorted(set(tokens)))
         return tuple(tokens)
