@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from array import array
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.domain.segments.engine import Change, _argmax, _bump, _change, _ordering, _utc_time
+from streams.domain.segments.engine import Change, _argmax, _bump, _change, _ordering, _seen, _utc_time
 from streams.domain.segments.events import local_time
 from streams.domain.segments.model import Comparison
 
@@ -68,3 +70,20 @@ def test_ordering_agrees_with_the_comparison(op_name: str, bound: float, value: 
         assert op(value, limit) == comparison.test(value)
     else:
         assert op_name in ("eq", "ne", "between")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=70), st.integers(-(2**63), 2**63 - 1))
+def test_seen_equals_membership(values: list[int], digest: int) -> None:
+    seen = array("q", values)
+    assert _seen(seen, digest) == (digest in seen)
+    if values:
+        assert _seen(seen, values[-1])
+
+
+def test_seen_ignores_bytes_across_two_entries() -> None:
+    seen = array("q", list(range(1, 40)))
+    raw = seen.tobytes()
+    across = int.from_bytes(raw[4:12], sys.byteorder, signed=True)  # half of one entry, half of the next
+    assert across not in seen
+    assert not _seen(seen, across)

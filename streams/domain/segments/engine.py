@@ -839,6 +839,20 @@ def _numeric(comparison: Comparison) -> Callable[[Any], bool]:
 _OTHER_TESTS = {"eq", "ne", "gt", "gte", "lt", "lte", "in_", "not_in", "contains", "exists"}
 
 
+def _seen(seen: array[int], digest: int) -> bool:
+    """``digest in seen``; for longer arrays a byte search (``in`` boxes every element)."""
+    if len(seen) < 16:
+        return digest in seen
+    size = seen.itemsize
+    raw, needle = seen.tobytes(), digest.to_bytes(size, sys.byteorder, signed=True)
+    at = raw.find(needle)
+    while at != -1:
+        if at % size == 0:  # a whole element, not the bytes across two
+            return True
+        at = raw.find(needle, at + 1)
+    return False
+
+
 def _holds(ev: Evaluation) -> bool:
     return True
 
@@ -1159,7 +1173,7 @@ class SegmentEngine:
         """Apply one event at ``now``; returns the changes (none for a duplicate message id)."""
         digest = message_hash(event.message_id)
         seen = profile.seen
-        if digest in seen:
+        if _seen(seen, digest):
             return self.tick(profile, now)  # applied once; but the clock it came with still counts
         seen.append(digest)
         if len(seen) > KEPT_MESSAGE_IDS:
