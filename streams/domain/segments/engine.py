@@ -754,9 +754,29 @@ def _occurrence_deadlines(feature: Feature, which: int, span: int) -> Deadline:
     return deadline
 
 
+def _reaching(threshold: float, interval: float | None = None) -> int:
+    """The first whole ms ``o`` after the start at which the derived value reaches ``threshold``,
+    computed the way :func:`derived_value` does: ``o / DAY_MS`` days, or ``(o / DAY_MS) / interval``
+    for a lapse ratio.
+
+    ``ceil(threshold * DAY_MS * interval)`` alone can be 1 ms off: the product rounds differently from
+    the divisions of the evaluation (seen: a lapse ratio of 0.5 over a 4,050,500 ms gap fired late).
+    """
+
+    def value(o: int) -> float:
+        return o / DAY_MS if interval is None else (o / DAY_MS) / interval
+
+    o = max(0, math.ceil(threshold * DAY_MS * (1.0 if interval is None else interval)))
+    while o > 0 and value(o - 1) >= threshold:
+        o -= 1
+    while value(o) < threshold:
+        o += 1
+    return o
+
+
 def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
     # in days: the moments after the start at which the value reaches each threshold
-    days = [math.ceil(threshold * float(DAY_MS)) for threshold in thresholds]
+    days = [_reaching(threshold) for threshold in thresholds]
 
     def earliest(start: int, offsets: list[int], now: int) -> int | None:
         best: int | None = None
@@ -792,8 +812,7 @@ def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
         interval = purchase_interval_days(purchases)
         if not interval:
             return None
-        unit = interval * DAY_MS
-        return earliest(purchases[-1], [math.ceil(threshold * unit) for threshold in thresholds], now)
+        return earliest(purchases[-1], [_reaching(threshold, interval) for threshold in thresholds], now)
 
     return lapse
 
