@@ -9,8 +9,12 @@ service (:class:`SegmentStageService`); the per-event Faust path measured too sl
 State and recovery
 ------------------
 - Profiles live in memory and are written to the compacted ``segments.state`` (same partition number)
-  every ``segments_state_flush_s``; then the consumed offsets are committed. A newly assigned partition
-  is rebuilt from ``segments.state`` before its records are processed.
+  every ``segments_state_flush_s``. Such a save ends an epoch. Its profiles are written over the next
+  loop turns, and its consumed offsets are committed once its outputs (changes, forwards, states) and
+  those of every earlier epoch are acknowledged. The loop never stops to wait for the broker. A newly
+  assigned partition is rebuilt from ``segments.state`` before its records are processed.
+- A batch is whatever has arrived (``consume_ready``). The loop waits up to
+  ``segments_timer_interval_s`` only when nothing has.
 - Each profile remembers the offset of the last record applied to it, so records replayed after a
   crash (consumed after the last commit) are skipped by profiles whose state already has them.
   Changes published after the last state write are published again on replay with the same
