@@ -201,7 +201,10 @@ class SegmentStage:
 
     def run(self) -> None:
         settings = self.settings
-        self._producer = Producer(producer_config(settings, "omniseg-segments"))
+        # Room for several saves in flight (changes + states) before produce() would raise BufferError.
+        self._producer = Producer(
+            producer_config(settings, "omniseg-segments", **{"queue.buffering.max.messages": 1_000_000})
+        )
         self._consumer = Consumer(
             consumer_config(
                 settings,
