@@ -39,6 +39,7 @@ from streams.domain.segments.events import (
 from streams.domain.segments.loader import evaluation_order
 from streams.domain.segments.model import (
     DAY_MS,
+    ORDERINGS,
     TIME_DERIVED,
     WEEKDAYS,
     AllOf,
@@ -817,14 +818,6 @@ def _derived_deadlines(name: str, thresholds: list[float]) -> Deadline:
     return lapse
 
 
-_ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
-    "gt": operator.gt,
-    "gte": operator.ge,
-    "lt": operator.lt,
-    "lte": operator.le,
-}
-
-
 def _ordering(comparison: Comparison | None) -> tuple[Callable[[Any, Any], bool] | None, Any]:
     """(op, bound) with ``comparison.test(x) == op(x, bound)`` for every int or float ``x``, if there
     is one: a single gt / gte / lt / lte (no comparison: a count of at least one)."""
@@ -834,13 +827,11 @@ def _ordering(comparison: Comparison | None) -> tuple[Callable[[Any, Any], bool]
         getattr(comparison, name) is not None for name in ("eq", "ne", "in_", "not_in", "between", "contains")
     ):
         return None, None
-    given = [
-        (name, getattr(comparison, name)) for name in _ORDERINGS if getattr(comparison, name) is not None
-    ]
+    given = [(name, getattr(comparison, name)) for name in ORDERINGS if getattr(comparison, name) is not None]
     if len(given) != 1:
         return None, None
     name, bound = given[0]
-    return _ORDERINGS[name], bound
+    return ORDERINGS[name], bound
 
 
 def _numeric(comparison: Comparison) -> Callable[[Any], bool]:

@@ -163,8 +163,8 @@ class Comparison(_Strict):
         if len(given) != 1:
             return test
         (name,) = given
-        if name in _ORDERING:
-            op, bound = _ORDERING[name], getattr(self, name)
+        if name in ORDERINGS:
+            op, bound = ORDERINGS[name], getattr(self, name)
 
             def ordered(value: Any) -> bool:
                 if value.__class__ is int or value.__class__ is float:
@@ -196,7 +196,7 @@ class Comparison(_Strict):
         return found
 
 
-_ORDERING: dict[str, Callable[[Any, Any], Any]] = {
+ORDERINGS: dict[str, Callable[[Any, Any], Any]] = {
     "gt": operator.gt,
     "gte": operator.ge,
     "lt": operator.lt,
