@@ -523,13 +523,15 @@ class SegmentStage:
             if partitions is not None and self._partition(person) not in partitions:
                 continue
             written.append(person)
-            target = self.merged_into.get(person)
-            profile = None if target is not None else self.profiles.get(person)
-            record = encode_state(person, profile, target, now)
-            produce(self._state_topic, record, person.encode(), on_delivery=epoch)
+            produce(self._state_topic, self._state(person, now), person.encode(), on_delivery=epoch)
         epoch.outstanding += len(written)
         self._dirty.difference_update(written)
         self.stats.state_writes += len(written)
+
+    def _state(self, person: str, now: int) -> bytes:
+        """The segments.state record of ``person``: the profile, or where it was merged."""
+        target = self.merged_into.get(person)
+        return encode_state(person, None if target is not None else self.profiles.get(person), target, now)
 
     def _save(self) -> None:
         """End the epoch: its touched profiles are written over the next loop turns, and its offsets
@@ -559,14 +561,7 @@ class SegmentStage:
         count = min(limit, len(todo))
         for _ in range(count):
             person = todo.pop()
-            target = self.merged_into.get(person)
-            profile = None if target is not None else self.profiles.get(person)
-            produce(
-                self._state_topic,
-                encode_state(person, profile, target, now),
-                person.encode(),
-                on_delivery=sealed,
-            )
+            produce(self._state_topic, self._state(person, now), person.encode(), on_delivery=sealed)
         sealed.outstanding += count
         self.stats.state_writes += count
         if not todo:
