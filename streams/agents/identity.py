@@ -29,9 +29,11 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.agents.identity_kafka import (
+    Sender,
+    consume_ready,
     consumer_config,
+    paced_producer_config,
     partitions_of,
-    producer_config,
     read_to_end,
     resolver_group,
 )
@@ -53,11 +55,16 @@ log = logging.getLogger("streams.agents.identity")
 
 _READ_TIMEOUT_S = 60.0
 _RETRY_MAX_S = 10.0
-# How long one consume call may wait to fill a batch: bounds the latency a quiet stream adds.
+# How long an idle turn waits for the first record (a batch is whatever has arrived: consume_ready).
 _BATCH_WAIT_S = 0.02
 # Batches whose records are produced but not all acknowledged yet (acks are awaited in the background,
-# so a broker round trip does not stall the loop; Tansu takes ~50 ms per hop here).
-_MAX_INFLIGHT = 8
+# so a broker round trip does not stall the loop). Batches are small when the stream is quiet.
+_MAX_INFLIGHT = 32
+# Offsets of acknowledged batches are committed at most this often: a commit is a broker request, and
+# a lost one only means a replay, which downstream deduplicates by messageId.
+_COMMIT_EVERY_S = 0.5
+# Records a turn handles between two checks whether the Sender is due.
+_TICK_EVERY = 500
 _RETRY_MIN_S = 0.2
 _SETTLE_TIMEOUT_S = 30.0
 
@@ -158,6 +165,8 @@ class Resolver:
         self._invalid_topic = settings.topic(INVALID_TOPIC.name)
         self._failed: list[tuple[_Batch, str, bytes | None, bytes | None]] = []
         self._inflight: deque[_Batch] = deque()
+        self._acknowledged: dict[tuple[str, int], int] = {}  # offsets done but not committed yet
+        self._next_commit = 0.0
         self._retry_delay = _RETRY_MIN_S
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -171,7 +180,7 @@ class Resolver:
 
     def run(self) -> None:
         replica = AssignmentReplica(self.settings)
-        producer = Producer(producer_config(self.settings, "omniseg-identity-resolver"))
+        producer = Producer(paced_producer_config(self.settings, "omniseg-identity-resolver"))
         consumer = Consumer(
             consumer_config(self.settings, resolver_group(self.settings), "omniseg-identity-resolver")
         )
@@ -209,20 +218,25 @@ class Resolver:
         resolved_topic, links_topic = self._resolved_topic, self._links_topic
         produce = producer.produce
         stats = self.stats
+        sender = Sender(producer, self.settings.kafka_linger_ms)
         while not self._stop.is_set():
+            sender.tick()
             stats.replica_records += replica.poll()
             producer.poll(0)
             self._complete(producer)
             if len(self._inflight) >= _MAX_INFLIGHT:
                 producer.poll(0.01)  # backpressure: wait for acknowledgements first
                 continue
-            messages = consumer.consume(batch_size, _BATCH_WAIT_S)
+            messages = consume_ready(consumer, batch_size, sender.wait_s(_BATCH_WAIT_S))
             if not messages:
                 continue
             now_ms = int(time.time() * 1000)
             batch = _Batch(self._failed)
             offsets = batch.offsets
-            for msg in messages:
+            for n, msg in enumerate(messages, 1):
+                if not n % _TICK_EVERY:  # a long turn still sends every interval
+                    sender.pending = True
+                    sender.tick()
                 error = msg.error()
                 if error is not None:
                     self._kafka_error(error)
@@ -262,6 +276,8 @@ class Resolver:
                 stats.resolved += 1
             self._inflight.append(batch)
             stats.batches += 1
+            if batch.outstanding:
+                sender.pending = True
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
 
@@ -304,17 +320,20 @@ class Resolver:
             self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
             for batch, topic, key, value in failed:
                 producer.produce(topic, value, key, on_delivery=batch)
-        done: dict[tuple[str, int], int] = {}
+        done = self._acknowledged
         inflight = self._inflight
         while inflight and inflight[0].outstanding == 0:
             done.update(inflight.popleft().offsets)
-        if done:
             self._retry_delay = _RETRY_MIN_S
+        if done and (not asynchronous or time.monotonic() >= self._next_commit):
             self._commit(done, asynchronous)
+            done.clear()
+            self._next_commit = time.monotonic() + _COMMIT_EVERY_S
 
     def _settle(self, producer: Producer) -> None:
         """Wait until every batch in flight is acknowledged and committed (stop and revoke)."""
         deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+        self._complete(producer, asynchronous=False)  # commits what is acknowledged but not committed
         while self._inflight:
             producer.flush(1)
             self._complete(producer, asynchronous=False)

@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.agents.identity_bench import _percentile, _shopper, _wait, rss_bytes, seed
-from streams.agents.identity_kafka import consume_ready, resolver_group
+from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, consume_ready, resolver_group
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
 from streams.domain.segments.engine import SegmentEngine
@@ -438,11 +438,11 @@ _WARMUP_EVENTS = 2_000
 
 
 def _sender(settings: Settings) -> Producer:
-    """The load generator's producer: batches like the worker's (``kafka_linger_ms``)."""
+    """The load generator's producer: sent like the worker's (a :class:`Sender`, ``kafka_linger_ms``)."""
     return Producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
-            "linger.ms": settings.kafka_linger_ms,
+            "linger.ms": PACED_LINGER_MS,
             "compression.type": "lz4",
             "partitioner": "murmur2_random",
         }
@@ -574,10 +574,12 @@ def _probe(
         topic = settings.channel_topic(event.context.channel)
         encoded.append((at, topic, EVENT_CODEC.encode(record), event.partition_key(), event.messageId))
     producer = _sender(settings)
+    sender = Sender(producer, settings.kafka_linger_ms)
     actual: dict[str, float] = {}
     gc.collect()
     gc.freeze()  # the pre-encoded load is not garbage; keep GC pauses out of the send loop
     late_by = time.time() - start_at
+    report(f"latency probe: sending {count:,} events at {rate:,}/s ({seconds:.0f}s)")
     time.sleep(max(0.0, start_at - time.time()))
     started = time.monotonic()
     if meter is not None:
@@ -585,10 +587,12 @@ def _probe(
     for at, topic, value, key, message_id in encoded:
         delay = at - time.time()
         if delay > 0.002:
-            time.sleep(delay)
+            sender.tick()
+            time.sleep(max(0.0, at - time.time()))
         sent[message_id] = at
         actual[message_id] = time.time()
         producer.produce(topic, value, key)
+        sender.pending = True
         producer.poll(0)
     producer.flush(60)
     achieved = count / (time.monotonic() - started)

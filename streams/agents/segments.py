@@ -59,11 +59,12 @@ from confluent_kafka import (
 )
 
 from streams.agents.identity_kafka import (
+    Sender,
     consume_ready,
     consumer_config,
     murmur2_partition,
+    paced_producer_config,
     partitions_of,
-    producer_config,
     read_to_end,
 )
 from streams.agents.segment_definitions import DefinitionsFollower
@@ -137,6 +138,8 @@ _MAX_INFLIGHT_SAVES = 4
 # Profile states written per loop turn after a save: writing thousands at once stalled the loop for
 # ~100 ms, which every event behind it waited for.
 _STATES_PER_TURN = 500
+# Records a turn handles between two checks whether the Sender is due.
+_TICK_EVERY = 200
 
 
 class SegmentStage:
@@ -203,7 +206,7 @@ class SegmentStage:
         settings = self.settings
         # Room for several saves in flight (changes + states) before produce() would raise BufferError.
         self._producer = Producer(
-            producer_config(settings, "omniseg-segments", **{"queue.buffering.max.messages": 1_000_000})
+            paced_producer_config(settings, "omniseg-segments", **{"queue.buffering.max.messages": 1_000_000})
         )
         self._consumer = Consumer(
             consumer_config(
@@ -299,7 +302,10 @@ class SegmentStage:
         flush_every = self.settings.segments_state_flush_s
         next_flush = time.monotonic() + flush_every
         resolved_topic, forward_topic = self._topics["resolved"], self._topics["forward"]
+        sender = Sender(producer, self.settings.kafka_linger_ms)
         while not self._stop.is_set():
+            sender.pending = len(producer) > 0  # queued, or in flight (then the send is a no-op)
+            sender.tick()
             producer.poll(0)
             self._complete()
             while len(self._inflight) > _MAX_INFLIGHT_SAVES and not self._stop.is_set():
@@ -310,9 +316,12 @@ class SegmentStage:
             changed = self._definitions.poll()
             if changed:
                 self._redefine(changed)
-            messages = consume_ready(consumer, batch_size, timer_wait)
+            messages = consume_ready(consumer, batch_size, sender.wait_s(timer_wait))
             now = self.now_ms()
-            for msg in messages:
+            for n, msg in enumerate(messages, 1):
+                if not n % _TICK_EVERY:  # a long turn still sends its changes every interval
+                    sender.pending = True
+                    sender.tick()
                 error = msg.error()
                 if error is not None:
                     if error.fatal():

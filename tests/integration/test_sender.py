@@ -1,0 +1,80 @@
+"""The paced Sender against the real Tansu broker: a stage's records go out when it ticks, in one go
+for every partition, and not before the interval has passed since the last send."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, paced_producer_config
+from streams.settings import Settings
+from streams.topics import RESOLVED_TOPIC
+
+pytestmark = pytest.mark.integration
+
+
+def _reader(settings: Settings, topic: str) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"sender-test-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, -2) for p in range(settings.kafka_partitions)])
+    return consumer
+
+
+def _arrived(consumer: Consumer, wanted: int, within_s: float) -> tuple[int, float]:
+    """(records read, seconds until the last of them) within ``within_s``."""
+    started, got, last = time.monotonic(), 0, 0.0
+    while got < wanted and time.monotonic() - started < within_s:
+        for msg in consumer.consume(100, 0.01):
+            if msg.error() is None:
+                got += 1
+                last = time.monotonic() - started
+    return got, last
+
+
+def test_a_tick_sends_every_partition_at_once_and_waits_out_the_interval(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(kafka_linger_ms=300)
+    topic = settings.topic(RESOLVED_TOPIC.name)
+    producer = Producer(paced_producer_config(settings, "sender-test"))
+    consumer = _reader(settings, topic)
+    try:
+        _arrived(consumer, 1, 3)  # joined: nothing there yet
+        sender = Sender(producer, settings.kafka_linger_ms)
+        # Without a tick, records linger for librdkafka's own (long) linger.
+        for n in range(8):
+            producer.produce(topic, b"v", f"k{n}".encode())
+        producer.poll(0)
+        got, _ = _arrived(consumer, 8, PACED_LINGER_MS / 1000 / 4)
+        assert got == 0, "a paced producer sent before it was told to"
+        # The first tick sends at once, whatever the partitions.
+        sender.pending = True
+        sender.tick()
+        got, after = _arrived(consumer, 8, 2)
+        assert got == 8 and after < 0.2, (got, after)
+        # The next records wait until the interval since that send has passed.
+        for n in range(8):
+            producer.produce(topic, b"v", f"k{n}".encode())
+        sender.pending = True
+        assert 0 < sender.wait_s(1.0) <= 0.3
+        sender.tick()  # too early: nothing is sent
+        got, _ = _arrived(consumer, 8, 0.1)
+        assert got == 0
+        time.sleep(max(0.0, sender.wait_s(1.0)))
+        sender.tick()
+        got, after = _arrived(consumer, 8, 2)
+        assert got == 8 and after < 0.2, (got, after)
+        assert not sender.pending and sender.wait_s(1.0) == 1.0
+    finally:
+        consumer.close()
+        producer.flush(10)
