@@ -408,6 +408,20 @@ def run_pipeline_bench(
             warm = drain(expected, _produced(producer, settings, warm_events, meter))
             warm_cpu = _cpu_report("warm", events, *meter.stop(), report)
             report(f"warm: {events:,} more events (known persons) in {warm:.1f}s")
+            alone: dict[str, Any] = {}
+            if layout == "split":
+                expected += events
+                alone = _each_alone(
+                    settings,
+                    workers,
+                    lambda: _start_worker(settings, Path(tmp) / "worker1.env", roles[1]),
+                    producer,
+                    meter,
+                    expected,
+                    events,
+                    report,
+                    make_events(events, persons, rng, 7_000_000),
+                )
             worker_rss = sum(_process_rss(worker.pid) for worker in workers)
         finally:
             for worker in workers:
@@ -429,6 +443,7 @@ def run_pipeline_bench(
         "startup_s": round(startup, 1),
         "worker_rss_bytes_after_backlogs": worker_rss,
         **warm_cpu,
+        **alone,
         **memory,
         **latency,
     }
@@ -437,12 +452,96 @@ def run_pipeline_bench(
 _WARMUP_EVENTS = 2_000
 
 
+def _each_alone(
+    settings: Settings,
+    workers: list[subprocess.Popen[bytes]],
+    restart_segments: Callable[[], subprocess.Popen[bytes]],
+    producer: Producer,
+    meter: CpuMeter,
+    expected: int,
+    events: int,
+    report: Report,
+    backlog: list[Event],
+) -> dict[str, Any]:
+    """Events/s of each process of the split worker while the other one is not running.
+
+    The concurrent drain shares two cores between both processes, the broker, ClickHouse and the bench,
+    so no process gets a core to itself. Here the segment process is stopped (cleanly) while identity +
+    sinks drain a backlog, timed until the resolver, the history sink and the identity sink have
+    committed it. Then a new segment process starts on the waiting backlog; its rate is measured between
+    its first and its last commit, so start-up and state restore are not counted, nor is the time
+    between a commit and the end of the backlog (commits come every ``segments_state_flush_s``).
+    ``workers`` is updated in place, so the caller stops the new process.
+    """
+    from streams.agents.identity_sink import identity_sink_group
+
+    channels = [settings.channel_topic(c) for c in CHANNELS]
+    resolved = [settings.topic(RESOLVED_TOPIC.name)]
+    upstream = workers[0]
+    _stop(workers[1])
+    segments_start = _committed(settings, settings.segments_group, resolved)
+
+    def upstream_done() -> bool:
+        if upstream.poll() is not None:
+            raise RuntimeError(f"the identity + sinks process exited with {upstream.returncode}")
+        return (
+            _committed(settings, resolver_group(settings), channels) >= expected
+            and _committed(settings, settings.sink_group, channels) >= expected
+            and _committed(settings, identity_sink_group(settings), resolved) >= expected
+        )
+
+    segments_name = ROLE_NAMES["split"][1]
+    del meter.processes[segments_name]
+    started = _produced(producer, settings, backlog, meter)
+    _wait(upstream_done, 600, "identity + sinks to drain the backlog alone")
+    identity_s = time.monotonic() - started
+    identity_cpu = _cpu_report("alone_identity_sinks", events, *meter.stop(), report)
+
+    segments = workers[1] = restart_segments()
+    meter.processes[segments_name] = segments.pid
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 600
+    while True:
+        if segments.poll() is not None:
+            raise RuntimeError(f"the segment process exited with {segments.returncode}")
+        count = _committed(settings, settings.segments_group, resolved)
+        now = time.monotonic()
+        if first is None and count > segments_start:
+            first = (now, count)
+            meter.start()
+        if count >= expected:
+            break
+        if now > deadline:
+            raise TimeoutError("benchmark: timed out waiting for the segment process to drain alone")
+        time.sleep(0.05)
+    assert first is not None
+    if count == first[1]:
+        raise RuntimeError(
+            "the segment process committed the whole backlog at once, so its rate cannot be measured "
+            "between commits: use a larger --events"
+        )
+    segments_rate = (count - first[1]) / (now - first[0])
+    segments_cpu = _cpu_report("alone_segments", count - first[1], *meter.stop(), report)
+    report(
+        f"each process alone: identity + sinks {events / identity_s:,.0f} events/s, "
+        f"segments {segments_rate:,.0f} events/s ({count - first[1]:,} events between its first and "
+        f"last commit)"
+    )
+    return {
+        "alone_identity_sinks_events_per_s": round(events / identity_s),
+        "alone_segments_events_per_s": round(segments_rate),
+        **identity_cpu,
+        **segments_cpu,
+    }
+
+
 def _sender(settings: Settings) -> Producer:
     """The load generator's producer: sent like the worker's (a :class:`Sender`, ``kafka_linger_ms``)."""
     return Producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             "linger.ms": PACED_LINGER_MS,
+            "queue.buffering.max.messages": 2_000_000,  # a whole backlog may be queued at once
             "compression.type": "lz4",
             "partitioner": "murmur2_random",
         }
@@ -464,9 +563,13 @@ def _produced(
     if meter is not None:
         meter.start()
     started = time.monotonic()
-    for topic, value, key in records:
+    sender = Sender(producer, settings.kafka_linger_ms)
+    for n, (topic, value, key) in enumerate(records):
         producer.produce(topic, value, key)
-        producer.poll(0)
+        if not n % 1000:
+            sender.pending = True
+            sender.tick()
+            producer.poll(0)
     producer.flush(60)
     return started
 

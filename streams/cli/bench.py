@@ -224,3 +224,27 @@ def pipeline(
         report=lambda line: click.echo(line, err=True),
     )
     click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("broker")
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option(
+    "--step",
+    type=click.IntRange(min=100),
+    default=2_000,
+    show_default=True,
+    help="Single-record batches appended to the partition before each measurement.",
+)
+@click.option("--rounds", type=click.IntRange(min=5), default=50, show_default=True)
+def broker(steps: int, step: int, rounds: int) -> None:
+    """The broker's CPU per produce + fetch round trip as a partition holds more batches.
+
+    Explains why a long benchmark on the local Tansu broker slows down (BENCHMARKS.md). Needs the
+    stack (omniseg dev up); reads the broker's CPU time from /proc.
+    """
+    from streams.agents.broker_bench import run_broker_bench
+
+    result = run_broker_bench(
+        get_settings(), steps=steps, step=step, rounds=rounds, report=lambda line: click.echo(line, err=True)
+    )
+    click.echo(json.dumps(result, indent=2))
