@@ -515,17 +515,22 @@ def _each_alone(
             raise TimeoutError("benchmark: timed out waiting for the segment process to drain alone")
         time.sleep(0.05)
     assert first is not None
+    report(f"each process alone: identity + sinks {events / identity_s:,.0f} events/s")
     if count == first[1]:
-        raise RuntimeError(
-            "the segment process committed the whole backlog at once, so its rate cannot be measured "
-            "between commits: use a larger --events"
+        report(
+            "each process alone: the segment process committed the whole backlog at once, so its rate "
+            "cannot be measured between commits (use a larger --events)"
         )
+        return {
+            "alone_identity_sinks_events_per_s": round(events / identity_s),
+            "alone_segments_events_per_s": None,
+            **identity_cpu,
+        }
     segments_rate = (count - first[1]) / (now - first[0])
     segments_cpu = _cpu_report("alone_segments", count - first[1], *meter.stop(), report)
     report(
-        f"each process alone: identity + sinks {events / identity_s:,.0f} events/s, "
-        f"segments {segments_rate:,.0f} events/s ({count - first[1]:,} events between its first and "
-        f"last commit)"
+        f"each process alone: segments {segments_rate:,.0f} events/s ({count - first[1]:,} events "
+        f"between its first and last commit)"
     )
     return {
         "alone_identity_sinks_events_per_s": round(events / identity_s),
@@ -705,7 +710,8 @@ def _probe(
     consumer.close()
     values = list(latency.values())
     report(
-        f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered"
+        f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered; "
+        f"event -> change p50 {_percentile(values, 0.5):,.0f} ms, p99 {_percentile(values, 0.99):,.0f} ms"
     )
     return {
         "probe_offered_events_per_s": rate,
