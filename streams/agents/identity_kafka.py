@@ -183,7 +183,13 @@ def partitions_of(consumer: Consumer, topic: str, timeout_s: float) -> list[int]
     meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         reason = meta.error if meta is not None and meta.error is not None else "no partitions"
-        raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic}: {reason}"))
+        raise KafkaException(
+            KafkaError(
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                f"topic {topic} is not there ({reason}): create the pipeline's topics with "
+                "`omniseg topics create` (same OMNISEG_TOPIC_PREFIX) before starting workers",
+            )
+        )
     return sorted(meta.partitions)
 
 

@@ -7,12 +7,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streams.agents.broker_bench import run_broker_bench
-from tests.conftest import TestStack
+from tests import conftest
 
 pytestmark = pytest.mark.integration
 
 
-def test_broker_bench_reports_each_step_and_deletes_its_topic(stack: TestStack) -> None:
+def test_broker_bench_reports_each_step_and_deletes_its_topic(stack: conftest.TestStack) -> None:
     settings = stack.settings()
     lines: list[str] = []
     pid = stack.kafka_proc.pid()
@@ -26,7 +26,7 @@ def test_broker_bench_reports_each_step_and_deletes_its_topic(stack: TestStack) 
     assert not [t for t in topics if t.startswith("bench-broker-")]
 
 
-def test_broker_bench_needs_a_broker_it_can_measure(stack: TestStack) -> None:
+def test_broker_bench_needs_a_broker_it_can_measure(stack: conftest.TestStack) -> None:
     settings = stack.settings(kafka_bootstrap="127.0.0.1:1")  # not the local stack's broker
     with pytest.raises(RuntimeError, match="omniseg dev up"):
         run_broker_bench(settings, steps=1, step=100, rounds=5, report=lambda _line: None)

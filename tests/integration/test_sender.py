@@ -78,3 +78,19 @@ def test_a_tick_sends_every_partition_at_once_and_waits_out_the_interval(
     finally:
         consumer.close()
         producer.flush(10)
+
+
+def test_a_missing_topic_is_reported_with_the_command_that_creates_it(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    from confluent_kafka import KafkaException
+
+    from streams.agents.catalog_replica import CatalogReplica
+
+    settings = settings_factory()
+    replica = CatalogReplica(settings.model_copy(update={"topic_prefix": f"missing-{uuid.uuid4().hex[:6]}."}))
+    try:
+        with pytest.raises(KafkaException, match="omniseg topics create"):
+            replica.load(timeout_s=5)
+    finally:
+        replica.close()
