@@ -4,7 +4,7 @@ The history sink spends most of its CPU decoding. fastavro's ``schemaless_reader
 one of our events on this machine (dict per nested record, a datetime per timestamp). This module
 generates straight-line Python for one writer schema: records become tuples in field order, enums
 their symbol, ``timestamp-millis`` stays the raw long, and ``["null", X]`` unions are a one-byte
-check. The binary encoding is the same one fastavro reads; ``tests/unit/test_sink_row_decoder.py``
+check. The binary encoding is the same one fastavro reads; ``tests/unit/test_row_decoder.py``
 proves the output equals fastavro's for varied events.
 
 Pure: no I/O, no Kafka, no ClickHouse.

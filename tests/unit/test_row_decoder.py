@@ -1,0 +1,53 @@
+"""The compiled tuple reader (streams/warehouse/row_decoder.py) against fastavro, on resolved events of
+every kind the pipeline writes, and on broken bytes."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from streams.agents.pipeline_bench import make_events
+from streams.serde import HEADER_LEN, RESOLVED_CODEC
+from streams.warehouse.events_table import _to_tuple
+from streams.warehouse.row_decoder import CorruptRecord, compile_reader, read_body
+from tests.integration import identity_scenario
+
+SCHEMA: dict[str, Any] = RESOLVED_CODEC.current.parsed
+AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def _records() -> list[dict[str, Any]]:
+    """Resolved events of every kind the pipeline writes: the identity scenario's and the bench's mix."""
+    records = identity_scenario.resolved_events()
+    for n, event in enumerate(make_events(300, 50, random.Random(3), 0)):
+        avro = event.to_avro()
+        if n % 3 == 0:  # traits and a campaign as well
+            avro["traits"] = '{"tier": "gold", "age": 41}'
+            avro["context"]["campaign"] = {"name": "autumn", "source": "mail", "medium": "email"}
+        records.append(
+            {"personId": f"P{n}", "identifiers": [f"email:u{n}@x.com"], "resolvedAt": AT, "event": avro}
+        )
+    return records
+
+
+RECORDS = _records()
+
+
+def test_the_full_reader_equals_fastavro() -> None:
+    reader = compile_reader(SCHEMA)
+    for record in RECORDS:
+        data = RESOLVED_CODEC.encode(record)
+        assert read_body(reader, data, HEADER_LEN) == _to_tuple(SCHEMA, RESOLVED_CODEC.decode(data))
+
+
+def test_broken_bytes_are_refused() -> None:
+    reader = compile_reader(SCHEMA)
+    data = RESOLVED_CODEC.encode(RECORDS[-1])
+    for cut in (len(data) - 1, len(data) // 2, HEADER_LEN + 3):
+        with pytest.raises(CorruptRecord):
+            read_body(reader, data[:cut], HEADER_LEN)
+    with pytest.raises(CorruptRecord, match="trailing"):
+        read_body(reader, data + b"\x00", HEADER_LEN)
