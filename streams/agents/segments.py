@@ -306,7 +306,7 @@ class SegmentStage:
         resolved_topic, forward_topic = self._topics["resolved"], self._topics["forward"]
         sender = Sender(producer, self.settings.kafka_linger_ms)
         while not self._stop.is_set():
-            sender.pending = len(producer) > 0  # queued, or in flight (then the send is a no-op)
+            sender.pending = len(producer) > 0  # queued or in flight (in flight only: a send waits 1 ms)
             sender.tick()
             producer.poll(0)
             self._complete()
