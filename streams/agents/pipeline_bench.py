@@ -695,12 +695,12 @@ def _probe(
     for at, topic, value, key, message_id in encoded:
         delay = at - time.time()
         if delay > 0.002:
-            sender.tick()
-            time.sleep(max(0.0, at - time.time()))
+            time.sleep(delay)
         sent[message_id] = at
         actual[message_id] = time.time()
         producer.produce(topic, value, key)
         sender.pending = True
+        sender.tick()  # also when the sender runs behind schedule and never sleeps
         producer.poll(0)
     producer.flush(60)
     achieved = count / (time.monotonic() - started)
