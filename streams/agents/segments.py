@@ -15,8 +15,8 @@ State and recovery
   assigned partition is rebuilt from ``segments.state`` before its records are processed.
 - A batch is whatever has arrived (``consume_ready``). The loop waits up to
   ``segments_timer_interval_s`` only when nothing has (less while records wait to be sent).
-- Outputs are sent by a :class:`Sender`: everything waiting, for all partitions in one request, at most
-  every ``kafka_linger_ms``, checked at each turn and every ``_TICK_EVERY`` records within a long one.
+- Outputs are sent by a :class:`Sender`: every partition's waiting batch at once, at most every
+  ``kafka_linger_ms``, checked at each turn and every ``_TICK_EVERY`` records within a long one.
 - Each profile remembers the offset of the last record applied to it, so records replayed after a
   crash (consumed after the last commit) are skipped by profiles whose state already has them.
   Changes published after the last state write are published again on replay with the same

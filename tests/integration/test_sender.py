@@ -80,6 +80,52 @@ def test_a_tick_sends_every_partition_at_once_and_waits_out_the_interval(
         producer.flush(10)
 
 
+def test_a_tick_sends_one_produce_request_per_partition(settings_factory: Callable[..., Settings]) -> None:
+    """What the docs say a tick costs the broker: librdkafka never puts two partitions in one
+    ProduceRequest (confluentinc/librdkafka#1700), so a stage writing N partitions pays N requests per
+    interval. Counted from librdkafka's own statistics; if this starts failing because librdkafka
+    combines partitions, the Sender's docs and BENCHMARKS.md need updating."""
+    import json
+
+    settings = settings_factory(kafka_linger_ms=50)
+    topic = settings.topic(RESOLVED_TOPIC.name)
+    stats: list[dict[str, object]] = []
+    producer = Producer(
+        paced_producer_config(
+            settings,
+            "sender-requests",
+            **{"statistics.interval.ms": 100, "stats_cb": lambda s: stats.append(json.loads(s))},
+        )
+    )
+
+    def produce_requests() -> int:
+        stats.clear()
+        deadline = time.monotonic() + 5
+        while not stats and time.monotonic() < deadline:
+            producer.poll(0.05)
+        assert stats, "librdkafka sent no statistics"
+        brokers = stats[-1]["brokers"]
+        assert isinstance(brokers, dict)
+        return sum(int(b["req"].get("Produce", 0)) for b in brokers.values())
+
+    try:
+        producer.produce(topic, b"warm", partition=0)
+        producer.flush(10)
+        before = produce_requests()
+        sender = Sender(producer, settings.kafka_linger_ms)
+        ticks = 3
+        for _ in range(ticks):
+            for n in range(40):
+                producer.produce(topic, b"v", partition=n % settings.kafka_partitions)
+            sender.pending = True
+            time.sleep(max(0.0, sender.wait_s(1.0)))
+            sender.tick()
+            producer.flush(10)
+        assert produce_requests() - before == ticks * settings.kafka_partitions
+    finally:
+        producer.flush(10)
+
+
 def test_a_missing_topic_is_reported_with_the_command_that_creates_it(
     settings_factory: Callable[..., Settings],
 ) -> None:
