@@ -354,7 +354,10 @@ def run_pipeline_bench(
         rng = random.Random(1)
         producer = _sender(settings)
         roles = ROLES[layout]
-        report(f"starting one worker ({len(roles)} process(es))")
+        report(
+            f"starting one worker ({len(roles)} process(es)); "
+            f"{settings.kafka_partitions} partition(s) per topic"
+        )
         workers = [
             _start_worker(settings, Path(tmp) / f"worker{n}.env", overrides)
             for n, overrides in enumerate(roles)
@@ -437,6 +440,7 @@ def run_pipeline_bench(
             "layout": layout,
             "segments_state_flush_s": settings.segments_state_flush_s,
             "kafka_linger_ms": settings.kafka_linger_ms,
+            "kafka_partitions": settings.kafka_partitions,
         },
         "events_per_s_per_worker": round(events / warm),
         "first_backlog_events_per_s": round(events / first),

@@ -200,8 +200,21 @@ def collector(events: int, concurrency: int, batch_size: int) -> None:
     help="single: one process runs every stage; split: the worker's stages in two processes "
     "(identity + sinks, and segments; OMNISEG_*_ENABLED).",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Partitions of every bench topic [default: OMNISEG_KAFKA_PARTITIONS]. One worker needs only "
+    "one; each partition written costs a produce request per send (BENCHMARKS.md).",
+)
 def pipeline(
-    persons: int, events: int, probe_rate: int, probe_seconds: float, profile_persons: int, layout: str
+    persons: int,
+    events: int,
+    probe_rate: int,
+    probe_seconds: float,
+    profile_persons: int,
+    layout: str,
+    partitions: int | None,
 ) -> None:
     """The full pipeline in one `omniseg worker` process: identity resolution, 50 active segment
     definitions and the sinks together. Prints events/s per worker, p50/p99 time from producing an
@@ -213,8 +226,11 @@ def pipeline(
     """
     from streams.agents.pipeline_bench import run_pipeline_bench
 
+    settings = get_settings()
+    if partitions is not None:
+        settings = settings.model_copy(update={"kafka_partitions": partitions})
     result = run_pipeline_bench(
-        get_settings(),
+        settings,
         persons=persons,
         events=events,
         probe_rate=probe_rate,
