@@ -3,12 +3,18 @@
 Workers read the whole topic at start and then poll it between batches, so ``omniseg segments apply``
 takes effect without a restart. A record that does not validate (written by a newer or broken tool) is
 logged and skipped: the previous version of that segment stays in force.
+
+Concurrent applies. ``apply`` reads the published versions, then writes the next ones, so two applies
+running at once could both write version n+1 of a segment. Each apply therefore writes in a Kafka
+transaction under one ``transactional.id`` per definitions topic, and opens it *before* reading: a
+second apply fences the first (aborting whatever the first had written and not committed), and the first
+one's commit then fails with :class:`ConcurrentApplyError` instead of publishing versions computed from
+a stale read. Readers use ``read_committed``, so an aborted apply is never seen.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +45,17 @@ _I_ID, _I_VERSION, _I_DELETED, _I_DEFINITION, _I_HASH = (
     DEFINITION_READER.index(name) for name in ("segmentId", "version", "deleted", "definition", "hash")
 )
 _TIMEOUT_S = 30.0
+# Errors by which the broker says another producer with the same transactional.id took over.
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+class ConcurrentApplyError(RuntimeError):
+    """Another ``omniseg segments apply`` started while this one ran; this one published nothing."""
+
+
+def apply_transaction_id(settings: Settings) -> str:
+    """One transactional.id per definitions topic: every apply to that topic fences the ones before it."""
+    return f"omniseg-segments-apply.{settings.topic(SEGMENT_DEFINITIONS_TOPIC.name)}"
 
 
 class DefinitionsFollower:
@@ -54,11 +71,8 @@ class DefinitionsFollower:
                 f"{settings.segments_group}.definitions-reader",
                 client_id,
                 # Rarely written: a slow poll costs the broker little (Tansu holds an empty fetch this long).
-                **{
-                    "enable.partition.eof": True,
-                    "isolation.level": "read_uncommitted",
-                    "fetch.wait.max.ms": 250,
-                },
+                # read_committed (the default): an apply fenced by a later one is never seen.
+                **{"enable.partition.eof": True, "fetch.wait.max.ms": 250},
             )
         )
 
@@ -124,8 +138,24 @@ def apply_definitions(
     prune: bool = True,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Plan:
-    """Validate ``directory`` (all or nothing), then publish new versions of what changed."""
+    """Validate ``directory`` (all or nothing), then publish new versions of what changed.
+
+    Raises :class:`ConcurrentApplyError` when another apply to the same topic started before this one
+    committed (nothing of this one is published then), ``KafkaException`` when the broker cannot be
+    reached or does not acknowledge.
+    """
     desired = load_definitions(read_definition_files(directory))
+    producer: Producer | None = None
+    if not dry_run:
+        # Opened before reading, so that an apply which starts later fences this one (module docstring).
+        producer = Producer(
+            producer_config(
+                settings,
+                "omniseg-segments-apply",
+                **{"transactional.id": apply_transaction_id(settings), "transaction.timeout.ms": 60_000},
+            )
+        )
+        producer.init_transactions(settings.produce_timeout_s)
     follower = DefinitionsFollower(settings, client_id="omniseg-segments-apply")
     try:
         follower.load()
@@ -135,15 +165,25 @@ def apply_definitions(
     result = plan(published, desired, prune=prune)
     for write in result.writes:
         progress(f"{write.action:8} {write.segment_id} v{write.version}")
-    if dry_run or not result.writes:
+    if producer is None or not result.writes:
         return result
-    failures: list[str] = []
+    try:
+        _publish(settings, producer, follower.topic, directory, result)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.code() in _FENCED:
+            raise ConcurrentApplyError(
+                "another `omniseg segments apply` started while this one was running, so nothing from "
+                "this one was published (its versions were computed before the other's). Run it again."
+            ) from exc
+        raise
+    return result
 
-    def delivered(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            failures.append(f"{msg.key()!r}: {err.str()}")
 
-    producer = Producer(producer_config(settings, "omniseg-segments-apply"))
+def _publish(settings: Settings, producer: Producer, topic: str, directory: Path, result: Plan) -> None:
+    """Every write in one transaction: all of them are published, or none (``commit_transaction``
+    waits for every acknowledgement and raises if any record failed)."""
+    producer.begin_transaction()
     now = datetime.now(UTC)
     for write in result.writes:
         definition = write.definition
@@ -156,21 +196,16 @@ def apply_definitions(
             "source": str(directory) if definition is not None else None,
             "appliedAt": now,
         }
-        producer.produce(
-            follower.topic,
-            SEGMENT_DEFINITION_CODEC.encode(record),
-            write.segment_id.encode(),
-            on_delivery=delivered,
-        )
-    deadline = time.monotonic() + settings.produce_timeout_s
-    while producer.flush(0.5) and time.monotonic() < deadline:
-        pass
-    if len(producer) or failures:
+        producer.produce(topic, SEGMENT_DEFINITION_CODEC.encode(record), write.segment_id.encode())
+    try:
+        producer.commit_transaction(settings.produce_timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.txn_requires_abort():
+            producer.abort_transaction(settings.produce_timeout_s)
         raise KafkaException(
             KafkaError(
-                KafkaError._MSG_TIMED_OUT,
-                f"definitions not acknowledged by {settings.kafka_bootstrap}: "
-                + ("; ".join(failures[:5]) or f"{len(producer)} pending"),
+                error.code() if error is not None else KafkaError._FAIL,
+                f"definitions not published to {settings.kafka_bootstrap}: {error.str() if error else exc}",
             )
-        )
-    return result
+        ) from exc

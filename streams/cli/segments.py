@@ -44,11 +44,12 @@ def apply(directory: Path, dry_run: bool, no_prune: bool) -> None:
     """Publish added, changed and removed definitions; running workers pick them up without a restart.
 
     New and changed segments are evaluated for every profile at once (enter events, trigger
-    `definition`); removed ones exit all their members. Versions count up per segment.
+    `definition`); removed ones exit all their members. Versions count up per segment. Two applies
+    at once cannot publish the same version: the one that started first fails and says to run it again.
     """
     from confluent_kafka import KafkaException
 
-    from streams.agents.segment_definitions import apply_definitions
+    from streams.agents.segment_definitions import ConcurrentApplyError, apply_definitions
     from streams.domain.segments.loader import DefinitionError
 
     settings = get_settings()
@@ -56,7 +57,7 @@ def apply(directory: Path, dry_run: bool, no_prune: bool) -> None:
         result = apply_definitions(
             settings, directory, dry_run=dry_run, prune=not no_prune, progress=click.echo
         )
-    except (DefinitionError, FileNotFoundError) as exc:
+    except (DefinitionError, FileNotFoundError, ConcurrentApplyError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (KafkaException, TimeoutError) as exc:
         raise click.ClickException(
