@@ -51,10 +51,6 @@ class Settings(BaseSettings):
     # each hop's latency grows by at most this much.
     kafka_linger_ms: int = Field(default=50, ge=0, le=1000)
     topic_prefix: str = ""
-    # A worker's stages are threads of one process. A thread coming back from Kafka or ClickHouse I/O
-    # waits for a busy thread to hand over the GIL for up to Python's switch interval (5 ms by default),
-    # every time; `omniseg worker` shortens it (BENCHMARKS.md, "GIL switch interval").
-    worker_gil_switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
 
     # ClickHouse (native protocol)
     clickhouse_host: str = "127.0.0.1"

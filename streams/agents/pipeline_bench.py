@@ -330,9 +330,6 @@ def run_pipeline_bench(
     from streams.agents.segment_definitions import apply_definitions
     from streams.dev.stack import apply_migrations, create_topics
 
-    # The bench's sender and its reader of segments.changes are threads of this process: the same GIL
-    # hand-over as a worker's stages (Settings.worker_gil_switch_interval_ms), so the same interval.
-    sys.setswitchinterval(base.worker_gil_switch_interval_ms / 1000)
     memory = measure_profiles(profile_persons, 5, report)
     suffix = uuid.uuid4().hex[:8]
     settings = base.model_copy(
@@ -444,7 +441,6 @@ def run_pipeline_bench(
             "segments_state_flush_s": settings.segments_state_flush_s,
             "kafka_linger_ms": settings.kafka_linger_ms,
             "kafka_partitions": settings.kafka_partitions,
-            "worker_gil_switch_interval_ms": settings.worker_gil_switch_interval_ms,
         },
         "events_per_s_per_worker": round(events / warm),
         "first_backlog_events_per_s": round(events / first),

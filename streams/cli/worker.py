@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
@@ -41,7 +40,6 @@ def worker(web_port: int | None, log_level: str) -> None:
     from streams.app import create_app
 
     settings = get_settings()
-    sys.setswitchinterval(settings.worker_gil_switch_interval_ms / 1000)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )

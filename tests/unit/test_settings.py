@@ -49,38 +49,3 @@ def test_unknown_channel_is_refused() -> None:
 
 def test_topic_prefix_applies_to_channel_topics() -> None:
     assert Settings(topic_prefix="acme.").channel_topic("store") == "acme.events.store"
-
-
-def test_worker_shortens_the_gil_switch_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`omniseg worker` runs its stages as threads; it sets the switch interval from the settings."""
-    import sys
-
-    import faust
-    from click.testing import CliRunner
-
-    from streams.cli.worker import worker
-    from streams.settings import get_settings
-
-    seen: list[float] = []
-
-    class Recorder:  # stands in for Faust's Worker: records the interval when the worker would start
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def execute_from_commandline(self) -> None:
-            seen.append(sys.getswitchinterval())
-
-    monkeypatch.setattr(faust, "Worker", Recorder)
-    before = sys.getswitchinterval()
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(
-            worker, ["--log-level", "warning"], env={"OMNISEG_WORKER_GIL_SWITCH_INTERVAL_MS": "2"}
-        )
-    finally:
-        get_settings.cache_clear()
-        sys.setswitchinterval(before)
-    assert result.exit_code == 0, result.output
-    assert seen == [pytest.approx(0.002)]
-    with pytest.raises(ValueError, match="worker_gil_switch_interval_ms"):
-        Settings(worker_gil_switch_interval_ms=0)
