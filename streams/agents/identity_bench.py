@@ -24,8 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from streams.agents.bench_tail import TailReader
 from streams.agents.identity import Resolver
 from streams.agents.identity_wire import RecordReader
 from streams.agents.identity_writer import LinkWriter
@@ -272,48 +273,21 @@ def _probe(
     report: Report,
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s for ``seconds``; latency from receivedAt to reading events.resolved."""
-    topic = settings.topic(RESOLVED_TOPIC.name)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "bench-probe",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-            "enable.partition.eof": True,
-        }
-    )
-    # Start at the current end, found by reading (Tansu's OFFSET_END/ListOffsets is not reliable).
-    partitions = range(settings.kafka_partitions)
-    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])
     count = int(rate * seconds)
     probe_events = make_events(count, persons, 0.03, rng, offset + 1_000_000)
     links = {e.messageId for e in probe_events if e.anonymousId and e.anonymousId.startswith("new-")}
     wanted = {e.messageId for e in probe_events}
     latency: dict[str, float] = {}  # first sighting per messageId (duplicates are not counted twice)
-    caught_up: set[int] = set()
-    produced = threading.Event()
 
-    def read() -> None:
-        give_up = float("inf")
-        while len(latency) < count and time.monotonic() < give_up:
-            if produced.is_set() and give_up == float("inf"):
-                give_up = time.monotonic() + 60
-            for msg in consumer.consume(10_000, 0.1):
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        caught_up.add(msg.partition())  # type: ignore[arg-type]
-                    continue
-                if len(caught_up) < len(partitions) or not msg.value():
-                    continue  # older records
-                now = time.time() * 1000
-                mid, received = _message_and_received(msg.value())  # type: ignore[arg-type]
-                if mid in wanted and mid not in latency:
-                    latency[mid] = now - received
+    def on_resolved(value: bytes, seen_at: float) -> None:
+        mid, received = _message_and_received(value)
+        if mid in wanted and mid not in latency:
+            latency[mid] = seen_at * 1000 - received
 
-    reader = threading.Thread(target=read, daemon=True)
+    reader = TailReader(
+        settings, settings.topic(RESOLVED_TOPIC.name), on_resolved, lambda: len(latency) >= count
+    )
     reader.start()
-    _wait(lambda: len(caught_up) == len(partitions), 120, "the probe reader to reach the end")
     tick = 0.05
     per_tick = max(1, int(rate * tick))
     producer = _producer(settings)
@@ -323,9 +297,7 @@ def _probe(
         next_at = started + (start // per_tick + 1) * tick
         time.sleep(max(0.0, next_at - time.monotonic()))
     achieved = count / (time.monotonic() - started)
-    produced.set()
-    reader.join(90)
-    consumer.close()
+    reader.finish()
     missing = sorted(wanted - set(latency))
     report(f"latency probe: {len(latency):,} of {count:,} events seen; missing {missing[:5]}")
     fast = [ms for mid, ms in latency.items() if mid not in links]

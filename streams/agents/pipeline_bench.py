@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,10 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.agents.bench_tail import TailReader
 from streams.agents.identity_bench import _percentile, _shopper, _wait, rss_bytes, seed
-from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, consume_ready, resolver_group
+from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, resolver_group
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
 from streams.domain.segments.engine import SegmentEngine
@@ -614,18 +614,6 @@ def _probe(
     meter: CpuMeter | None = None,
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes."""
-    topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "bench-probe",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-            "enable.partition.eof": True,
-        }
-    )
-    partitions = range(settings.kafka_partitions)
-    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])
     count = int(rate * seconds)
     order = list(range(persons))
     rng.shuffle(order)
@@ -645,36 +633,21 @@ def _probe(
     from_send: dict[str, float] = {}
     to_evaluated: dict[str, float] = {}  # scheduled send -> the segment stage evaluated it (change "at")
     latency: dict[str, float] = {}
-    caught_up: set[int] = set()
-    produced = threading.Event()
 
-    def read() -> None:
-        give_up = float("inf")
-        while len(latency) < len(wanted) and time.monotonic() < give_up:
-            if produced.is_set() and give_up == float("inf"):
-                give_up = time.monotonic() + 60
-            for msg in consume_ready(consumer, 10_000, 0.1):
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        caught_up.add(msg.partition())  # type: ignore[arg-type]
-                    continue
-                if len(caught_up) < len(partitions) or not msg.value():
-                    continue
-                seen_at = time.time()
-                value: bytes = msg.value()  # type: ignore[assignment]
-                if _PROBE_SEGMENT not in value:
-                    continue  # most changes: skip decoding, so the reader keeps up with the topic
-                change = SEGMENT_CHANGE_CODEC.decode(value)
-                mid = change["messageId"]
-                if change["segmentId"] == "probe" and mid in wanted and mid not in latency and mid in sent:
-                    latency[mid] = (seen_at - sent[mid]) * 1000
-                    from_send[mid] = (seen_at - actual.get(mid, sent[mid])) * 1000
-                    to_evaluated[mid] = (change["at"].timestamp() - sent[mid]) * 1000
+    def on_change(value: bytes, seen_at: float) -> None:
+        if _PROBE_SEGMENT not in value:
+            return  # most changes: skip decoding, so the reader keeps up with the topic
+        change = SEGMENT_CHANGE_CODEC.decode(value)
+        mid = change["messageId"]
+        if change["segmentId"] == "probe" and mid in wanted and mid not in latency and mid in sent:
+            latency[mid] = (seen_at - sent[mid]) * 1000
+            from_send[mid] = (seen_at - actual.get(mid, sent[mid])) * 1000
+            to_evaluated[mid] = (change["at"].timestamp() - sent[mid]) * 1000
 
-    reader = threading.Thread(target=read, daemon=True)
+    reader = TailReader(
+        settings, settings.topic(SEGMENT_CHANGES_TOPIC.name), on_change, lambda: len(latency) >= len(wanted)
+    )
     reader.start()
-    _wait(lambda: len(caught_up) == len(partitions), 120, "the probe reader to reach the end")
     # Open-loop load: every record is encoded up front with its scheduled send time as timestamp and
     # receivedAt, then sent on schedule; latency counts from the scheduled time (no coordinated omission).
     start_at = time.time() + 1.0 + count * 100e-6
@@ -709,9 +682,7 @@ def _probe(
     producer.flush(60)
     achieved = count / (time.monotonic() - started)
     cpu = _cpu_report("probe", count, *meter.stop(), report) if meter is not None else {}
-    produced.set()
-    reader.join(90)
-    consumer.close()
+    reader.finish()
     values = list(latency.values())
     report(
         f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered; "
