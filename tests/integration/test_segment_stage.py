@@ -22,6 +22,7 @@ from streams.agents.segments import SegmentStage
 from streams.domain.events import Event
 from streams.serde import EVENT_CODEC, IDENTITY_CHANGE_CODEC, SEGMENT_CHANGE_CODEC
 from streams.settings import Settings
+from tests.integration.segment_files import write_definitions
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +43,6 @@ DEFINITIONS = {
     "recent-buyer.yaml": "id: recent-buyer\nwhen: {event: Order Completed, window: 1h}\n",
     "three-orders.yaml": "id: three-orders\nwhen: {event: Order Completed, count: {gte: 3}}\n",
 }
-
-
-def _write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("*.yaml"):
-        old.unlink()
-    for name, text in files.items():
-        (directory / name).write_text(text)
-    return directory
 
 
 def _resolved(
@@ -167,7 +159,7 @@ def test_enter_expire_merge_redefine_and_restart(
         segments_state_flush_s=0.5,
         segments_timer_interval_s=0.1,
     )
-    definitions = _write(tmp_path / "segments", DEFINITIONS)
+    definitions = write_definitions(tmp_path / "segments", DEFINITIONS)
     apply_definitions(settings, definitions)
     clock = Clock()
     stage = stages.start(settings, clock)
@@ -228,7 +220,7 @@ def test_enter_expire_merge_redefine_and_restart(
     changes.wait(lambda seen: ("recent-buyer", "entered", 3, "event") in changes.of(survivor))
 
     # Definitions change while running: a new segment is evaluated from state (trigger definition).
-    _write(
+    write_definitions(
         definitions,
         {**DEFINITIONS, "four.yaml": "id: four-orders\nwhen: {event: Order Completed, count: {gte: 4}}\n"},
     )

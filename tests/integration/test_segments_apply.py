@@ -25,17 +25,9 @@ from streams.domain.segments.lifecycle import Plan
 from streams.serde import SEGMENT_DEFINITION_CODEC
 from streams.settings import Settings
 from streams.topics import SEGMENT_DEFINITIONS_TOPIC
+from tests.integration.segment_files import write_definitions
 
 pytestmark = pytest.mark.integration
-
-
-def _write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("*.yaml"):
-        old.unlink()
-    for name, text in files.items():
-        (directory / name).write_text(text)
-    return directory
 
 
 def _records(settings: Settings, isolation: str) -> list[tuple[str, int]]:
@@ -78,13 +70,13 @@ def test_an_apply_overtaken_by_another_publishes_nothing(
 ) -> None:
     settings = settings_factory()
     base = {"a.yaml": "id: a\nwhen: {event: Order Completed}\n"}
-    apply_definitions(settings, _write(tmp_path / "v1", base))
+    apply_definitions(settings, write_definitions(tmp_path / "v1", base))
     assert _versions(settings) == {"a": 1}
 
-    first_dir = _write(
+    first_dir = write_definitions(
         tmp_path / "first", {"a.yaml": "id: a\nwhen: {event: Order Completed, count: {gte: 2}}\n"}
     )
-    second_dir = _write(
+    second_dir = write_definitions(
         tmp_path / "second", {"a.yaml": "id: a\nwhen: {event: Order Completed, count: {gte: 3}}\n"}
     )
     overtaken: list[str] = []
@@ -128,8 +120,8 @@ def test_the_cli_says_to_run_again(
     from streams.settings import get_settings
 
     settings = settings_factory()
-    directory = _write(tmp_path / "defs", {"a.yaml": "id: a\nwhen: {event: Order Completed}\n"})
-    other = _write(tmp_path / "other", {"b.yaml": "id: b\nwhen: {event: Product Viewed}\n"})
+    directory = write_definitions(tmp_path / "defs", {"a.yaml": "id: a\nwhen: {event: Order Completed}\n"})
+    other = write_definitions(tmp_path / "other", {"b.yaml": "id: b\nwhen: {event: Product Viewed}\n"})
     real = segment_definitions.apply_definitions
     interleaved: list[str] = []
 
