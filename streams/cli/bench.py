@@ -216,10 +216,10 @@ def pipeline(
     layout: str,
     partitions: int | None,
 ) -> None:
-    """The full pipeline in one `omniseg worker` process: identity resolution, 50 active segment
-    definitions and the sinks together. Prints events/s per worker, p50/p99 time from producing an
-    event to reading its change on segments.changes at the offered load, and profile memory per
-    million profiles.
+    """The full pipeline in one `omniseg worker` (one process, or two with --layout split): identity
+    resolution, 50 active segment definitions and the sinks together. Prints events/s per worker,
+    p50/p99 time from producing an event to reading its change on segments.changes at the offered
+    load, and profile memory per million profiles.
 
     Uses its own topic prefix, database and groups (the stack's data is untouched). Needs the stack
     (omniseg dev up).
