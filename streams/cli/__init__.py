@@ -9,6 +9,7 @@ from streams.cli import (
     bench,
     catalog,
     collector,
+    compiled,
     demo,
     dev,
     importer,
@@ -40,3 +41,4 @@ main.add_command(kpi.kpi)
 main.add_command(api.api)
 main.add_command(segments.segments)
 main.add_command(catalog.catalog)
+main.add_command(compiled.compiled)

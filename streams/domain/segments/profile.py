@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -69,7 +69,7 @@ class Profile:
         return [key for key, entry in self.members.items() if entry[0] % 2 == 1]
 
     def to_json(self) -> bytes:
-        data: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        data: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
         data["windowed"] = {k: v.tolist() for k, v in self.windowed.items()}
         data["wvalues"] = {k: v.tolist() for k, v in self.wvalues.items()}
         data["seen"] = self.seen.tolist()
@@ -81,14 +81,22 @@ class Profile:
         data = orjson.loads(raw)
         if data.pop("format", FORMAT) != FORMAT:
             raise ValueError(f"profile state format {data.get('format')} is not {FORMAT}")
-        profile = cls(**data)
-        # Feature ids and membership keys repeat across millions of profiles: share one string each.
-        profile.windowed = {sys.intern(k): array("q", v) for k, v in profile.windowed.items()}
-        profile.wvalues = {sys.intern(k): array("d", v) for k, v in profile.wvalues.items()}
-        profile.totals = {sys.intern(k): v for k, v in profile.totals.items()}
-        profile.members = {sys.intern(k): (v[0], v[1], v[2]) for k, v in profile.members.items()}
-        profile.traits = {k: (v[0], v[1]) for k, v in profile.traits.items()}
-        profile.contacts = {k: (v[0], v[1]) for k, v in profile.contacts.items()}
-        profile.last_context = tuple(profile.last_context) if profile.last_context is not None else None
-        profile.seen = array("q", profile.seen)
-        return profile
+        # JSON has lists where the profile keeps tuples and arrays: convert before constructing (a
+        # compiled Profile checks its fields' types). Feature ids and membership keys repeat across
+        # millions of profiles: share one string each.
+        get = data.get
+        data["windowed"] = {sys.intern(k): array("q", v) for k, v in get("windowed", {}).items()}
+        data["wvalues"] = {sys.intern(k): array("d", v) for k, v in get("wvalues", {}).items()}
+        data["totals"] = {sys.intern(k): v for k, v in get("totals", {}).items()}
+        data["members"] = {sys.intern(k): (v[0], v[1], v[2]) for k, v in get("members", {}).items()}
+        data["traits"] = {k: (v[0], v[1]) for k, v in get("traits", {}).items()}
+        data["contacts"] = {k: (v[0], v[1]) for k, v in get("contacts", {}).items()}
+        context = get("last_context")
+        data["last_context"] = tuple(context) if context is not None else None
+        data["seen"] = array("q", get("seen", ()))
+        if "revenue" in data:
+            data["revenue"] = float(data["revenue"])
+        return cls(**data)
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))  # the state's keys, in order

@@ -1,0 +1,224 @@
+"""Hot modules compiled with mypyc, used only while they match their sources.
+
+The segment engine and the Avro wire code run for every event; compiled with mypyc (part of mypy, which
+is pinned) they run about 1.4 times as fast (BENCHMARKS.md). The build is optional: without it, or
+with ``OMNISEG_PURE_PYTHON=1``, everything runs as plain Python with the same results.
+
+``omniseg compiled build`` compiles :data:`MODULES` into ``streams/_compiled/`` (outside the
+source tree's import path) and records each source's SHA-256 in ``manifest.json``. At import,
+:func:`install` puts a finder in front of the normal one that loads the compiled modules, but only if
+every recorded source is unchanged and the build is for this interpreter. One edited source turns off
+all of them (compiled modules call each other directly, so a partly stale set is not safe), and a
+warning says how to rebuild. ``scripts/setup.sh`` builds it when a C compiler is there; the Docker
+image builds it in a separate stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger("streams.compiled")
+
+# The modules on the per-event paths: the segment engine and profile, and the Avro readers/writers
+# of the resolver, the segment stage and the sinks. Each must compile with mypyc (strictly typed, no
+# monkeypatching of its classes).
+MODULES: tuple[str, ...] = (
+    "streams.domain.segments.events",
+    "streams.domain.segments.profile",
+    "streams.domain.segments.engine",
+    "streams.agents.identity_wire",
+    "streams.agents.segments_wire",
+    "streams.warehouse.row_decoder",
+    "streams.warehouse.events_table",
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parent  # .../streams
+DEFAULT_DIR = PACKAGE_ROOT / "_compiled"
+MANIFEST = "manifest.json"
+DISABLE_ENV = "OMNISEG_PURE_PYTHON"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Status:
+    """Whether the compiled modules are in use, and if not, why."""
+
+    active: bool
+    reason: str
+    directory: Path
+
+    def describe(self) -> str:
+        return "compiled (mypyc)" if self.active else f"pure Python ({self.reason})"
+
+
+_status: Status | None = None
+
+
+def source_path(module: str) -> Path:
+    """The ``.py`` file of a module of this package."""
+    parts = module.split(".")
+    assert parts[0] == "streams", module
+    return PACKAGE_ROOT.joinpath(*parts[1:]).with_suffix(".py")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _interpreter() -> str:
+    return f"{sys.implementation.cache_tag} {sysconfig.get_config_var('EXT_SUFFIX')}"
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds the compiled extension of each module in ``files`` (module name -> ``.so`` path)."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        file = self.files.get(fullname)
+        if file is None:
+            return None
+        loader = importlib.machinery.ExtensionFileLoader(fullname, str(file))
+        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
+
+
+def _check(directory: Path) -> tuple[dict[str, Path], str]:
+    """(module -> extension file, "") if the build in ``directory`` is usable, else ({}, why not)."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        return {}, "not built (omniseg compiled build)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT:
+            return {}, f"{manifest_path} is from another omniseg version; rebuild"
+        if manifest.get("interpreter") != _interpreter():
+            return {}, f"built for {manifest.get('interpreter')}, this is {_interpreter()}; rebuild"
+        modules: dict[str, dict[str, str]] = manifest["modules"]
+        if set(modules) != set(MODULES):
+            return {}, "built for another list of modules; rebuild"
+        stale = [name for name, entry in modules.items() if _digest(source_path(name)) != entry["sha256"]]
+        if stale:
+            changed = ", ".join(str(source_path(name).relative_to(PACKAGE_ROOT.parent)) for name in stale)
+            return {}, f"stale: {changed} changed since the build; rebuild"
+        files = {name: directory / entry["file"] for name, entry in modules.items()}
+        files.update({name: directory / file for name, file in manifest["support"].items()})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return {}, f"unreadable build in {directory}: {exc!r}; rebuild"
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        return {}, f"missing {', '.join(missing)}; rebuild"
+    return files, ""
+
+
+def install(directory: Path | None = None) -> Status:
+    """Use the compiled modules if they match their sources (once per process; idempotent)."""
+    global _status
+    if _status is not None:
+        return _status
+    directory = Path(os.environ.get("OMNISEG_COMPILED_DIR") or directory or DEFAULT_DIR)
+    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes"):
+        _status = Status(False, f"{DISABLE_ENV} is set", directory)
+        return _status
+    files, why = _check(directory)
+    already = [name for name in MODULES if name in sys.modules]
+    if files and already:
+        why = f"{', '.join(already)} imported before streams.compiled.install()"
+        files = {}
+    if not files:
+        if "stale" in why or "rebuild" in why:
+            log.warning("omniseg: running pure Python: compiled modules %s", why)
+        _status = Status(False, why, directory)
+        return _status
+    sys.meta_path.insert(0, _Finder(files))
+    _status = Status(True, "", directory)
+    return _status
+
+
+def status() -> Status:
+    """What :func:`install` decided (it runs when ``streams`` is imported)."""
+    return install()
+
+
+def check(directory: Path | None = None) -> str:
+    """Why the build in ``directory`` (default: the one :func:`install` uses) is unusable; "" if usable."""
+    return _check(directory or Path(os.environ.get("OMNISEG_COMPILED_DIR") or DEFAULT_DIR))[1]
+
+
+def build(directory: Path = DEFAULT_DIR, *, echo: Any = print) -> Path:
+    """Compile :data:`MODULES` with mypyc into ``directory`` (replaced as a whole when done)."""
+    try:
+        from mypyc.build import mypycify
+        from setuptools import Distribution
+    except ImportError as exc:
+        raise RuntimeError(
+            f"building needs mypy (mypyc) and setuptools: {exc}. Install the test extra: "
+            "pip install -c constraints.txt -e '.[test]'"
+        ) from exc
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"building needs a C compiler ({cc}; Debian: apt-get install gcc python3-dev)")
+    include = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not include.is_file():
+        raise RuntimeError(
+            f"building needs Python's headers ({include} is missing; Debian: apt-get install python3-dev)"
+        )
+    sources = {name: source_path(name) for name in MODULES}
+    started = time.monotonic()
+    echo(f"compiling {len(MODULES)} modules with mypyc (about a minute)")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".compiled-", dir=directory.parent) as tmp:
+        out, temp = Path(tmp) / "out", Path(tmp) / "temp"
+        cwd = os.getcwd()
+        os.chdir(PACKAGE_ROOT.parent)  # mypyc names modules from paths relative to the project root
+        try:
+            relative = [str(path.relative_to(PACKAGE_ROOT.parent)) for path in sources.values()]
+            notes = io.StringIO()
+            with contextlib.redirect_stdout(notes):  # mypyc's notes ("treating ... as list")
+                extensions = mypycify(relative, opt_level="3", debug_level="0")
+            dist = Distribution({"name": "omniseg-compiled", "ext_modules": extensions})
+            dist.script_args = ["-q", "build_ext", "--build-lib", str(out), "--build-temp", str(temp)]
+            dist.parse_command_line()
+            dist.run_commands()
+        except SystemExit as exc:  # mypycify exits on a type error, after printing it
+            raise RuntimeError(f"mypyc failed ({exc}):\n{notes.getvalue()}") from None
+        finally:
+            os.chdir(cwd)
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        modules = {}
+        for name, path in sources.items():
+            file = Path(*name.split(".")).with_suffix("").as_posix() + suffix
+            if not (out / file).is_file():
+                raise RuntimeError(f"mypyc did not produce {file}")
+            modules[name] = {"file": file, "sha256": _digest(path)}
+        support = {
+            path.name[: -len(suffix)]: path.name for path in out.glob(f"*{suffix}") if "__mypyc" in path.name
+        }
+        manifest = {"format": FORMAT, "interpreter": _interpreter(), "modules": modules, "support": support}
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        old = Path(tmp) / "old"
+        if directory.exists():
+            directory.rename(old)
+        out.rename(directory)
+    echo(f"compiled modules written to {directory} in {time.monotonic() - started:.0f}s")
+    return directory
