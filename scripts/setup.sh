@@ -37,4 +37,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
   echo "$want" > "$stamp"
 fi
-say "ready: .venv/bin/omniseg --help"
+# The per-event modules compiled with mypyc (streams/compiled.py): about 1.4x faster on the hot paths.
+# Optional: without a C compiler, or with OMNISEG_PURE_PYTHON=1, omniseg runs as plain Python.
+if [ "${OMNISEG_PURE_PYTHON:-}" != 1 ] && ! .venv/bin/omniseg compiled status >/dev/null 2>&1; then
+  include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  cc=$(.venv/bin/python -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')
+  if ! command -v "$cc" >/dev/null || [ ! -f "$include/Python.h" ]; then
+    if [ "$(id -u)" = 0 ] || command -v sudo >/dev/null; then
+      SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+      say "installing a C compiler and Python's headers (gcc python3-dev) to compile the hot modules"
+      { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc python3-dev >/dev/null; } \
+        || say "could not install gcc/python3-dev; omniseg runs as plain Python"
+    fi
+  fi
+  if command -v "$cc" >/dev/null && [ -f "$include/Python.h" ]; then
+    .venv/bin/omniseg compiled build || say "omniseg runs as plain Python (about 1.4x slower on the hot paths)"
+  else
+    say "no C compiler or Python headers ($cc, $include/Python.h): omniseg runs as plain Python"
+  fi
+fi
+say "ready: .venv/bin/omniseg --help ($(.venv/bin/omniseg compiled status 2>/dev/null | cut -d';' -f1 || true))"
