@@ -53,8 +53,10 @@ MODULES: tuple[str, ...] = (
 PACKAGE_ROOT = Path(__file__).resolve().parent  # .../streams
 DEFAULT_DIR = PACKAGE_ROOT / "_compiled"
 MANIFEST = "manifest.json"
+# The generated module of Avro readers (streams.warehouse.row_decoder.PRECOMPILED_MODULE).
+PRECOMPILED_MODULE = "omniseg_avro_readers"
 DISABLE_ENV = "OMNISEG_PURE_PYTHON"
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def _check(directory: Path) -> tuple[dict[str, Path], str]:
             return {}, f"stale: {changed} changed since the build; rebuild"
         files = {name: directory / entry["file"] for name, entry in modules.items()}
         files.update({name: directory / file for name, file in manifest["support"].items()})
+        files.update({name: directory / file for name, file in manifest["generated"].items()})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return {}, f"unreadable build in {directory}: {exc!r}; rebuild"
     missing = [str(path) for path in files.values() if not path.is_file()]
@@ -165,6 +168,20 @@ def check(directory: Path | None = None) -> str:
     return _check(directory or Path(os.environ.get("OMNISEG_COMPILED_DIR") or DEFAULT_DIR))[1]
 
 
+def _generated_readers() -> str:
+    """The Avro readers of every topic schema's current version, as one module for mypyc.
+
+    They depend only on the schema (named by its content) and on ``row_decoder``'s generator (whose
+    hash the manifest records): a schema changed since the build is read by a reader generated at
+    run time, as without a build.
+    """
+    from streams import serde
+    from streams.warehouse.row_decoder import generate_module
+
+    codecs = [value for value in vars(serde).values() if isinstance(value, serde.AvroCodec)]
+    return generate_module([codec.current.parsed for codec in codecs])
+
+
 def build(directory: Path = DEFAULT_DIR, *, echo: Any = print) -> Path:
     """Compile :data:`MODULES` with mypyc into ``directory`` (replaced as a whole when done)."""
     try:
@@ -184,15 +201,20 @@ def build(directory: Path = DEFAULT_DIR, *, echo: Any = print) -> Path:
             f"building needs Python's headers ({include} is missing; Debian: apt-get install python3-dev)"
         )
     sources = {name: source_path(name) for name in MODULES}
+    generated_source = _generated_readers()
     started = time.monotonic()
     echo(f"compiling {len(MODULES)} modules with mypyc (about a minute)")
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".compiled-", dir=directory.parent) as tmp:
         out, temp = Path(tmp) / "out", Path(tmp) / "temp"
+        generated = Path(tmp) / "generated" / f"{PRECOMPILED_MODULE}.py"
+        generated.parent.mkdir()
+        generated.write_text(generated_source)
         cwd = os.getcwd()
         os.chdir(PACKAGE_ROOT.parent)  # mypyc names modules from paths relative to the project root
         try:
             relative = [str(path.relative_to(PACKAGE_ROOT.parent)) for path in sources.values()]
+            relative.append(str(generated))
             notes = io.StringIO()
             with contextlib.redirect_stdout(notes):  # mypyc's notes ("treating ... as list")
                 extensions = mypycify(relative, opt_level="3", debug_level="0")
@@ -214,7 +236,16 @@ def build(directory: Path = DEFAULT_DIR, *, echo: Any = print) -> Path:
         support = {
             path.name[: -len(suffix)]: path.name for path in out.glob(f"*{suffix}") if "__mypyc" in path.name
         }
-        manifest = {"format": FORMAT, "interpreter": _interpreter(), "modules": modules, "support": support}
+        readers = PRECOMPILED_MODULE + suffix
+        if not (out / readers).is_file():
+            raise RuntimeError(f"mypyc did not produce {readers}")
+        manifest = {
+            "format": FORMAT,
+            "interpreter": _interpreter(),
+            "modules": modules,
+            "support": support,
+            "generated": {PRECOMPILED_MODULE: readers},
+        }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         old = Path(tmp) / "old"
         if directory.exists():

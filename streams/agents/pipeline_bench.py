@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streams.agents.bench_tail import TailReader
 from streams.agents.identity_bench import _percentile, _shopper, _wait, rss_bytes, seed
 from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, resolver_group
+from streams.compiled import status as compiled_status
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
 from streams.domain.segments.engine import SegmentEngine
@@ -309,10 +310,18 @@ ROLES: dict[str, list[dict[str, Any]]] = {
     "single": [{}],
     # two processes of one worker: identity + sinks, and segments
     "split": [{"segments_enabled": False}, {"sink_enabled": False, "identity_enabled": False}],
+    # three: identity, the sinks, and segments (the OS schedules the resolver beside the sinks'
+    # ClickHouse inserts instead of the GIL)
+    "split3": [
+        {"segments_enabled": False, "sink_enabled": False},
+        {"segments_enabled": False, "identity_enabled": False},
+        {"sink_enabled": False, "identity_enabled": False},
+    ],
 }
 ROLE_NAMES = {
     "single": ["worker (all stages)"],
     "split": ["worker: identity + sinks", "worker: segments"],
+    "split3": ["worker: identity", "worker: sinks", "worker: segments"],
 }
 
 
@@ -356,7 +365,7 @@ def run_pipeline_bench(
         roles = ROLES[layout]
         report(
             f"starting one worker ({len(roles)} process(es)); "
-            f"{settings.kafka_partitions} partition(s) per topic"
+            f"{settings.kafka_partitions} partition(s) per topic; modules: {compiled_status().describe()}"
         )
         workers = [
             _start_worker(settings, Path(tmp) / f"worker{n}.env", overrides)
@@ -412,12 +421,13 @@ def run_pipeline_bench(
             warm_cpu = _cpu_report("warm", events, *meter.stop(), report)
             report(f"warm: {events:,} more events (known persons) in {warm:.1f}s")
             alone: dict[str, Any] = {}
-            if layout == "split":
+            if layout != "single":
                 expected += events
                 alone = _each_alone(
                     settings,
+                    layout,
                     workers,
-                    lambda: _start_worker(settings, Path(tmp) / "worker1.env", roles[1]),
+                    lambda: _start_worker(settings, Path(tmp) / "worker-segments.env", roles[-1]),
                     producer,
                     meter,
                     expected,
@@ -441,6 +451,8 @@ def run_pipeline_bench(
             "segments_state_flush_s": settings.segments_state_flush_s,
             "kafka_linger_ms": settings.kafka_linger_ms,
             "kafka_partitions": settings.kafka_partitions,
+            # The workers inherit this process's environment, so they run what it runs.
+            "modules": compiled_status().describe(),
         },
         "events_per_s_per_worker": round(events / warm),
         "first_backlog_events_per_s": round(events / first),
@@ -458,6 +470,7 @@ _WARMUP_EVENTS = 2_000
 
 def _each_alone(
     settings: Settings,
+    layout: str,
     workers: list[subprocess.Popen[bytes]],
     restart_segments: Callable[[], subprocess.Popen[bytes]],
     producer: Producer,
@@ -467,7 +480,7 @@ def _each_alone(
     report: Report,
     backlog: list[Event],
 ) -> dict[str, Any]:
-    """Events/s of each process of the split worker while the other one is not running.
+    """Events/s of the segment process, and of the others together, while the other side is stopped.
 
     The concurrent drain shares two cores between both processes, the broker, ClickHouse and the bench,
     so no process gets a core to itself. Here the segment process is stopped (cleanly) while identity +
@@ -481,27 +494,28 @@ def _each_alone(
 
     channels = [settings.channel_topic(c) for c in CHANNELS]
     resolved = [settings.topic(RESOLVED_TOPIC.name)]
-    upstream = workers[0]
-    _stop(workers[1])
+    upstream = workers[:-1]
+    _stop(workers[-1])
     segments_start = _committed(settings, settings.segments_group, resolved)
 
     def upstream_done() -> bool:
-        if upstream.poll() is not None:
-            raise RuntimeError(f"the identity + sinks process exited with {upstream.returncode}")
+        for process in upstream:
+            if process.poll() is not None:
+                raise RuntimeError(f"an identity or sinks process exited with {process.returncode}")
         return (
             _committed(settings, resolver_group(settings), channels) >= expected
             and _committed(settings, settings.sink_group, channels) >= expected
             and _committed(settings, identity_sink_group(settings), resolved) >= expected
         )
 
-    segments_name = ROLE_NAMES["split"][1]
+    segments_name = ROLE_NAMES[layout][-1]
     del meter.processes[segments_name]
     started = _produced(producer, settings, backlog, meter)
     _wait(upstream_done, 600, "identity + sinks to drain the backlog alone")
     identity_s = time.monotonic() - started
     identity_cpu = _cpu_report("alone_identity_sinks", events, *meter.stop(), report)
 
-    segments = workers[1] = restart_segments()
+    segments = workers[-1] = restart_segments()
     meter.processes[segments_name] = segments.pid
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + 600

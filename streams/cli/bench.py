@@ -194,11 +194,12 @@ def collector(events: int, concurrency: int, batch_size: int) -> None:
 )
 @click.option(
     "--layout",
-    type=click.Choice(["single", "split"]),
+    type=click.Choice(["single", "split", "split3"]),
     default="single",
     show_default=True,
     help="single: one process runs every stage; split: the worker's stages in two processes "
-    "(identity + sinks, and segments; OMNISEG_*_ENABLED).",
+    "(identity + sinks, and segments; OMNISEG_*_ENABLED); split3: in three (identity, sinks, "
+    "segments).",
 )
 @click.option(
     "--partitions",
@@ -216,7 +217,7 @@ def pipeline(
     layout: str,
     partitions: int | None,
 ) -> None:
-    """The full pipeline in one `omniseg worker` (one process, or two with --layout split): identity
+    """The full pipeline in one `omniseg worker` (one process, or two or three with --layout): identity
     resolution, 50 active segment definitions and the sinks together. Prints events/s per worker,
     p50/p99 time from producing an event to reading its change on segments.changes at the offered
     load, and profile memory per million profiles.

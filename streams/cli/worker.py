@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from streams.compiled import status as compiled_status
 from streams.settings import get_settings
 
 _QUIET = ("faust", "mode", "aiokafka", "kafka", "streams.agents.history.librdkafka")
@@ -48,7 +49,8 @@ def worker(web_port: int | None, log_level: str) -> None:
     app = create_app(settings, web_port=web_port)
     click.echo(
         f"worker: Kafka {settings.kafka_bootstrap} -> ClickHouse {settings.clickhouse_host}:"
-        f"{settings.clickhouse_port}/{settings.clickhouse_database} (group {settings.sink_group})",
+        f"{settings.clickhouse_port}/{settings.clickhouse_database} (group {settings.sink_group}); "
+        f"modules: {compiled_status().describe()}",
         err=True,
     )
     Worker(app, loglevel="WARNING", quiet=True, override_logging=False).execute_from_commandline()

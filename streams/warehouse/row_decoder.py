@@ -12,6 +12,9 @@ Pure: no I/O, no Kafka, no ClickHouse.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -42,26 +45,51 @@ def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
 
 
 class _Compiler:
-    def __init__(self, named: dict[str, Any]) -> None:
+    def __init__(self, named: dict[str, Any], constant_prefix: str = "") -> None:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
         self.named = named
         self.counter = 0
         self.active: set[str] = set()
+        self.constant_prefix = constant_prefix
+        # Every local's type, declared at the top of the function: nothing for the interpreter, but
+        # mypyc (omniseg compiled build) keeps the int ones unboxed.
+        self.types: dict[str, str] = {"t": "int", "n": "int", "end": "int", "result": "Any"}
 
-    def var(self, prefix: str = "v") -> str:
+    def var(self, prefix: str = "v", kind: str = "Any") -> str:
         self.counter += 1
-        return f"{prefix}{self.counter}"
+        name = f"{prefix}{self.counter}"
+        self.types[name] = kind
+        return name
+
+    def constant(self, value: Any) -> str:
+        self.counter += 1
+        name = f"{self.constant_prefix}SYMS{self.counter}"
+        self.constants[name] = value
+        return name
+
+    def function(self, name: str) -> str:
+        """The reader's source: ``def name(buf: bytes, pos: int) -> tuple[Any, int]``."""
+        declared = [f"    {var}: {kind}" for var, kind in sorted(self.types.items())]
+        return "\n".join(
+            [
+                f"def {name}(buf: bytes, pos: int) -> tuple[Any, int]:",
+                "    size: int = len(buf)",
+                *declared,
+                *self.lines,
+                "    return result, pos",
+            ]
+        )
 
     def emit(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
 
     def long(self, depth: int, target: str) -> None:
-        self.emit(depth, f"{target} = buf[pos]")
+        self.emit(depth, "t = buf[pos]")
         self.emit(depth, "pos += 1")
-        self.emit(depth, f"if {target} & 0x80:")
-        self.emit(depth + 1, f"{target}, pos = _varint(buf, pos, {target})")
-        self.emit(depth, f"{target} = ({target} >> 1) ^ -({target} & 1)")
+        self.emit(depth, "if t & 0x80:")
+        self.emit(depth + 1, "t, pos = _varint(buf, pos, t)")
+        self.emit(depth, f"{target} = (t >> 1) ^ -(t & 1)")
 
     def sized(self, depth: int, target: str, decode: bool) -> None:
         self.long(depth, "n")
@@ -81,8 +109,7 @@ class _Compiler:
             if kind == "record" or kind == "error":
                 self.record(schema, depth, target)
             elif kind == "enum":
-                name = self.var("SYMS")
-                self.constants[name] = tuple(schema["symbols"])
+                name = self.constant(tuple(schema["symbols"]))
                 self.long(depth, target)
                 self.emit(depth, f"{target} = {name}[{target}] if {target} >= 0 else {name}[len({name})]")
             elif kind == "array":
@@ -142,7 +169,7 @@ class _Compiler:
         # A union index below 64 is one zigzag varint byte: 2 * index. Compare the raw byte.
         if len(branches) > 63:
             raise TypeError("unions of more than 63 branches are not supported by the compiled reader")
-        index = self.var("u")
+        index = self.var("u", "int")
         self.emit(depth, f"{index} = buf[pos]")
         self.emit(depth, "pos += 1")
         for number, branch in enumerate(branches):
@@ -155,7 +182,7 @@ class _Compiler:
         self.emit(depth + 1, f"raise _Corrupt(f'union index byte {{{index}}} at byte {{pos - 1}}')")
 
     def blocks(self, depth: int, items: str) -> tuple[int, str]:
-        count = self.var("c")
+        count = self.var("c", "int")
         self.emit(depth, f"{items} = []")
         self.emit(depth, "while True:")
         self.long(depth + 1, count)
@@ -170,7 +197,7 @@ class _Compiler:
         return depth + 2, count
 
     def array(self, items_schema: Any, depth: int, target: str) -> None:
-        items = self.var("a")
+        items = self.var("a", "list[Any]")
         inner, _ = self.blocks(depth, items)
         item = self.var()
         self.node(items_schema, inner, item)
@@ -178,7 +205,7 @@ class _Compiler:
         self.emit(depth, f"{target} = {items}")
 
     def map(self, values_schema: Any, depth: int, target: str) -> None:
-        pairs = self.var("m")
+        pairs = self.var("m", "list[Any]")
         inner, _ = self.blocks(depth, pairs)
         key, value = self.var("k"), self.var()
         self.sized(inner, key, decode=True)
@@ -216,23 +243,75 @@ def compile_reader(schema: Any) -> TupleReader:
     :class:`CorruptRecord` (or ``IndexError``/``UnicodeDecodeError``/``struct.error``, which
     :func:`read_body` turns into ``CorruptRecord``) on bytes that do not fit the schema.
     """
-    named: dict[str, Any] = {}
-    _collect_named(schema, named)
-    compiler = _Compiler(named)
-    compiler.node(schema, 1, "result")
-    source = "\n".join(
-        ["def read(buf, pos):", "    size = len(buf)", *compiler.lines, "    return result, pos"]
-    )
+    precompiled = _precompiled(schema)
+    if precompiled is not None:
+        return precompiled
+    compiler = _compile(schema)
     scope: dict[str, Any] = {
+        "Any": Any,
         "_varint": _varint,
         "_DOUBLE": _DOUBLE,
         "_FLOAT": _FLOAT,
         "_Corrupt": CorruptRecord,
         **compiler.constants,
     }
+    source = compiler.function("read")
     exec(compile(source, f"<avro tuple reader for {_name_of(schema)}>", "exec"), scope)
     reader: TupleReader = scope["read"]
     return reader
+
+
+def _compile(schema: Any, constant_prefix: str = "") -> _Compiler:
+    named: dict[str, Any] = {}
+    _collect_named(schema, named)
+    compiler = _Compiler(named, constant_prefix)
+    compiler.node(schema, 1, "result")
+    return compiler
+
+
+# The readers of the current schemas, generated into one module and compiled with mypyc by
+# ``omniseg compiled build`` (streams/compiled.py); importable only while that build is in use.
+PRECOMPILED_MODULE = "omniseg_avro_readers"
+
+
+def schema_key(schema: Any) -> str:
+    """A name for one schema's reader, from the schema's exact content."""
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def _precompiled(schema: Any) -> TupleReader | None:
+    try:
+        module = importlib.import_module(PRECOMPILED_MODULE)
+    except ImportError:
+        return None
+    reader: TupleReader | None = getattr(module, f"read_{schema_key(schema)}", None)
+    return reader
+
+
+def generate_module(schemas: list[Any]) -> str:
+    """The source of :data:`PRECOMPILED_MODULE`: one typed reader per schema, for mypyc."""
+    parts = [
+        '"""Avro tuple readers generated by streams.warehouse.row_decoder.generate_module: do not edit."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from typing import Any",
+        "",
+        "from streams.warehouse.row_decoder import _DOUBLE, _FLOAT, _varint",
+        "from streams.warehouse.row_decoder import CorruptRecord as _Corrupt",
+        "",
+    ]
+    done: set[str] = set()
+    for schema in schemas:
+        key = schema_key(schema)
+        if key in done:
+            continue
+        done.add(key)
+        compiler = _compile(schema, constant_prefix=f"_{key}_")
+        parts += [f"{name} = {value!r}" for name, value in compiler.constants.items()]
+        parts += ["", "", compiler.function(f"read_{key}"), ""]
+    return "\n".join(parts)
 
 
 def read_body(reader: TupleReader, buf: bytes, start: int) -> Any:
