@@ -1,8 +1,14 @@
 """Hot modules compiled with mypyc, used only while they match their sources.
 
 The segment engine and the Avro wire code run for every event; compiled with mypyc (part of mypy, which
-is pinned) they run about 1.4 times as fast (BENCHMARKS.md). The build is optional: without it, or
-with ``OMNISEG_PURE_PYTHON=1``, everything runs as plain Python with the same results.
+is pinned) they run faster (BENCHMARKS.md): the engine about 1.3-1.5 times, the Avro tuple readers
+about 5 times. The build is optional: without it, or with ``OMNISEG_PURE_PYTHON=1``, everything runs as
+plain Python with the same results.
+
+Besides :data:`MODULES`, the build generates one module, ``omniseg_avro_readers``, with a typed reader
+for the current version of every topic schema (``row_decoder.generate_module``), and compiles it too;
+``row_decoder.compile_reader`` takes a reader from it when the schema's content matches, and
+generates one at run time otherwise.
 
 ``omniseg compiled build`` compiles :data:`MODULES` into ``streams/_compiled/`` (outside the
 source tree's import path) and records each source's SHA-256 in ``manifest.json``. At import,
