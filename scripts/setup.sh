@@ -37,7 +37,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
   echo "$want" > "$stamp"
 fi
-# The per-event modules compiled with mypyc (streams/compiled.py): about 1.4x faster on the hot paths.
+# The per-event modules compiled with mypyc (streams/compiled.py): less CPU per event (BENCHMARKS.md).
 # Optional: without a C compiler, or with OMNISEG_PURE_PYTHON=1, omniseg runs as plain Python.
 if [ "${OMNISEG_PURE_PYTHON:-}" != 1 ] && ! .venv/bin/omniseg compiled status >/dev/null 2>&1; then
   include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -51,7 +51,7 @@ if [ "${OMNISEG_PURE_PYTHON:-}" != 1 ] && ! .venv/bin/omniseg compiled status >/
     fi
   fi
   if command -v "$cc" >/dev/null && [ -f "$include/Python.h" ]; then
-    .venv/bin/omniseg compiled build || say "omniseg runs as plain Python (about 1.4x slower on the hot paths)"
+    .venv/bin/omniseg compiled build || say "omniseg runs as plain Python (more CPU per event)"
   else
     say "no C compiler or Python headers ($cc, $include/Python.h): omniseg runs as plain Python"
   fi

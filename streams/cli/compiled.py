@@ -11,7 +11,7 @@ from streams import compiled as compiled_modules
 
 @click.group("compiled")
 def compiled() -> None:
-    """The hot modules compiled with mypyc (about 1.4x faster; used only while they match the sources)."""
+    """The per-event modules compiled with mypyc (faster; used only while they match the sources)."""
 
 
 @compiled.command("build")
