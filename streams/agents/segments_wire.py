@@ -10,7 +10,7 @@ import orjson
 
 from streams.agents.identity_wire import _CONTEXT, _DEVICE, RecordReader, avro_long
 from streams.domain.segments.engine import Change
-from streams.domain.segments.events import LineItem, SegmentEvent
+from streams.domain.segments.events import SegmentEvent, line_item, segment_event
 from streams.domain.segments.profile import Profile
 from streams.serde import (
     EVENT_CODEC,
@@ -73,27 +73,21 @@ def decode_resolved(value: bytes) -> tuple[str, SegmentEvent]:
     device = context[_C_DEVICE]
     kind = event[_E_TYPE]
     lines = tuple(
-        LineItem(
-            sku=line[_L_SKU],
-            ean=line[_L_EAN],
-            app_product_id=line[_L_APP],
-            quantity=line[_L_QTY],
-            unit_price=line[_L_PRICE],
-        )
+        line_item(line[_L_SKU], line[_L_EAN], line[_L_APP], line[_L_QTY], line[_L_PRICE])
         for line in event[_E_LINES]
     )
-    return row[_R_PERSON], SegmentEvent(
-        message_id=event[_E_MID],
-        timestamp_ms=event[_E_TS],
-        name=event[_E_NAME] if kind == "track" and event[_E_NAME] else kind,
-        channel=context[_C_CHANNEL],
-        device_type=device[_D_TYPE] if device is not None else None,
-        user_agent=context[_C_AGENT],
-        timezone=context[_C_ZONE],
-        properties=_json_object(event[_E_PROPS]),
-        traits=_json_object(event[_E_TRAITS]),
-        lines=lines,
-        identifiers=tuple(row[_R_IDS]),
+    return row[_R_PERSON], segment_event(
+        event[_E_MID],  # message_id
+        event[_E_TS],  # timestamp_ms
+        event[_E_NAME] if kind == "track" and event[_E_NAME] else kind,  # name
+        context[_C_CHANNEL],  # channel
+        device[_D_TYPE] if device is not None else None,  # device_type
+        context[_C_AGENT],  # user_agent
+        context[_C_ZONE],  # timezone
+        _json_object(event[_E_PROPS]),  # properties
+        _json_object(event[_E_TRAITS]),  # traits
+        lines,
+        tuple(row[_R_IDS]),  # identifiers
     )
 
 
