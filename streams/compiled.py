@@ -209,7 +209,7 @@ def build(directory: Path = DEFAULT_DIR, *, echo: Any = print) -> Path:
     sources = {name: source_path(name) for name in MODULES}
     generated_source = _generated_readers()
     started = time.monotonic()
-    echo(f"compiling {len(MODULES)} modules with mypyc (about a minute)")
+    echo(f"compiling {len(MODULES)} modules and the Avro readers with mypyc (about two minutes)")
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".compiled-", dir=directory.parent) as tmp:
         out, temp = Path(tmp) / "out", Path(tmp) / "temp"
