@@ -59,7 +59,7 @@ MODULES: tuple[str, ...] = (
 PACKAGE_ROOT = Path(__file__).resolve().parent  # .../streams
 DEFAULT_DIR = PACKAGE_ROOT / "_compiled"
 MANIFEST = "manifest.json"
-# The generated module of Avro readers (streams.warehouse.row_decoder.PRECOMPILED_MODULE).
+# The generated module of Avro readers that streams.warehouse.row_decoder looks up.
 PRECOMPILED_MODULE = "omniseg_avro_readers"
 DISABLE_ENV = "OMNISEG_PURE_PYTHON"
 FORMAT = 2
@@ -145,7 +145,7 @@ def install(directory: Path | None = None) -> Status:
     global _status
     if _status is not None:
         return _status
-    directory = Path(os.environ.get("OMNISEG_COMPILED_DIR") or directory or DEFAULT_DIR)
+    directory = _directory(directory)
     if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes"):
         _status = Status(False, f"{DISABLE_ENV} is set", directory)
         return _status
@@ -155,7 +155,7 @@ def install(directory: Path | None = None) -> Status:
         why = f"{', '.join(already)} imported before streams.compiled.install()"
         files = {}
     if not files:
-        if "stale" in why or "rebuild" in why:
+        if (directory / MANIFEST).is_file():  # built, but not usable as it is
             log.warning("omniseg: running pure Python: compiled modules %s", why)
         _status = Status(False, why, directory)
         return _status
@@ -171,7 +171,12 @@ def status() -> Status:
 
 def check(directory: Path | None = None) -> str:
     """Why the build in ``directory`` (default: the one :func:`install` uses) is unusable; "" if usable."""
-    return _check(directory or Path(os.environ.get("OMNISEG_COMPILED_DIR") or DEFAULT_DIR))[1]
+    return _check(directory or _directory())[1]
+
+
+def _directory(default: Path | None = None) -> Path:
+    """``OMNISEG_COMPILED_DIR`` if set, else ``default``, else the one beside the sources."""
+    return Path(os.environ.get("OMNISEG_COMPILED_DIR") or default or DEFAULT_DIR)
 
 
 def _generated_readers() -> str:

@@ -24,6 +24,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+# The readers of the current schemas, generated into one module and compiled with mypyc by
+# ``omniseg compiled build``; importable only while that build is in use.
+from streams.compiled import PRECOMPILED_MODULE
+
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
 
@@ -272,11 +276,6 @@ def _compile(schema: Any, constant_prefix: str = "") -> _Compiler:
     compiler = _Compiler(named, constant_prefix)
     compiler.node(schema, 1, "result")
     return compiler
-
-
-# The readers of the current schemas, generated into one module and compiled with mypyc by
-# ``omniseg compiled build`` (streams/compiled.py); importable only while that build is in use.
-PRECOMPILED_MODULE = "omniseg_avro_readers"
 
 
 def schema_key(schema: Any) -> str:
