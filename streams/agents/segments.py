@@ -322,7 +322,10 @@ class SegmentStage:
             changed = self._definitions.poll()
             if changed:
                 self._redefine(changed)
-            messages = consume_ready(consumer, batch_size, sender.wait_s(timer_wait))
+            # While an ended epoch's states are still being written, the loop does not wait for input:
+            # idle turns wrote only a slice each, so a finished backlog's last commit came seconds late.
+            wait = 0.0 if self._sealed is not None else sender.wait_s(timer_wait)
+            messages = consume_ready(consumer, batch_size, wait)
             now = self.now_ms()
             for n, msg in enumerate(messages, 1):
                 if not n % _TICK_EVERY:  # a long turn still sends its changes every interval
