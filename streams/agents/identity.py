@@ -278,6 +278,8 @@ class Resolver:
             stats.batches += 1
             if batch.outstanding:
                 sender.pending = True
+                if len(messages) < batch_size:  # everything that had arrived is resolved: send it now
+                    sender.drained()
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
 

@@ -90,12 +90,15 @@ def consume_ready(consumer: Consumer, limit: int, wait_s: float) -> list[Message
 
 # A flush this short starts sending every lingering batch but does not wait for the acknowledgements.
 _SEND_NOW_S = 0.001
+# A drained stage sends at most this many times per interval (see Sender.drained).
+DRAINED_GAP_DIVISOR = 5
 # librdkafka's own linger for a paced producer: only a fallback (a stalled loop); the Sender sends first.
 PACED_LINGER_MS = 1000
 
 
 class Sender:
-    """Sends a stage's produced records every ``kafka_linger_ms``, every partition's batch at once.
+    """Sends a stage's produced records: every partition's batch at once, at most every ``kafka_linger_ms``,
+    or sooner once the stage has handled everything that had arrived.
 
     librdkafka's ``linger.ms`` is kept per partition, and each partition's batch is due on its own
     clock, so the batches stay small and go out at scattered times. A stage instead produces with a
@@ -105,30 +108,45 @@ class Sender:
     does not combine partitions in one request: confluentinc/librdkafka#1700; counted with its
     statistics, 5 flushes to 4 partitions were 20 requests), so a producer writing N partitions sends
     N requests per interval. librdkafka ignores ``linger.ms`` while a flush is in progress; the flush
-    returns after ~1 ms (its timeout) and the acknowledgements arrive through ``poll`` as before. A
-    record waits at most the interval plus one loop turn.
+    returns after ~1 ms (its timeout) and the acknowledgements arrive through ``poll`` as before.
+
+    A stage that reads another stage's output gets its input in bursts, one per upstream send. Holding
+    its own output for a whole interval after each burst would add a second linger on every hop, so
+    :meth:`drained` (called when a turn handled everything that had arrived) sends at once, at most
+    every ``interval / DRAINED_GAP_DIVISOR``: about one send per upstream burst, the same request rate.
+    Under a backlog the turns are full and only the interval applies. A record waits at most the
+    interval plus one loop turn.
     """
 
-    __slots__ = ("_interval", "_next", "_producer", "pending")
+    __slots__ = ("_gap", "_interval", "_last", "_producer", "pending")
 
     def __init__(self, producer: Producer, interval_ms: int) -> None:
         self._producer = producer
         self._interval = interval_ms / 1000
-        self._next = 0.0
+        self._gap = self._interval / DRAINED_GAP_DIVISOR
+        self._last = -self._interval  # monotonic time of the last send
         self.pending = False  # records produced since the last send
 
     def wait_s(self, longest: float) -> float:
         """How long the loop may wait for input before :meth:`tick` is due (``longest`` at most)."""
         if not self.pending:
             return longest
-        return min(longest, max(0.0, self._next - time.monotonic()))
+        return min(longest, max(0.0, self._last + self._interval - time.monotonic()))
 
     def tick(self) -> None:
         """Send what is waiting if the interval has passed since the last send."""
-        if self.pending and (now := time.monotonic()) >= self._next:
-            self.pending = False
-            self._next = now + self._interval
-            self._producer.flush(_SEND_NOW_S)
+        if self.pending and (now := time.monotonic()) >= self._last + self._interval:
+            self._send(now)
+
+    def drained(self) -> None:
+        """The stage handled all its input so far: send what is waiting unless a send was just made."""
+        if self.pending and (now := time.monotonic()) >= self._last + self._gap:
+            self._send(now)
+
+    def _send(self, now: float) -> None:
+        self.pending = False
+        self._last = now
+        self._producer.flush(_SEND_NOW_S)
 
 
 def paced_producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[str, Any]:

@@ -41,12 +41,13 @@ from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import LineItem, SegmentEvent
 from streams.domain.segments.loader import load_definitions
 from streams.domain.segments.profile import Profile
-from streams.serde import EVENT_CODEC, SEGMENT_CHANGE_CODEC
+from streams.serde import EVENT_CODEC, RESOLVED_CODEC, SEGMENT_CHANGE_CODEC
 from streams.settings import CHANNELS, Settings
 from streams.topics import RESOLVED_TOPIC, SEGMENT_CHANGES_TOPIC
 
 Report = Callable[[str], None]
 PROBE_EVENT = "Bench Probe"
+_PROBE_NAME = PROBE_EVENT.encode()  # found in the raw bytes of a resolved probe event
 _PROBE_SEGMENT = b"\x0aprobe"  # the Avro string "probe" (zig-zag length 5), as in a change of that segment
 _CATEGORIES = ("shoes", "apparel", "beauty", "home")
 _NAMES = ("Product Viewed",) * 14 + ("Product Added",) * 3 + ("Order Completed", "page", "Email Opened")
@@ -646,6 +647,7 @@ def _probe(
     sent: dict[str, float] = {}
     from_send: dict[str, float] = {}
     to_evaluated: dict[str, float] = {}  # scheduled send -> the segment stage evaluated it (change "at")
+    to_resolved: dict[str, float] = {}  # scheduled send -> the resolver resolved it (its "resolvedAt")
     latency: dict[str, float] = {}
 
     def on_change(value: bytes, seen_at: float) -> None:
@@ -658,10 +660,22 @@ def _probe(
             from_send[mid] = (seen_at - actual.get(mid, sent[mid])) * 1000
             to_evaluated[mid] = (change["at"].timestamp() - sent[mid]) * 1000
 
+    def on_resolved(value: bytes, seen_at: float) -> None:
+        if _PROBE_NAME not in value:
+            return
+        record = RESOLVED_CODEC.decode(value)
+        mid = record["event"]["messageId"]
+        if mid in wanted and mid in sent:
+            to_resolved[mid] = (record["resolvedAt"].timestamp() - sent[mid]) * 1000
+
     reader = TailReader(
         settings, settings.topic(SEGMENT_CHANGES_TOPIC.name), on_change, lambda: len(latency) >= len(wanted)
     )
+    resolved_reader = TailReader(
+        settings, settings.topic(RESOLVED_TOPIC.name), on_resolved, lambda: len(to_resolved) >= len(wanted)
+    )
     reader.start()
+    resolved_reader.start()
     # Open-loop load: every record is encoded up front with its scheduled send time as timestamp and
     # receivedAt, then sent on schedule; latency counts from the scheduled time (no coordinated omission).
     start_at = time.time() + 1.0 + count * 100e-6
@@ -697,6 +711,7 @@ def _probe(
     achieved = count / (time.monotonic() - started)
     cpu = _cpu_report("probe", count, *meter.stop(), report) if meter is not None else {}
     reader.finish()
+    resolved_reader.finish()
     values = list(latency.values())
     report(
         f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered; "
@@ -713,7 +728,10 @@ def _probe(
         "event_to_change_latency_ms_max": round(max(values), 1) if values else None,
         "from_actual_send_latency_ms_p50": round(_percentile(list(from_send.values()), 0.5), 1),
         "from_actual_send_latency_ms_p99": round(_percentile(list(from_send.values()), 0.99), 1),
-        # where the time went: up to the segment stage's evaluation (ms resolution, worker clock) ...
+        # where the time went (ms resolution, the workers' clocks): up to the resolver's batch ...
+        "send_to_resolved_ms_p50": round(_percentile(list(to_resolved.values()), 0.5), 1),
+        "send_to_resolved_ms_p99": round(_percentile(list(to_resolved.values()), 0.99), 1),
+        # ... and up to the segment stage's evaluation
         "send_to_evaluated_ms_p50": round(_percentile(list(to_evaluated.values()), 0.5), 1),
         "send_to_evaluated_ms_p99": round(_percentile(list(to_evaluated.values()), 0.99), 1),
         "sender_started_late_by_s": round(max(0.0, late_by), 2),

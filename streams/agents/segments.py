@@ -355,7 +355,10 @@ class SegmentStage:
                     self._invalid(topic, partition, offset, value, str(exc))
             if messages:  # this turn's changes go out before the state work below, not after it
                 sender.pending = len(producer) > 0
-                sender.tick()
+                if len(messages) < batch_size:  # everything that had arrived is handled
+                    sender.drained()
+                else:
+                    sender.tick()
             self._fire_timers(self.now_ms())
             if self._sealed is not None:  # at least as many states as events this turn: keeps pace
                 self._write_sealed(max(_STATES_PER_TURN, len(messages)))

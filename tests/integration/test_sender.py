@@ -1,5 +1,6 @@
 """The paced Sender against the real Tansu broker: a stage's records go out when it ticks, in one go
-for every partition, and not before the interval has passed since the last send."""
+for every partition, and not before the interval has passed since the last send (or, once the stage
+has handled all its input, not before a fraction of it)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,46 @@ def test_a_tick_sends_every_partition_at_once_and_waits_out_the_interval(
         got, after = _arrived(consumer, 8, 2)
         assert got == 8 and after < 0.2, (got, after)
         assert not sender.pending and sender.wait_s(1.0) == 1.0
+    finally:
+        consumer.close()
+        producer.flush(10)
+
+
+def test_a_drained_stage_sends_at_once_but_not_more_often_than_the_gap(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A stage that handled all its input sends without waiting out the interval (a second linger per
+    hop), but two drained turns in quick succession still share one send."""
+    from streams.agents.identity_kafka import DRAINED_GAP_DIVISOR
+
+    settings = settings_factory(kafka_linger_ms=1000)
+    gap_s = 1.0 / DRAINED_GAP_DIVISOR
+    topic = settings.topic(RESOLVED_TOPIC.name)
+    producer = Producer(paced_producer_config(settings, "sender-drained"))
+    consumer = _reader(settings, topic)
+    try:
+        _arrived(consumer, 1, 3)
+        sender = Sender(producer, settings.kafka_linger_ms)
+        producer.produce(topic, b"v", b"k0")
+        sender.pending = True
+        sender.tick()  # the first send: the interval starts now
+        assert _arrived(consumer, 1, 2)[0] == 1
+        # Right after a send, a drained turn waits for the gap ...
+        producer.produce(topic, b"v", b"k1")
+        sender.pending = True
+        sender.drained()
+        assert sender.pending and _arrived(consumer, 1, gap_s / 2)[0] == 0
+        # ... and once the gap has passed it sends, long before the 1 s interval is over.
+        time.sleep(gap_s)
+        sender.drained()
+        got, after = _arrived(consumer, 1, 0.5)
+        assert got == 1 and after < 0.2, (got, after)
+        assert not sender.pending
+        # Nothing waiting: nothing to send, and tick keeps the interval from that send.
+        sender.drained()
+        producer.produce(topic, b"v", b"k2")
+        sender.pending = True
+        assert sender.wait_s(5.0) > 0.5
     finally:
         consumer.close()
         producer.flush(10)
