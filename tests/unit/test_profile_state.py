@@ -1,0 +1,60 @@
+"""The segments.state form of a profile: every field is written, and it reads back equal."""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import fields
+
+import orjson
+
+from streams.domain.segments.profile import FORMAT, Profile
+
+
+def _full_profile() -> Profile:
+    """A profile with a non-default value in every field."""
+    return Profile(
+        person_id="p-1",
+        first_seen=1_000,
+        last_ts=2_000,
+        last_context=("web", "mobile", 20, 4, 11),
+        traits={"tier": ("gold", 1_500)},
+        contacts={"email": ("a@example.com", 1_500)},
+        windowed={"f1": array("q", [1_000, 2_000])},
+        wvalues={"f2": array("d", [12.5])},
+        totals={"f3": [2, 30.0, 10.0, 20.0, 1_000, 2_000]},
+        ledger={"sku-1": [1.0, 2.0]},
+        category_ledger={"shoes": [1.0, 2.0]},
+        purchases=[1_000, 2_000],
+        purchase_count=2,
+        revenue=30.0,
+        channel_counts={"web": 2},
+        hour_counts={"20": 2},
+        category_counts={"shoes": 2},
+        brand_counts={"acme": 2},
+        members={"vip": (1, 2_000, 3)},
+        seen=array("q", [7, -9]),
+        due=9_000,
+        offsets={"r": 41},
+    )
+
+
+def test_every_field_is_written_and_nothing_else() -> None:
+    written = orjson.loads(_full_profile().to_json())
+    assert written.pop("format") == FORMAT
+    assert list(written) == [f.name for f in fields(Profile)]
+
+
+def test_a_profile_reads_back_equal() -> None:
+    original = _full_profile()
+    restored = Profile.from_json(original.to_json())
+    assert restored == original
+    assert restored.to_json() == original.to_json()
+
+
+def test_a_state_of_another_format_is_refused() -> None:
+    import pytest
+
+    data = orjson.loads(_full_profile().to_json())
+    data["format"] = FORMAT + 1
+    with pytest.raises(ValueError, match="format"):
+        Profile.from_json(orjson.dumps(data))
