@@ -143,8 +143,10 @@ _STATES_PER_TURN = 500
 # Records a turn handles between two checks whether the Sender is due.
 _TICK_EVERY = 200
 # Young objects are moved out of the collector's view (``_freeze``) this often: the pause is as long
-# as the objects made since the last time, so often means short (it was 25-35 ms every 2 s save).
-_FREEZE_EVERY_S = 0.5
+# as the objects made since the last time, so often means short. It was 25-35 ms every 2 s save; at
+# 0.5 s, 2-37 ms (median 7) hit one input burst in ten at 5,000 events/s; 0.1 s measured a lower p99
+# in two back-to-back pairs (238/264 against 375/312 ms) at slightly less CPU.
+_FREEZE_EVERY_S = 0.1
 
 
 class SegmentStage:
