@@ -16,7 +16,9 @@ State and recovery
 - A batch is whatever has arrived (``consume_ready``). The loop waits up to
   ``segments_timer_interval_s`` only when nothing has (less while records wait to be sent).
 - Outputs are sent by a :class:`Sender`: every partition's waiting batch at once, at most every
-  ``kafka_linger_ms``, checked at each turn and every ``_TICK_EVERY`` records within a long one.
+  ``kafka_linger_ms``, checked at each turn and every ``_TICK_EVERY`` records within a long one; a
+  turn that handled everything that had arrived sends at once (``Sender.drained``, at most every
+  fifth of the interval). While an ended epoch's states are being written, the loop does not wait.
 - Each profile remembers the offset of the last record applied to it, so records replayed after a
   crash (consumed after the last commit) are skipped by profiles whose state already has them.
   Changes published after the last state write are published again on replay with the same
