@@ -121,4 +121,3 @@ class Profile:
         if "revenue" in data:
             data["revenue"] = float(data["revenue"])
         return cls(**data)
-
