@@ -6,6 +6,7 @@ from array import array
 from dataclasses import fields
 
 import orjson
+import pytest
 
 from streams.domain.segments.profile import FORMAT, Profile
 
@@ -52,8 +53,6 @@ def test_a_profile_reads_back_equal() -> None:
 
 
 def test_a_state_of_another_format_is_refused() -> None:
-    import pytest
-
     data = orjson.loads(_full_profile().to_json())
     data["format"] = FORMAT + 1
     with pytest.raises(ValueError, match="format"):

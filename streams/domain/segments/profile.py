@@ -69,9 +69,9 @@ class Profile:
         return [key for key, entry in self.members.items() if entry[0] % 2 == 1]
 
     def to_json(self) -> bytes:
-        # Every field by name (tests/unit/test_profile_state.py checks none is missing): a loop over
-        # the fields with getattr cost a third of this under mypyc, and this runs for every profile an
-        # epoch touched.
+        # Every field by name (tests/unit/test_profile_state.py checks none is missing); runs for every
+        # profile an epoch touched. Under mypyc this measured 5.86 µs against 6.26 for a getattr loop
+        # over the fields (one profile, hot).
         return orjson.dumps(
             {
                 "person_id": self.person_id,
