@@ -251,3 +251,35 @@ def test_enter_expire_merge_redefine_and_restart(
     for key, seqs in by_key.items():
         assert seqs == list(range(1, len(seqs) + 1)), (key, seqs)
     assert len(restarted.profiles) >= 1 and merged in restarted.merged_into  # restored from segments.state
+
+
+def test_a_burst_is_saved_and_committed_once_the_input_pauses(
+    settings_factory: Callable[..., Settings], stages: Stages, tmp_path: Path
+) -> None:
+    """With saves due only every minute, a pause in the input still saves and commits what was read."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = settings_factory(segments_group=f"seg-idle-{suffix}", segments_state_flush_s=60.0)
+    apply_definitions(settings, write_definitions(tmp_path / "segments", DEFINITIONS))
+    clock = Clock()
+    stage = stages.start(settings, clock)
+    producer = Producer(producer_config(settings, "it-segments-idle"))
+    resolved = settings.topic("events.resolved")
+    person = f"person-idle-{suffix}"
+    for n in range(1, 6):
+        producer.produce(resolved, _resolved(person, n, clock), person.encode())
+    producer.flush(10)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.segments_group})
+    try:
+        parts = consumer.list_topics(resolved, timeout=10).topics[resolved].partitions
+        wanted = [TopicPartition(resolved, p) for p in parts]
+        deadline = time.monotonic() + 15
+        committed = 0
+        while time.monotonic() < deadline:
+            committed = sum(max(0, tp.offset) for tp in consumer.committed(wanted, timeout=10))
+            if committed >= 5:
+                break
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+    assert committed == 5, f"committed {committed} of 5 offsets within 15 s (the next timed save is in 60 s)"
+    assert stage.stats.events == 5 and stage.stats.state_writes >= 1
