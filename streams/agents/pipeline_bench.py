@@ -336,6 +336,7 @@ def run_pipeline_bench(
     profile_persons: int,
     layout: str,
     report: Report,
+    hops: bool = False,
 ) -> dict[str, Any]:
     from streams.agents.segment_definitions import apply_definitions
     from streams.dev.stack import apply_migrations, create_topics
@@ -409,7 +410,9 @@ def run_pipeline_bench(
             )
             # 2. Latency first, while the topics are small: Tansu's memory storage gets slower as a
             #    topic grows (BENCHMARKS.md), which would be measured instead of the pipeline.
-            latency = _probe(settings, persons, probe_rate, probe_seconds, rng, 10_000_000, report, meter)
+            latency = _probe(
+                settings, persons, probe_rate, probe_seconds, rng, 10_000_000, report, meter, hops=hops
+            )
             expected += latency["probe_events"]
             drain(expected, time.monotonic())
             # 3. Throughput: a backlog (many profiles still new), then a second one (known persons).
@@ -627,8 +630,15 @@ def _probe(
     offset: int,
     report: Report,
     meter: CpuMeter | None = None,
+    *,
+    hops: bool = False,
 ) -> dict[str, Any]:
-    """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes."""
+    """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes.
+
+    With ``hops``, a second reader tails ``events.resolved`` for the probes' ``resolvedAt`` (the time to
+    the resolver). It reads the whole topic, which costs the bench and the broker CPU that the measured
+    processes then lack, so it is off unless asked for.
+    """
     count = int(rate * seconds)
     order = list(range(persons))
     rng.shuffle(order)
@@ -671,11 +681,15 @@ def _probe(
     reader = TailReader(
         settings, settings.topic(SEGMENT_CHANGES_TOPIC.name), on_change, lambda: len(latency) >= len(wanted)
     )
-    resolved_reader = TailReader(
-        settings, settings.topic(RESOLVED_TOPIC.name), on_resolved, lambda: len(to_resolved) >= len(wanted)
+    resolved_topic = settings.topic(RESOLVED_TOPIC.name)
+    resolved_reader = (
+        TailReader(settings, resolved_topic, on_resolved, lambda: len(to_resolved) >= len(wanted))
+        if hops
+        else None
     )
     reader.start()
-    resolved_reader.start()
+    if resolved_reader is not None:
+        resolved_reader.start()
     # Open-loop load: every record is encoded up front with its scheduled send time as timestamp and
     # receivedAt, then sent on schedule; latency counts from the scheduled time (no coordinated omission).
     start_at = time.time() + 1.0 + count * 100e-6
@@ -711,7 +725,8 @@ def _probe(
     achieved = count / (time.monotonic() - started)
     cpu = _cpu_report("probe", count, *meter.stop(), report) if meter is not None else {}
     reader.finish()
-    resolved_reader.finish()
+    if resolved_reader is not None:
+        resolved_reader.finish()
     values = list(latency.values())
     report(
         f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered; "
@@ -729,8 +744,8 @@ def _probe(
         "from_actual_send_latency_ms_p50": round(_percentile(list(from_send.values()), 0.5), 1),
         "from_actual_send_latency_ms_p99": round(_percentile(list(from_send.values()), 0.99), 1),
         # where the time went (ms resolution, the workers' clocks): up to the resolver's batch ...
-        "send_to_resolved_ms_p50": round(_percentile(list(to_resolved.values()), 0.5), 1),
-        "send_to_resolved_ms_p99": round(_percentile(list(to_resolved.values()), 0.99), 1),
+        "send_to_resolved_ms_p50": round(_percentile(list(to_resolved.values()), 0.5), 1) if hops else None,
+        "send_to_resolved_ms_p99": round(_percentile(list(to_resolved.values()), 0.99), 1) if hops else None,
         # ... and up to the segment stage's evaluation
         "send_to_evaluated_ms_p50": round(_percentile(list(to_evaluated.values()), 0.5), 1),
         "send_to_evaluated_ms_p99": round(_percentile(list(to_evaluated.values()), 0.99), 1),

@@ -208,6 +208,12 @@ def collector(events: int, concurrency: int, batch_size: int) -> None:
     help="Partitions of every bench topic [default: OMNISEG_KAFKA_PARTITIONS]. One worker needs only "
     "one; each partition written costs a produce request per send (BENCHMARKS.md).",
 )
+@click.option(
+    "--hops",
+    is_flag=True,
+    help="Also time each probe to the resolver (send_to_resolved_ms_*): a second reader tails "
+    "events.resolved, which costs the bench and the broker CPU the worker then lacks.",
+)
 def pipeline(
     persons: int,
     events: int,
@@ -216,6 +222,7 @@ def pipeline(
     profile_persons: int,
     layout: str,
     partitions: int | None,
+    hops: bool,
 ) -> None:
     """The full pipeline in one `omniseg worker` (one process, or two or three with --layout): identity
     resolution, 50 active segment definitions and the sinks together. Prints events/s per worker,
@@ -239,6 +246,7 @@ def pipeline(
         profile_persons=profile_persons,
         layout=layout,
         report=lambda line: click.echo(line, err=True),
+        hops=hops,
     )
     click.echo(json.dumps(result, indent=2))
 
