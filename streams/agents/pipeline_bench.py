@@ -7,10 +7,12 @@ On a fresh topic prefix, database and consumer groups (the stack's own data is u
 2. Throughput: ``persons`` shoppers are seeded into identity, ``events`` events are produced, and one
    ``omniseg worker`` process (resolver, link writer, history sink, identity sink, segment stage) drains
    them. Events/s is the backlog divided by the time until the segment stage and the history sink have
-   committed all of it (commits every ``OMNISEG_SEGMENTS_STATE_FLUSH_S``; see the report).
+   committed all of it (the segment stage commits every ``OMNISEG_SEGMENTS_STATE_FLUSH_S``, and once
+   its input pauses; see the report).
 3. Latency: the same worker under a steady offered load (``probe_rate`` events/s); one event in ten is a
    probe that enters the person into a probe segment, and the time from producing the probe to
-   reading its ``segments.changes`` record is measured (p50, p99).
+   reading its ``segments.changes`` record is measured (p50, p99); with ``hops``, also the time to
+   the resolver.
 """
 
 from __future__ import annotations
