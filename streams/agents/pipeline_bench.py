@@ -31,11 +31,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from streams.agents.bench_tail import TailReader
 from streams.agents.identity_bench import _percentile, _shopper, _wait, rss_bytes, seed
-from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, resolver_group
+from streams.agents.identity_kafka import (
+    PACED_LINGER_MS,
+    Sender,
+    partitions_of,
+    read_to_end,
+    resolver_group,
+)
 from streams.compiled import status as compiled_status
 from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
@@ -491,9 +497,10 @@ def _each_alone(
     The concurrent drain shares two cores between both processes, the broker, ClickHouse and the bench,
     so no process gets a core to itself. Here the segment process is stopped (cleanly) while identity +
     sinks drain a backlog, timed until the resolver, the history sink and the identity sink have
-    committed it. Then a new segment process starts on the waiting backlog; its rate is measured between
-    its first and its last commit, so start-up and state restore are not counted, nor is the time
-    between a commit and the end of the backlog (commits come every ``segments_state_flush_s``).
+    committed it. Then a new segment process starts on the waiting backlog; its rate is the backlog over
+    the time from the first to the last change its events caused (by the changes' emittedAt), so
+    start-up, state restore and the wait for the final commit are not counted. Its CPU is interpolated
+    between samples taken every poll. The rate between its first and final commit is reported too.
     ``workers`` is updated in place, so the caller stops the new process.
     """
     from streams.agents.identity_sink import identity_sink_group
@@ -521,8 +528,13 @@ def _each_alone(
     identity_s = time.monotonic() - started
     identity_cpu = _cpu_report("alone_identity_sinks", events, *meter.stop(), report)
 
+    changes_topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
+    changes_from = _change_offsets(settings, changes_topic)
     segments = workers[-1] = restart_segments()
     meter.processes[segments_name] = segments.pid
+    meter.start()
+    # (wall-clock time, CPU seconds per process since the restart), every poll
+    samples: list[tuple[float, dict[str, float]]] = [(time.time(), meter.stop()[1])]
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + 600
     while True:
@@ -530,9 +542,9 @@ def _each_alone(
             raise RuntimeError(f"the segment process exited with {segments.returncode}")
         count = _committed(settings, settings.segments_group, resolved)
         now = time.monotonic()
+        samples.append((time.time(), meter.stop()[1]))
         if first is None and count > segments_start:
             first = (now, count)
-            meter.start()
         if count >= expected:
             break
         if now > deadline:
@@ -540,28 +552,81 @@ def _each_alone(
         time.sleep(0.05)
     assert first is not None
     report(f"each process alone: identity + sinks {events / identity_s:,.0f} events/s")
-    if count == first[1]:
-        report(
-            "each process alone: the segment process committed the whole backlog at once, so its rate "
-            "cannot be measured between commits (use a larger --events)"
-        )
-        return {
-            "alone_identity_sinks_events_per_s": round(events / identity_s),
-            "alone_segments_events_per_s": None,
-            **identity_cpu,
-        }
-    segments_rate = (count - first[1]) / (now - first[0])
-    segments_cpu = _cpu_report("alone_segments", count - first[1], *meter.stop(), report)
+    result: dict[str, Any] = {"alone_identity_sinks_events_per_s": round(events / identity_s), **identity_cpu}
+    if count > first[1]:  # the figure earlier sessions reported: from its first to its final commit
+        result["alone_segments_to_final_commit_events_per_s"] = round((count - first[1]) / (now - first[0]))
+    # The rate is taken over the time the process spent on the backlog: from the first to the last
+    # change its events caused, by the change records' emittedAt (the worker's clock). Commits mark
+    # that time poorly: each comes after its epoch's states are written and acknowledged (a lag that
+    # varies), and the final one after the input has paused (the stage's idle save).
+    ids = {event.messageId for event in backlog}
+    span = _emitted_span(settings, changes_topic, changes_from, ids)
+    if span is None or span[1] - span[0] < 1.0:
+        report("each process alone: too few changes to time the segment process (use a larger --events)")
+        return {**result, "alone_segments_events_per_s": None}
+    started_at, ended_at = span
+    wall = ended_at - started_at
+    cpu_from, cpu_to = _interpolated(samples, started_at), _interpolated(samples, ended_at)
+    cpu = {name: round(cpu_to[name] - cpu_from[name], 2) for name in cpu_to}
+    segments_cpu = _cpu_report("alone_segments", events, wall, cpu, report)
     report(
-        f"each process alone: segments {segments_rate:,.0f} events/s ({count - first[1]:,} events "
-        f"between its first and last commit)"
+        f"each process alone: segments {events / wall:,.0f} events/s ({events:,} events in {wall:.1f}s, "
+        f"from the first change they caused to the last; "
+        f"{result.get('alone_segments_to_final_commit_events_per_s', 0):,} events/s between its first "
+        "and its final commit)"
     )
-    return {
-        "alone_identity_sinks_events_per_s": round(events / identity_s),
-        "alone_segments_events_per_s": round(segments_rate),
-        **identity_cpu,
-        **segments_cpu,
-    }
+    return {**result, "alone_segments_events_per_s": round(events / wall), **segments_cpu}
+
+
+def _change_offsets(settings: Settings, topic: str) -> list[TopicPartition]:
+    """Where to start reading ``topic`` for what is written after now: at or before each end (Tansu's
+    ListOffsets can answer too low; reading a few older records is harmless, they are filtered)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-probe"})
+    try:
+        return [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
+            for p in partitions_of(consumer, topic, 30)
+        ]
+    finally:
+        consumer.close()
+
+
+def _emitted_span(
+    settings: Settings, topic: str, start: list[TopicPartition], ids: set[str]
+) -> tuple[float, float] | None:
+    """(first, last) emittedAt, in epoch seconds, of the changes that events with ``ids`` caused."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "bench-probe",  # assign only: never joined or committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    times: list[float] = []
+
+    def on_message(msg: Message) -> None:
+        value = msg.value()
+        if value:
+            change = SEGMENT_CHANGE_CODEC.decode(value)
+            if change["messageId"] in ids:
+                times.append(change["emittedAt"].timestamp())
+
+    try:
+        read_to_end(consumer, start, on_message, 300)
+    finally:
+        consumer.close()
+    return (min(times), max(times)) if times else None
+
+
+def _interpolated(samples: list[tuple[float, dict[str, float]]], at: float) -> dict[str, float]:
+    """The CPU seconds per process at wall-clock time ``at``, between the two samples around it."""
+    before = max((s for s in samples if s[0] <= at), key=lambda s: s[0], default=samples[0])
+    after = min((s for s in samples if s[0] >= at), key=lambda s: s[0], default=samples[-1])
+    if after[0] <= before[0]:
+        return before[1]
+    share = (at - before[0]) / (after[0] - before[0])
+    return {name: seconds + share * (after[1][name] - seconds) for name, seconds in before[1].items()}
 
 
 def _sender(settings: Settings) -> Producer:

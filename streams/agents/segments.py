@@ -363,20 +363,23 @@ class SegmentStage:
                         self._on_identity_change(value, now)
                 except SerializationError as exc:
                     self._invalid(topic, partition, offset, value, str(exc))
-            if messages:  # this turn's changes go out before the state work below, not after it
+            handled = len(messages)
+            # Released now, not at the next turn: a save or freeze below would otherwise walk them.
+            messages.clear()
+            if handled:  # this turn's changes go out before the state work below, not after it
                 last_input = time.monotonic()
                 sender.pending = len(producer) > 0
-                if len(messages) < batch_size:  # everything that had arrived is handled
+                if handled < batch_size:  # everything that had arrived is handled
                     sender.drained()
                 else:
                     sender.tick()
             self._fire_timers(self.now_ms())
             if self._sealed is not None:  # at least as many states as events this turn: keeps pace
-                self._write_sealed(max(_STATES_PER_TURN, len(messages)))
+                self._write_sealed(max(_STATES_PER_TURN, handled))
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
             idle = (
-                not messages
+                not handled
                 and self._sealed is None
                 and bool(self._dirty)
                 and time.monotonic() - last_input >= _IDLE_SAVE_S

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.agents.pipeline_bench import bench_definitions, measure_profiles
+from streams.agents.pipeline_bench import _interpolated, bench_definitions, measure_profiles
 from streams.domain.segments.loader import load_definitions
 
 
@@ -17,3 +17,12 @@ def test_profile_measurement_reports_its_figures() -> None:
     result = measure_profiles(200, 3, lines.append)
     assert result["profile_persons"] == 200 and result["engine_applies_per_s_single_thread"] > 0
     assert lines and "profiles: 200 persons" in lines[0]
+
+
+def test_cpu_between_samples_is_interpolated() -> None:
+    samples = [(100.0, {"w": 0.0}), (101.0, {"w": 0.5}), (102.0, {"w": 1.5})]
+    assert _interpolated(samples, 100.5) == {"w": 0.25}
+    assert _interpolated(samples, 101.5) == {"w": 1.0}
+    assert _interpolated(samples, 101.0) == {"w": 0.5}
+    assert _interpolated(samples, 99.0) == {"w": 0.0}  # before the first sample: the first
+    assert _interpolated(samples, 105.0) == {"w": 1.5}  # after the last: the last

@@ -8,7 +8,7 @@ from dataclasses import fields
 import orjson
 import pytest
 
-from streams.domain.segments.profile import FORMAT, Profile
+from streams.domain.segments.profile import FORMAT, Profile, shared_context
 
 
 def _full_profile() -> Profile:
@@ -18,8 +18,8 @@ def _full_profile() -> Profile:
         first_seen=1_000,
         last_ts=2_000,
         last_context=("web", "mobile", 20, 4, 11),
-        traits={"tier": ("gold", 1_500)},
-        contacts={"email": ("a@example.com", 1_500)},
+        traits={"tier": ["gold", 1_500]},
+        contacts={"email": ["a@example.com", 1_500]},
         windowed={"f1": array("q", [1_000, 2_000])},
         wvalues={"f2": array("d", [12.5])},
         totals={"f3": [2, 30.0, 10.0, 20.0, 1_000, 2_000]},
@@ -57,3 +57,11 @@ def test_a_state_of_another_format_is_refused() -> None:
     data["format"] = FORMAT + 1
     with pytest.raises(ValueError, match="format"):
         Profile.from_json(orjson.dumps(data))
+
+
+def test_restored_profiles_share_one_context_tuple() -> None:
+    state = _full_profile().to_json()
+    first, second = Profile.from_json(state), Profile.from_json(state)
+    assert first.last_context == ("web", "mobile", 20, 4, 11)
+    assert first.last_context is second.last_context
+    assert shared_context(("web", "mobile", 20, 4, 11)) is first.last_context

@@ -57,9 +57,9 @@ def test_change_bytes_equal_fastavro(
     change = Change(person, segment, subject, entered, seq, at, trigger, reason, message_id, version)
     profile = Profile(person)
     if email is not None:
-        profile.contacts["email"] = (email, 1)
+        profile.contacts["email"] = [email, 1]
     if phone is not None:
-        profile.contacts["phone"] = (phone, 1)
+        profile.contacts["phone"] = [phone, 1]
     expected = SEGMENT_CHANGE_CODEC.encode(
         {
             "changeId": change_id(change),
@@ -142,7 +142,7 @@ def test_resolved_event_decodes_to_a_segment_event() -> None:
 
 def test_a_profiles_changes_encode_like_one_at_a_time() -> None:
     profile = Profile("person-1")
-    profile.contacts["email"] = ("a@example.com", 1)
+    profile.contacts["email"] = ["a@example.com", 1]
     changes = [
         Change("person-1", "vip", None, True, 1, 10, "event", "entered: event 'x'", "m1", 1),
         Change("person-1", "no-shoes", "product:p1", True, 3, 11, "timer", "entered: window", None, 2),

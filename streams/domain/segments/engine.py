@@ -60,6 +60,7 @@ from streams.domain.segments.profile import (
     MAX_TRAITS,
     Profile,
     message_hash,
+    shared_context,
 )
 
 SUBJECT_SEP = "\x1f"
@@ -1281,9 +1282,9 @@ class SegmentEngine:
             profile.last_ts = ts
             if self.needs_local_time:
                 hour, weekday, month = prepared.local_time()
-                profile.last_context = (channel, prepared.device, hour, weekday, month)
+                profile.last_context = shared_context((channel, prepared.device, hour, weekday, month))
             else:
-                profile.last_context = (channel, prepared.device, None, None, None)
+                profile.last_context = shared_context((channel, prepared.device, None, None, None))
         if _bump(profile.channel_counts, channel) and self._watch_channel:
             tokens.append("@pref:channel")
         if self.counts_hours and _bump(profile.hour_counts, f"{prepared.local_time()[0]:02d}"):
@@ -1294,18 +1295,22 @@ class SegmentEngine:
                 entry = traits.get(key)
                 if entry is None:
                     if len(traits) < MAX_TRAITS:
-                        traits[key] = (value, ts)
+                        traits[key] = [value, ts]
                 elif ts >= entry[1]:
-                    traits[key] = (value, ts)
+                    entry[0] = value
+                    entry[1] = ts
         if event.identifiers:
             contacts = profile.contacts
             for identifier in event.identifiers:
                 kind, _, value = identifier.partition(":")
                 contact = _CONTACT_KINDS.get(kind)
                 if contact is not None:
-                    entry = contacts.get(contact)
-                    if entry is None or ts >= entry[1]:
-                        contacts[contact] = (value, ts)
+                    found = contacts.get(contact)
+                    if found is None:
+                        contacts[contact] = [value, ts]
+                    elif ts >= found[1]:
+                        found[0] = value
+                        found[1] = ts
         lines = prepared.lines
         for line in lines:
             if line.category and _bump(profile.category_counts, line.category) and self._watch_category:
@@ -1647,7 +1652,7 @@ def combine(survivor: Profile, merged: Profile) -> None:
         for key, entry in other_map.items():
             current = mine_map.get(key)
             if current is None or entry[1] > current[1]:
-                mine_map[key] = entry
+                mine_map[key] = [entry[0], entry[1]]  # a copy: entries are updated in place
     for ledger, other in (
         (survivor.ledger, merged.ledger),
         (survivor.category_ledger, merged.category_ledger),
