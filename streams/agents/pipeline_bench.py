@@ -195,13 +195,24 @@ def measure_profiles(persons: int, events_per_person: int, report: Report) -> di
     }
 
 
+# One client per consumer group for reading its committed offsets, kept for the whole run: the bench
+# polls them every 50 ms while it waits, and a new client per read (threads, a connection, metadata,
+# the coordinator) cost the bench and the broker CPU beside the processes being measured.
+_OFFSET_CLIENTS: dict[tuple[str, str], Consumer] = {}
+
+
 def _committed(settings: Settings, group: str, topics: list[str]) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
-    try:
-        wanted = [TopicPartition(t, p) for t in topics for p in range(settings.kafka_partitions)]
-        return sum(max(0, tp.offset) for tp in consumer.committed(wanted, timeout=10))
-    finally:
-        consumer.close()
+    client = _OFFSET_CLIENTS.get((settings.kafka_bootstrap, group))
+    if client is None:
+        client = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+        _OFFSET_CLIENTS[(settings.kafka_bootstrap, group)] = client
+    wanted = [TopicPartition(t, p) for t in topics for p in range(settings.kafka_partitions)]
+    return sum(max(0, tp.offset) for tp in client.committed(wanted, timeout=10))
+
+
+def _close_offset_clients() -> None:
+    while _OFFSET_CLIENTS:
+        _OFFSET_CLIENTS.popitem()[1].close()
 
 
 def _start_worker(settings: Settings, env_file: Path, overrides: dict[str, Any]) -> subprocess.Popen[bytes]:
@@ -451,6 +462,7 @@ def run_pipeline_bench(
         finally:
             for worker in workers:
                 _stop(worker)
+            _close_offset_clients()
             _drop(settings, report)
     return {
         "command_settings": {
