@@ -223,7 +223,8 @@ class Resolver:
             sender.tick()
             stats.replica_records += replica.poll()
             producer.poll(0)
-            self._complete(producer)
+            if self._complete(producer):
+                sender.pending = True  # sent at the next tick, not after librdkafka's fallback linger
             if len(self._inflight) >= _MAX_INFLIGHT:
                 producer.poll(0.01)  # backpressure: wait for acknowledgements first
                 continue
@@ -309,8 +310,12 @@ class Resolver:
         batch.outstanding += 1
         self.stats.invalid += 1
 
-    def _complete(self, producer: Producer, asynchronous: bool = True) -> None:
-        """Produce failed records again (with backoff); commit the leading fully acknowledged batches."""
+    def _complete(self, producer: Producer, asynchronous: bool = True) -> bool:
+        """Produce failed records again (with backoff); commit the leading fully acknowledged batches.
+
+        Returns whether records were produced again (the caller's Sender then has records to send).
+        """
+        retried = bool(self._failed)
         if self._failed:
             failed, self._failed[:] = list(self._failed), []
             log.warning(
@@ -331,6 +336,7 @@ class Resolver:
             self._commit(done, asynchronous)
             done.clear()
             self._next_commit = time.monotonic() + _COMMIT_EVERY_S
+        return retried
 
     def _settle(self, producer: Producer) -> None:
         """Wait until every batch in flight is acknowledged and committed (stop and revoke)."""
