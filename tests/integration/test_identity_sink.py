@@ -182,7 +182,18 @@ def test_sink_retries_while_clickhouse_is_down_and_loses_nothing(
             _wait_for(lambda: writer.failed_attempts >= 2, 60, "inserts to fail while ClickHouse is down")
             assert sink.stats.batches == 0
             stack.start_clickhouse()
-            _wait_for(lambda: _written(sink, "event_persons") == 6, 60, "the retried batch to be written")
+            # Every table, not only event_persons: the merges can come in the next flush, and the history
+            # read below joins them (waiting for event_persons alone failed once in CI for that reason).
+            _wait_for(
+                lambda: (
+                    _written(sink, "event_persons") == 6
+                    and _written(sink, "identity_merges") == 2
+                    and _written(sink, "identity_rejections") == 1
+                    and _written(sink, "identities") == 9
+                ),
+                60,
+                "the retried batches to be written",
+            )
     finally:
         stack.start_clickhouse()  # no-op when it is running
     assert _history(settings) == EXPECTED_HISTORY
