@@ -91,9 +91,10 @@ class Settings(BaseSettings):
     segments_group: str = "omniseg-segments"
     segments_batch_size: int = Field(default=5_000, ge=1)
     # Profiles touched since the last flush go to segments.state, then offsets are committed. A
-    # profile touched several times in one interval is written once: under load, 5 s measured 10-20%
-    # more events/s for the segment process than 2 s (BENCHMARKS.md). A crash replays at most this
-    # much input (skipped by profiles whose state has it; changes repeat with the same ids).
+    # profile touched several times in one interval is written once: under load, 5 s measured more
+    # events/s for the segment process than 2 s (ABBA, BENCHMARKS.md, 29 Nov morning). A crash
+    # replays at most this much input (skipped by profiles whose state has it; changes repeat with
+    # the same ids).
     segments_state_flush_s: float = Field(default=5.0, gt=0)
     # Window expiry timers are checked this often (invariant 5: within 1 s).
     segments_timer_interval_s: float = Field(default=0.2, gt=0, le=1.0)

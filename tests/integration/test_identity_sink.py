@@ -102,6 +102,16 @@ def _written(sink: IdentitySink, table: str) -> int:
     return sink.stats.rows.get(table, 0)
 
 
+def _all_written(sink: IdentitySink, copies: int) -> bool:
+    """Every table has its rows for ``_scenario_records(duplicates=copies)`` (identities once)."""
+    return (
+        _written(sink, "event_persons") == 6 * copies
+        and _written(sink, "identity_merges") == 2 * copies
+        and _written(sink, "identity_rejections") == copies
+        and _written(sink, "identities") == 9
+    )
+
+
 def test_sink_writes_merge_chain_once_despite_duplicates_and_rejects_garbage(
     settings_factory: Callable[..., Settings],
 ) -> None:
@@ -115,12 +125,7 @@ def test_sink_writes_merge_chain_once_despite_duplicates_and_rejects_garbage(
     _produce(settings, records)
     with _running(IdentitySink(settings)) as sink:
         _wait_for(
-            lambda: (
-                _written(sink, "event_persons") == 12
-                and _written(sink, "identity_merges") == 4
-                and _written(sink, "identity_rejections") == 2
-                and _written(sink, "identities") == 9
-            ),
+            lambda: _all_written(sink, copies=2),
             60,
             "every record to be written",
         )
@@ -184,16 +189,7 @@ def test_sink_retries_while_clickhouse_is_down_and_loses_nothing(
             stack.start_clickhouse()
             # Every table, not only event_persons: the merges can come in the next flush, and the history
             # read below joins them (waiting for event_persons alone failed once in CI for that reason).
-            _wait_for(
-                lambda: (
-                    _written(sink, "event_persons") == 6
-                    and _written(sink, "identity_merges") == 2
-                    and _written(sink, "identity_rejections") == 1
-                    and _written(sink, "identities") == 9
-                ),
-                60,
-                "the retried batches to be written",
-            )
+            _wait_for(lambda: _all_written(sink, copies=1), 60, "the retried batches to be written")
     finally:
         stack.start_clickhouse()  # no-op when it is running
     assert _history(settings) == EXPECTED_HISTORY
