@@ -606,6 +606,18 @@ def _argmax(counts: Mapping[str, int]) -> str | None:
     return found
 
 
+def _keep_newest(entries: dict[str, list[Any]], key: str, value: Any, ts: int, limit: int) -> None:
+    """Keep ``value`` as ``key``'s newest by event time (``[value, ts]``, updated in place); a new key
+    only while fewer than ``limit`` are kept."""
+    entry = entries.get(key)
+    if entry is None:
+        if len(entries) < limit:
+            entries[key] = [value, ts]
+    elif ts >= entry[1]:
+        entry[0] = value
+        entry[1] = ts
+
+
 def _bump(counts: dict[str, int], key: str) -> bool:
     """Count one more ``key``; whether the most frequent key (ties: the smallest) changed."""
     if not counts:
@@ -1292,25 +1304,14 @@ class SegmentEngine:
         if event.traits:
             traits = profile.traits
             for key, value in event.traits.items():
-                entry = traits.get(key)
-                if entry is None:
-                    if len(traits) < MAX_TRAITS:
-                        traits[key] = [value, ts]
-                elif ts >= entry[1]:
-                    entry[0] = value
-                    entry[1] = ts
+                _keep_newest(traits, key, value, ts, MAX_TRAITS)
         if event.identifiers:
             contacts = profile.contacts
             for identifier in event.identifiers:
                 kind, _, value = identifier.partition(":")
                 contact = _CONTACT_KINDS.get(kind)
                 if contact is not None:
-                    found = contacts.get(contact)
-                    if found is None:
-                        contacts[contact] = [value, ts]
-                    elif ts >= found[1]:
-                        found[0] = value
-                        found[1] = ts
+                    _keep_newest(contacts, contact, value, ts, len(_CONTACT_KINDS))
         lines = prepared.lines
         for line in lines:
             if line.category and _bump(profile.category_counts, line.category) and self._watch_category:
