@@ -9,9 +9,19 @@ from array import array
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.domain.segments.engine import Change, _argmax, _bump, _change, _ordering, _seen, _utc_time
-from streams.domain.segments.events import local_time
-from streams.domain.segments.model import Comparison
+from streams.domain.segments.engine import (
+    Change,
+    SegmentEngine,
+    _argmax,
+    _bump,
+    _change,
+    _ordering,
+    _seen,
+    _utc_time,
+)
+from streams.domain.segments.events import SegmentEvent, local_time
+from streams.domain.segments.model import Comparison, SegmentDefinition
+from streams.domain.segments.profile import Profile
 
 
 @settings(max_examples=2000, deadline=None)
@@ -87,3 +97,29 @@ def test_seen_ignores_bytes_across_two_entries() -> None:
     across = int.from_bytes(raw[4:12], sys.byteorder, signed=True)  # half of one entry, half of the next
     assert across not in seen
     assert not _seen(seen, across)
+
+
+def test_an_event_evaluates_only_the_behaviour_rules_whose_filters_it_passed() -> None:
+    """A later event re-evaluates a behaviour rule only if the rule's feature counted it: a web page
+    view cannot change "viewed on the app" (what it reads did not change, and its expiry is the
+    timers'), nor the rule that refers to it."""
+    engine = SegmentEngine(
+        [
+            (SegmentDefinition.model_validate(d), 1)
+            for d in (
+                {"id": "web-views", "when": {"event": "page", "channel": "web", "window": "1d"}},
+                {"id": "app-views", "when": {"event": "page", "channel": "app", "window": "1d"}},
+                {"id": "app-fan", "when": {"segment": "app-views"}},
+                {"id": "ever-viewed", "when": {"event": "page"}},
+            )
+        ]
+    )
+    now = 1_717_200_000_000
+    profile = Profile("p")
+    page = SegmentEvent(message_id="m1", timestamp_ms=now, name="page", channel="app")
+    assert [c.segment_id for c in engine.apply(profile, page, now)] == ["app-views", "app-fan", "ever-viewed"]
+    assert not engine._plans  # the first event of a profile evaluates every segment (its own plans)
+    web = SegmentEvent(message_id="m2", timestamp_ms=now + 1, name="page", channel="web")
+    assert [c.segment_id for c in engine.apply(profile, web, now + 1)] == ["web-views"]
+    (plan,) = engine._plans.values()  # the one plan the second event used
+    assert sorted(step[0] for step in plan) == ["ever-viewed", "web-views"]

@@ -75,7 +75,11 @@ _DERIVED_TRIGGERS = {
     "preferred_brand": "@pref:brand",
     "days_since_first_seen": "@first_seen",
 }
-# Triggers other than event names: conditions on traits, every event, purchases, derived traits.
+# A behaviour condition is triggered by an event its feature counted (the prefix and the feature's
+# id), not by every event of its name: one that did not pass its filters cannot change what it reads
+# (and time passing is the timers' and the "deadline passed" plans').
+FEATURE_TRIGGER = "@f:"
+# Triggers other than features: conditions on traits, every event, purchases, derived traits.
 _SPECIAL_TRIGGERS = frozenset({ANY_EVENT, TRAITS, PURCHASE, *_DERIVED_TRIGGERS.values()})
 _CONTACT_KINDS = {
     "email": "email",
@@ -389,6 +393,8 @@ class Feature:
     def __init__(self, condition: EventCondition) -> None:
         spec = condition.feature_spec()
         self.id = sys.intern("f" + hashlib.sha1(repr(sorted(spec.items())).encode()).hexdigest()[:12])
+        # what an event this feature counted triggers: the segments whose conditions read it
+        self.trigger = sys.intern(FEATURE_TRIGGER + self.id)
         self.names = frozenset(condition.event)
         self.where = dict(condition.where)
         self.product = condition.product
@@ -968,7 +974,7 @@ class SegmentEngine:
                 self.versions[sid],
                 definition if suppression else None,
             )
-        # (event name, has traits, deadline passed, derived triggers) -> segments to evaluate, in order
+        # (event name, has traits, deadline passed, the triggers it fired) -> segments to evaluate, in order
         self._plans: dict[tuple[str, bool, bool, tuple[str, ...]], tuple[_Step, ...]] = {}
         self._reasons: dict[str, str] = {}  # event name -> the reason of its changes
         # (the plan key, the features the event matched) -> a new person's first plan
@@ -1122,7 +1128,7 @@ class SegmentEngine:
                     return ev.now - moment <= span if within else ev.now - moment > span
 
             deadlines.append(_occurrence_deadlines(feature, which, span))
-            return _Compiled(test, set(feature.names), deadlines, [feature], set())
+            return _Compiled(test, {feature.trigger}, deadlines, [feature], set())
         comparison = getattr(condition, measure) if measure != "count" else condition.count
         check: Callable[[Any], bool] = (
             comparison.compile() if comparison is not None else (lambda value: value >= 1)
@@ -1167,7 +1173,7 @@ class SegmentEngine:
                     value = float(len(times)) if unvalued is None else unvalued
                 return op(value, bound) if op is not None else check(value)
 
-        return _Compiled(test, set(feature.names), deadlines, [feature], set())
+        return _Compiled(test, {feature.trigger}, deadlines, [feature], set())
 
     def _plan(self, segment_ids: Iterable[str]) -> tuple[_Step, ...]:
         steps = self._steps
@@ -1222,7 +1228,9 @@ class SegmentEngine:
         else:
             plan = self._plans.get(key)
             if plan is None:
-                plan = self._plans[key] = self._event_plan(key)
+                plan = self._event_plan(key)
+                if len(self._plans) < 10_000:  # feature combinations: bounded, but keep it so
+                    self._plans[key] = plan
         reason = self._reasons.get(event.name)
         if reason is None:
             reason = f"event {event.name!r}"
@@ -1264,10 +1272,10 @@ class SegmentEngine:
         return tuple(plan)
 
     def _event_plan(self, key: tuple[str, bool, bool, tuple[str, ...]]) -> tuple[_Step, ...]:
-        """The segments an event may change: (name, has traits, deadline passed, derived triggers)."""
+        """The segments an event may change: (name, has traits, deadline passed, the triggers it fired:
+        derived traits and features)."""
         name, traits, passed, tokens = key
-        affected = set(self.by_trigger.get(name, ()))
-        affected |= self.by_trigger.get(ANY_EVENT, set())
+        affected = set(self.by_trigger.get(ANY_EVENT, ()))
         if traits:
             affected |= self.by_trigger.get(TRAITS, set())
         if name in PURCHASE_EVENTS or name in RETURN_EVENTS:
@@ -1281,8 +1289,9 @@ class SegmentEngine:
     def _update(
         self, profile: Profile, prepared: _Prepared, now: int, matched: list[str] | None = None
     ) -> tuple[str, ...]:
-        """Add the event to the profile; returns the derived-trait triggers whose value changed (and
-        adds the ids of the features the event matched to ``matched``, if given)."""
+        """Add the event to the profile; returns the triggers it fired: the derived traits whose value
+        changed and the features that counted it (and adds the ids of those features to ``matched``,
+        if given)."""
         event, ts = prepared.event, prepared.ts
         tokens: list[str] = []
         if profile.first_seen is None or ts < profile.first_seen:
@@ -1314,9 +1323,19 @@ class SegmentEngine:
                     _keep_newest(contacts, contact, value, ts, len(_CONTACT_KINDS))
         lines = prepared.lines
         for line in lines:
-            if line.category and _bump(profile.category_counts, line.category) and self._watch_category:
+            if (
+                line.category
+                and _bump(profile.category_counts, line.category)
+                and self._watch_category
+                and "@pref:category" not in tokens  # once, however many lines moved it
+            ):
                 tokens.append("@pref:category")
-            if line.brand and _bump(profile.brand_counts, line.brand) and self._watch_brand:
+            if (
+                line.brand
+                and _bump(profile.brand_counts, line.brand)
+                and self._watch_brand
+                and "@pref:brand" not in tokens
+            ):
                 tokens.append("@pref:brand")
         name = event.name
         if name in PURCHASE_EVENTS:
@@ -1344,10 +1363,11 @@ class SegmentEngine:
                 value = 1.0 if match is None else match(prepared)
                 if value is not None:
                     feature.add(profile, ts, value, now)
+                    tokens.append(feature.trigger)
                     if matched is not None:
                         matched.append(feature.id)
-        if len(tokens) > 1:
-            return tuple(sorted(set(tokens)))
+        # No duplicates, and in an order fixed by what matched (derived triggers first, then features
+        # in the order of the event's candidates): equal keys for equal events, without sorting.
         return tuple(tokens)
 
     def _candidates(
