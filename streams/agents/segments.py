@@ -438,6 +438,7 @@ class SegmentStage:
         if state:
             merged = Profile.from_json(state)
             merged.members.clear()  # its owner already published its exits
+            merged.versions.clear()
             _, changes = self.engine.absorb(profile, merged, now)
             self._dirty.add(person)
             self.stats.merges += 1

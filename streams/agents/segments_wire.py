@@ -11,7 +11,7 @@ import orjson
 from streams.agents.identity_wire import _CONTEXT, _DEVICE, RecordReader, avro_long
 from streams.domain.segments.engine import Change
 from streams.domain.segments.events import SegmentEvent, line_item, segment_event
-from streams.domain.segments.profile import Profile
+from streams.domain.segments.profile import FORMAT, Profile
 from streams.serde import (
     EVENT_CODEC,
     IDENTITY_CHANGE_CODEC,
@@ -126,6 +126,7 @@ _NULL = b"\x00"
 _CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard")
 _TRIGGERS = {name: avro_long(i) for i, name in enumerate(("event", "timer", "merge", "definition"))}
 _ENTERED, _EXITED = avro_long(0), avro_long(1)
+_STATE_FORMAT = avro_long(FORMAT)
 
 
 _SMALL = [avro_long(n) for n in range(4096)]
@@ -219,7 +220,7 @@ def encode_state(person_id: str, profile: Profile | None, merged_into: str | Non
             _STATE_HEADER,
             _text(person_id),
             _optional(merged_into),
-            avro_long(1),
+            _STATE_FORMAT,
             _long(len(state)),
             state,
             _moment(now_ms),

@@ -32,7 +32,8 @@ def _full_profile() -> Profile:
         hour_counts={"20": 2},
         category_counts={"shoes": 2},
         brand_counts={"acme": 2},
-        members={"vip": (1, 2_000, 3)},
+        members={"vip": 1, "lapsed": 2},
+        versions={"vip": 3, "lapsed": 1},
         seen=array("q", [7, -9]),
         due=9_000,
         offsets={"r": 41},
@@ -55,8 +56,21 @@ def test_a_profile_reads_back_equal() -> None:
 def test_a_state_of_another_format_is_refused() -> None:
     data = orjson.loads(_full_profile().to_json())
     data["format"] = FORMAT + 1
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(ValueError, match=f"format {FORMAT + 1} is not one this version reads"):
         Profile.from_json(orjson.dumps(data))
+
+
+def test_a_format_1_state_reads_as_the_same_profile() -> None:
+    """States written before format 2 (memberships as key -> [count, time, version]) still restore."""
+    data = orjson.loads(_full_profile().to_json())
+    data["format"] = 1
+    versions = data.pop("versions")
+    data["members"] = {key: [seq, 1_900, versions[key]] for key, seq in data["members"].items()}
+    restored = Profile.from_json(orjson.dumps(data))
+    assert restored == _full_profile()
+    assert restored.is_member("vip") and not restored.is_member("lapsed")
+    del data["format"]  # the earliest states had no format key: format 1
+    assert Profile.from_json(orjson.dumps(data)) == _full_profile()
 
 
 def test_restored_profiles_share_one_context_tuple() -> None:

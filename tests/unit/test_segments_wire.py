@@ -19,7 +19,7 @@ from streams.agents.segments_wire import (
 )
 from streams.domain.events import Event
 from streams.domain.segments.engine import Change
-from streams.domain.segments.profile import Profile
+from streams.domain.segments.profile import FORMAT, Profile
 from streams.serde import EVENT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_STATE_CODEC
 
 _text = st.text(max_size=40)
@@ -95,7 +95,7 @@ def test_state_bytes_equal_fastavro_and_round_trip(person: str, merged_into: str
         {
             "personId": person,
             "mergedInto": merged_into,
-            "format": 1,
+            "format": FORMAT,
             "state": profile.to_json(),
             "updatedAt": now,
         }

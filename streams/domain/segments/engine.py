@@ -1091,8 +1091,7 @@ class SegmentEngine:
                 member = ev.member.get(ref)
                 if member is not None:
                     return member
-                entry = ev.members.get(ref)
-                return entry is not None and entry[0] % 2 == 1
+                return ev.members.get(ref, 0) % 2 == 1
 
             return _Compiled(ref_test, set(), [], [], {ref})
         if isinstance(condition, EventCondition):
@@ -1456,7 +1455,7 @@ class SegmentEngine:
                         trigger,
                         reason,
                         None,
-                        profile.members[key][2],
+                        profile.versions.get(key, 0),
                     )
                 )
         profile.due = self.next_deadline(profile, now) or 0
@@ -1478,7 +1477,7 @@ class SegmentEngine:
                     "merge",
                     f"merged into person {survivor}",
                     None,
-                    merged.members[key][2],
+                    merged.versions.get(key, 0),
                 )
             )
         merged.due = 0
@@ -1507,7 +1506,7 @@ class SegmentEngine:
             return []
         ev = Evaluation(self, profile, now)
         changes: list[Change] = []
-        members = profile.members
+        members, versions = profile.members, profile.versions
         evaluated = ev.member
         person_id = profile.person_id
         entered = exited = ""  # the changes' reasons, made at the first change
@@ -1520,18 +1519,14 @@ class SegmentEngine:
                 continue
             member = test(ev)
             evaluated[segment_id] = member
-            entry = members.get(segment_id)
-            if entry is None:
-                if not member:
-                    continue
-                seq = 1
-            elif member == (entry[0] % 2 == 1):
+            seq = members.get(segment_id, 0)
+            if member == (seq % 2 == 1):
                 continue
-            else:
-                seq = entry[0] + 1
             # a flip of the stored membership: entered on an odd transition count (segment ids are
             # interned when the engine is built, as _flip interns keys)
-            members[segment_id] = (seq, now, version)
+            seq += 1
+            members[segment_id] = seq
+            versions[segment_id] = version
             if not entered:
                 entered, exited = f"entered: {reason}", f"exited: {reason}"
             changes.append(
@@ -1569,9 +1564,7 @@ class SegmentEngine:
             wanted = {key for key, (_, bought) in ledger.items() if bought > 0}
         start = len(prefix)
         current = {
-            key[start:]
-            for key, entry in profile.members.items()
-            if entry[0] % 2 == 1 and key.startswith(prefix)
+            key[start:] for key, seq in profile.members.items() if seq % 2 == 1 and key.startswith(prefix)
         }
         if wanted == current:
             return []
@@ -1621,10 +1614,11 @@ class SegmentEngine:
         message_id: str | None,
         version: int,
     ) -> Change:
-        entry = profile.members.get(key)
-        seq = (entry[0] if entry else 0) + 1
+        seq = profile.members.get(key, 0) + 1
         assert (seq % 2 == 1) == entered, "a membership flip must alternate"
-        profile.members[sys.intern(key)] = (seq, now, version)
+        key = sys.intern(key)
+        profile.members[key] = seq
+        profile.versions[key] = version
         verb = "entered" if entered else "exited"
         return _change(
             profile.person_id,

@@ -7,7 +7,8 @@ Only what conditions need is kept, incrementally:
 - an all-time feature keeps count, sum, min, max, first and last timestamps;
 - purchases keep a per-product and per-category ledger (net and bought quantity), the newest
   ``KEPT_PURCHASES`` purchase times (for the usual repeat interval), a count and the revenue;
-- memberships keep, per segment (and subject), the transition count: odd means member.
+- memberships keep, per segment (and subject), the transition count (odd means member) and the
+  definition version of the last transition: two maps of small ints, no object per membership.
 
 The JSON form (``to_json`` / ``from_json``) is what the segment worker writes to ``segments.state``.
 """
@@ -22,7 +23,10 @@ from typing import Any
 
 import orjson
 
-FORMAT = 1
+# 2: ``members`` maps a key to its transition count and ``versions`` to the definition version (format 1
+# kept ``members`` as key -> [count, time, version]; it is still read).
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 KEPT_PURCHASES = 25
 KEPT_MESSAGE_IDS = 64
 MAX_TRAITS = 200
@@ -75,17 +79,20 @@ class Profile:
     hour_counts: dict[str, int] = field(default_factory=dict)
     category_counts: dict[str, int] = field(default_factory=dict)
     brand_counts: dict[str, int] = field(default_factory=dict)
-    members: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> (seq, since, version)
+    # key -> transition count (odd: member), and key -> definition version at the last transition.
+    # Two maps of (mostly cached) small ints: a tuple and a timestamp per membership were a third of
+    # the profile's objects, and every state write walked them.
+    members: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
     seen: array[int] = field(default_factory=lambda: array("q"))  # hashes of the newest message ids
     due: int = 0  # the next time a clock-driven condition may change (0: none)
     offsets: dict[str, int] = field(default_factory=dict)  # the worker's: last applied offset per topic
 
     def is_member(self, key: str) -> bool:
-        entry = self.members.get(key)
-        return entry is not None and entry[0] % 2 == 1
+        return self.members.get(key, 0) % 2 == 1
 
     def current_members(self) -> list[str]:
-        return [key for key, entry in self.members.items() if entry[0] % 2 == 1]
+        return [key for key, seq in self.members.items() if seq % 2 == 1]
 
     def to_json(self) -> bytes:
         # Every field by name (tests/unit/test_profile_state.py checks none is missing); runs for every
@@ -112,6 +119,7 @@ class Profile:
                 "category_counts": self.category_counts,
                 "brand_counts": self.brand_counts,
                 "members": self.members,
+                "versions": self.versions,
                 "seen": self.seen.tolist(),
                 "due": self.due,
                 "offsets": self.offsets,
@@ -122,8 +130,12 @@ class Profile:
     @classmethod
     def from_json(cls, raw: bytes) -> Profile:
         data = orjson.loads(raw)
-        if data.pop("format", FORMAT) != FORMAT:
-            raise ValueError(f"profile state format {data.get('format')} is not {FORMAT}")
+        written = data.pop("format", 1)
+        if written not in READABLE_FORMATS:
+            raise ValueError(
+                f"profile state format {written} is not one this version reads "
+                f"({', '.join(map(str, READABLE_FORMATS))}): was it written by a newer omniseg?"
+            )
         # JSON has lists where the profile keeps tuples and arrays: convert before constructing (a
         # compiled Profile checks its fields' types). Feature ids and membership keys repeat across
         # millions of profiles: share one string each.
@@ -131,7 +143,13 @@ class Profile:
         data["windowed"] = {sys.intern(k): array("q", v) for k, v in get("windowed", {}).items()}
         data["wvalues"] = {sys.intern(k): array("d", v) for k, v in get("wvalues", {}).items()}
         data["totals"] = {sys.intern(k): v for k, v in get("totals", {}).items()}
-        data["members"] = {sys.intern(k): (v[0], v[1], v[2]) for k, v in get("members", {}).items()}
+        members = get("members", {})
+        if written == 1:  # key -> [transition count, time, version]
+            data["versions"] = {sys.intern(k): v[2] for k, v in members.items()}
+            data["members"] = {sys.intern(k): v[0] for k, v in members.items()}
+        else:
+            data["members"] = {sys.intern(k): v for k, v in members.items()}
+            data["versions"] = {sys.intern(k): v for k, v in get("versions", {}).items()}
         data["traits"] = {k: [v[0], v[1]] for k, v in get("traits", {}).items()}
         data["contacts"] = {sys.intern(k): [v[0], v[1]] for k, v in get("contacts", {}).items()}
         context = get("last_context")
