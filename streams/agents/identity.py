@@ -63,8 +63,6 @@ _MAX_INFLIGHT = 32
 # Offsets of acknowledged batches are committed at most this often: a commit is a broker request, and
 # a lost one only means a replay, which downstream deduplicates by messageId.
 _COMMIT_EVERY_S = 0.5
-# Records a turn handles between two checks whether the Sender is due.
-_TICK_EVERY = 500
 _RETRY_MIN_S = 0.2
 _SETTLE_TIMEOUT_S = 30.0
 
@@ -220,24 +218,20 @@ class Resolver:
         stats = self.stats
         sender = Sender(producer, self.settings.kafka_linger_ms)
         while not self._stop.is_set():
-            sender.tick()
             stats.replica_records += replica.poll()
             producer.poll(0)
             if self._complete(producer):
-                sender.pending = True  # sent at the next tick, not after librdkafka's fallback linger
+                sender.pending = True  # sent when drained, or after librdkafka's linger
             if len(self._inflight) >= _MAX_INFLIGHT:
                 producer.poll(0.01)  # backpressure: wait for acknowledgements first
                 continue
-            messages = consume_ready(consumer, batch_size, sender.wait_s(_BATCH_WAIT_S))
+            messages = consume_ready(consumer, batch_size, _BATCH_WAIT_S)
             if not messages:
                 continue
             now_ms = int(time.time() * 1000)
             batch = _Batch(self._failed)
             offsets = batch.offsets
-            for n, msg in enumerate(messages, 1):
-                if not n % _TICK_EVERY:  # a long turn still sends every interval
-                    sender.pending = True
-                    sender.tick()
+            for msg in messages:
                 error = msg.error()
                 if error is not None:
                     self._kafka_error(error)

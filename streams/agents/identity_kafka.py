@@ -92,30 +92,31 @@ def consume_ready(consumer: Consumer, limit: int, wait_s: float) -> list[Message
 _SEND_NOW_S = 0.001
 # A drained stage sends at most this many times per interval (see Sender.drained).
 DRAINED_GAP_DIVISOR = 5
-# librdkafka's own linger for a paced producer: only a fallback (a stalled loop); the Sender sends first.
+# librdkafka's linger for a producer that only a Sender's ticks send for (a load generator on a schedule).
 PACED_LINGER_MS = 1000
 
 
 class Sender:
-    """Sends a stage's produced records: every partition's batch at once, at most every ``kafka_linger_ms``,
-    or sooner once the stage has handled everything that had arrived.
+    """Sends a producer's waiting records sooner than librdkafka's linger would.
 
-    librdkafka's ``linger.ms`` is kept per partition, and each partition's batch is due on its own
-    clock, so the batches stay small and go out at scattered times. A stage instead produces with a
-    long librdkafka linger (``PACED_LINGER_MS``) and calls :meth:`tick` once per loop turn; when
-    records are waiting and the interval has passed, one flush sends every partition's batch together,
-    each as large as the interval allows. librdkafka still sends one ProduceRequest per partition (it
-    does not combine partitions in one request: confluentinc/librdkafka#1700; counted with its
-    statistics, 5 flushes to 4 partitions were 20 requests), so a producer writing N partitions sends
-    N requests per interval. librdkafka ignores ``linger.ms`` while a flush is in progress; the flush
-    returns after ~1 ms (its timeout) and the acknowledgements arrive through ``poll`` as before.
+    A stage's producer (:func:`paced_producer_config`) lingers ``kafka_linger_ms``, librdkafka's own
+    per-partition linger: under a backlog that alone paces its sends, one ProduceRequest per partition
+    per interval (librdkafka never puts two partitions in one request: confluentinc/librdkafka#1700;
+    counted with its statistics, 5 flushes to 4 partitions were 20 requests).
 
     A stage that reads another stage's output gets its input in bursts, one per upstream send. Holding
     its own output for a whole interval after each burst would add a second linger on every hop, so
-    :meth:`drained` (called when a turn handled everything that had arrived) sends at once, at most
-    every ``interval / DRAINED_GAP_DIVISOR``: about one send per upstream burst, the same request rate.
-    Under a backlog the turns are full and only the interval applies. A record waits at most the
-    interval plus one loop turn.
+    :meth:`drained` (called when a turn handled everything that had arrived) sends at once: a flush,
+    during which librdkafka ignores ``linger.ms`` for every partition. It does so at most every
+    ``interval / DRAINED_GAP_DIVISOR``: about one send per upstream burst, the same request rate.
+
+    A stage under a backlog never drains, so it never flushes. A flush blocks for 2-3 ms (its 1 ms
+    timeout, served in 1 ms steps, plus the delivery callbacks it runs), and sending every interval
+    by flushing cost the segment stage about 5% of its wall time and more of its CPU (measured:
+    BENCHMARKS.md). A record waits at most the interval plus one loop turn.
+
+    :meth:`tick` sends on a schedule instead: for a producer with a long linger (``PACED_LINGER_MS``)
+    that must send every interval whatever happens, like the bench's load generators.
     """
 
     __slots__ = ("_gap", "_interval", "_last", "_producer", "pending")
@@ -150,8 +151,9 @@ class Sender:
 
 
 def paced_producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[str, Any]:
-    """:func:`producer_config` for a producer that a :class:`Sender` sends for."""
-    return producer_config(settings, client_id, **{"linger.ms": PACED_LINGER_MS, **extra})
+    """:func:`producer_config` for a stage's producer: librdkafka lingers ``kafka_linger_ms``, and the
+    stage's :class:`Sender` sends sooner when the stage has drained its input."""
+    return producer_config(settings, client_id, **{"linger.ms": settings.kafka_linger_ms, **extra})
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:

@@ -16,11 +16,10 @@ State and recovery
   those of every earlier epoch are acknowledged. The loop never stops to wait for the broker. A newly
   assigned partition is rebuilt from ``segments.state`` before its records are processed.
 - A batch is whatever has arrived (``consume_ready``). The loop waits up to
-  ``segments_timer_interval_s`` only when nothing has (less while records wait to be sent).
-- Outputs are sent by a :class:`Sender`: every partition's waiting batch at once, at most every
-  ``kafka_linger_ms``, checked at each turn and every ``_TICK_EVERY`` records within a long one; a
-  turn that handled everything that had arrived sends at once (``Sender.drained``, at most every
-  fifth of the interval). While an ended epoch's states are being written, the loop does not wait.
+  ``segments_timer_interval_s`` only when nothing has.
+- Outputs go out after librdkafka's linger (``kafka_linger_ms``); a turn that handled everything that
+  had arrived sends at once (``Sender.drained``, at most every fifth of the interval). While an
+  ended epoch's states are being written, the loop does not wait.
 - Each profile remembers the offset of the last record applied to it, so records replayed after a
   crash (consumed after the last commit) are skipped by profiles whose state already has them.
   Changes published after the last state write are published again on replay with the same
@@ -144,8 +143,6 @@ _MAX_INFLIGHT_SAVES = 4
 # Profile states written per loop turn after a save: writing thousands at once stalled the loop for
 # ~100 ms, which every event behind it waited for.
 _STATES_PER_TURN = 500
-# Records a turn handles between two checks whether the Sender is due.
-_TICK_EVERY = 200
 # Young objects are moved out of the collector's view (``_freeze``) this often: the pause is as long
 # as the objects made since the last time, so often means short. It was 25-35 ms every 2 s save; at
 # 0.5 s, 2-37 ms (median 7) hit one input burst in ten at 5,000 events/s; 0.1 s measured a lower p99
@@ -321,7 +318,6 @@ class SegmentStage:
         sender = Sender(producer, self.settings.kafka_linger_ms)
         while not self._stop.is_set():
             sender.pending = len(producer) > 0  # queued or in flight (in flight only: a send waits 1 ms)
-            sender.tick()
             producer.poll(0)
             self._complete()
             while len(self._inflight) > _MAX_INFLIGHT_SAVES and not self._stop.is_set():
@@ -334,13 +330,10 @@ class SegmentStage:
                 self._redefine(changed)
             # While an ended epoch's states are still being written, the loop does not wait for input:
             # idle turns wrote only a slice each, so a finished backlog's last commit came seconds late.
-            wait = 0.0 if self._sealed is not None else sender.wait_s(timer_wait)
+            wait = 0.0 if self._sealed is not None else timer_wait
             messages = consume_ready(consumer, batch_size, wait)
             now = self.now_ms()
-            for n, msg in enumerate(messages, 1):
-                if not n % _TICK_EVERY:  # a long turn still sends its changes every interval
-                    sender.pending = True
-                    sender.tick()
+            for msg in messages:
                 error = msg.error()
                 if error is not None:
                     if error.fatal():
@@ -371,8 +364,6 @@ class SegmentStage:
                 sender.pending = len(producer) > 0
                 if handled < batch_size:  # everything that had arrived is handled
                     sender.drained()
-                else:
-                    sender.tick()
             self._fire_timers(self.now_ms())
             if self._sealed is not None:  # at least as many states as events this turn: keeps pace
                 self._write_sealed(max(_STATES_PER_TURN, handled))

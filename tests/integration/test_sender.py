@@ -1,6 +1,6 @@
-"""The paced Sender against the real Tansu broker: a stage's records go out when it ticks, in one go
-for every partition, and not before the interval has passed since the last send (or, once the stage
-has handled all its input, not before a fraction of it)."""
+"""The Sender against the real Tansu broker: a stage's producer sends after librdkafka's linger with no
+help; a drained stage sends at once, but not more often than a fraction of the interval; a producer
+with a long linger sends when ticked, in one go for every partition, not before the interval."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, paced_producer_config
+from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, paced_producer_config, producer_config
 from streams.settings import Settings
 from streams.topics import RESOLVED_TOPIC
 
@@ -42,17 +42,43 @@ def _arrived(consumer: Consumer, wanted: int, within_s: float) -> tuple[int, flo
     return got, last
 
 
+def _ticked_producer(settings: Settings, client_id: str, **extra: object) -> Producer:
+    """A producer that only ticks send for (librdkafka's linger is long), like the bench's load."""
+    return Producer(producer_config(settings, client_id, **{"linger.ms": PACED_LINGER_MS, **extra}))
+
+
+def test_a_stage_producer_sends_after_its_linger_without_a_flush(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Under a backlog a stage never drains and never calls the Sender: librdkafka's linger alone
+    sends its records, every partition's."""
+    settings = settings_factory(kafka_linger_ms=200)
+    topic = settings.topic(RESOLVED_TOPIC.name)
+    producer = Producer(paced_producer_config(settings, "sender-linger"))
+    consumer = _reader(settings, topic)
+    try:
+        _arrived(consumer, 1, 3)  # joined: nothing there yet
+        for n in range(8):
+            producer.produce(topic, b"v", f"k{n}".encode())
+        producer.poll(0)
+        got, after = _arrived(consumer, 8, 3)
+        assert got == 8 and after < 1.5, (got, after)
+    finally:
+        consumer.close()
+        producer.flush(10)
+
+
 def test_a_tick_sends_every_partition_at_once_and_waits_out_the_interval(
     settings_factory: Callable[..., Settings],
 ) -> None:
     settings = settings_factory(kafka_linger_ms=300)
     topic = settings.topic(RESOLVED_TOPIC.name)
-    producer = Producer(paced_producer_config(settings, "sender-test"))
+    producer = _ticked_producer(settings, "sender-test")
     consumer = _reader(settings, topic)
     try:
         _arrived(consumer, 1, 3)  # joined: nothing there yet
         sender = Sender(producer, settings.kafka_linger_ms)
-        # Without a tick, records linger for librdkafka's own (long) linger.
+        # Without a tick, records linger for librdkafka's (long) linger.
         for n in range(8):
             producer.produce(topic, b"v", f"k{n}".encode())
         producer.poll(0)
@@ -131,12 +157,10 @@ def test_a_tick_sends_one_produce_request_per_partition(settings_factory: Callab
     settings = settings_factory(kafka_linger_ms=50)
     topic = settings.topic(RESOLVED_TOPIC.name)
     stats: list[dict[str, object]] = []
-    producer = Producer(
-        paced_producer_config(
-            settings,
-            "sender-requests",
-            **{"statistics.interval.ms": 100, "stats_cb": lambda s: stats.append(json.loads(s))},
-        )
+    producer = _ticked_producer(
+        settings,
+        "sender-requests",
+        **{"statistics.interval.ms": 100, "stats_cb": lambda s: stats.append(json.loads(s))},
     )
 
     def produce_requests() -> int:
