@@ -225,8 +225,9 @@ class Resolver:
             if len(self._inflight) >= _MAX_INFLIGHT:
                 producer.poll(0.01)  # backpressure: wait for acknowledgements first
                 continue
-            messages = consume_ready(consumer, batch_size, _BATCH_WAIT_S)
+            messages = consume_ready(consumer, batch_size, sender.drained_wait_s(_BATCH_WAIT_S))
             if not messages:
+                sender.drained()  # nothing arrived: what a drained turn held back goes now
                 continue
             now_ms = int(time.time() * 1000)
             batch = _Batch(self._failed)

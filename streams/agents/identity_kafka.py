@@ -108,7 +108,9 @@ class Sender:
     its own output for a whole interval after each burst would add a second linger on every hop, so
     :meth:`drained` (called when a turn handled everything that had arrived) sends at once: a flush,
     during which librdkafka ignores ``linger.ms`` for every partition. It does so at most every
-    ``interval / DRAINED_GAP_DIVISOR``: about one send per upstream burst, the same request rate.
+    ``interval / DRAINED_GAP_DIVISOR``: about one send per upstream burst, the same request rate; what
+    a drained turn holds back goes when the gap is over (the stage waits for input at most that long,
+    :meth:`drained_wait_s`, and a turn that found nothing has drained too).
 
     A stage under a backlog never drains, so it never flushes. A flush blocks for 2-3 ms (its 1 ms
     timeout, served in 1 ms steps, plus the delivery callbacks it runs), and sending every interval
@@ -133,6 +135,14 @@ class Sender:
         if not self.pending:
             return longest
         return min(longest, max(0.0, self._last + self._interval - time.monotonic()))
+
+    def drained_wait_s(self, longest: float) -> float:
+        """How long a drained stage may wait for input before :meth:`drained` would send what it holds
+        back (``longest`` at most): records a drained turn kept because a send was just made go once
+        the gap has passed, not after librdkafka's whole linger."""
+        if not self.pending:
+            return longest
+        return min(longest, max(0.0, self._last + self._gap - time.monotonic()))
 
     def tick(self) -> None:
         """Send what is waiting if the interval has passed since the last send."""

@@ -330,7 +330,7 @@ class SegmentStage:
                 self._redefine(changed)
             # While an ended epoch's states are still being written, the loop does not wait for input:
             # idle turns wrote only a slice each, so a finished backlog's last commit came seconds late.
-            wait = 0.0 if self._sealed is not None else timer_wait
+            wait = 0.0 if self._sealed is not None else sender.drained_wait_s(timer_wait)
             messages = consume_ready(consumer, batch_size, wait)
             now = self.now_ms()
             for msg in messages:
@@ -359,11 +359,11 @@ class SegmentStage:
             handled = len(messages)
             # Released now, not at the next turn: a save or freeze below would otherwise walk them.
             messages.clear()
-            if handled:  # this turn's changes go out before the state work below, not after it
+            if handled:
                 last_input = time.monotonic()
                 sender.pending = len(producer) > 0
-                if handled < batch_size:  # everything that had arrived is handled
-                    sender.drained()
+            if handled < batch_size:  # everything that had arrived is handled: this turn's changes go
+                sender.drained()  # out before the state work below, not after it
             self._fire_timers(self.now_ms())
             if self._sealed is not None:  # at least as many states as events this turn: keeps pace
                 self._write_sealed(max(_STATES_PER_TURN, handled))

@@ -130,6 +130,7 @@ def test_a_drained_stage_sends_at_once_but_not_more_often_than_the_gap(
         producer.produce(topic, b"v", b"k1")
         sender.pending = True
         sender.drained()
+        assert 0 < sender.drained_wait_s(5.0) <= gap_s  # the loop wakes when the gap is over
         assert sender.pending and _arrived(consumer, 1, gap_s / 2)[0] == 0
         # ... and once the gap has passed it sends, long before the 1 s interval is over.
         time.sleep(gap_s)
@@ -138,6 +139,7 @@ def test_a_drained_stage_sends_at_once_but_not_more_often_than_the_gap(
         assert got == 1 and after < 0.2, (got, after)
         assert not sender.pending
         # Nothing waiting: nothing to send, and tick keeps the interval from that send.
+        assert sender.drained_wait_s(5.0) == 5.0
         sender.drained()
         producer.produce(topic, b"v", b"k2")
         sender.pending = True
