@@ -16,7 +16,8 @@ State and recovery
   those of every earlier epoch are acknowledged. The loop never stops to wait for the broker. A newly
   assigned partition is rebuilt from ``segments.state`` before its records are processed.
 - A batch is whatever has arrived (``consume_ready``). The loop waits up to
-  ``segments_timer_interval_s`` only when nothing has.
+  ``segments_timer_interval_s`` only when nothing has (less while a drained turn's records are
+  held back: ``Sender.drained_wait_s``).
 - Outputs go out after librdkafka's linger (``kafka_linger_ms``); a turn that handled everything that
   had arrived sends at once (``Sender.drained``, at most every fifth of the interval). While an
   ended epoch's states are being written, the loop does not wait.
