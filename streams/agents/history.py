@@ -37,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streams.agents.threaded import GC_YOUNG_THRESHOLD
 from streams.serde import INVALID_CODEC, SerializationError, encode_invalid
 from streams.settings import CHANNELS, Settings
 from streams.topics import INVALID_TOPIC
@@ -162,8 +163,10 @@ class HistorySink:
     def run(self) -> None:
         """Consume until :meth:`stop`; then flush and commit (giving up after a grace period)."""
         # The hot path allocates many small containers; default GC thresholds made the batch builder
-        # ~30% slower in measurements (many young-generation passes over long-lived batch lists).
-        gc.set_threshold(50_000, 20, 20)
+        # ~30% slower in measurements (many young-generation passes over long-lived batch lists). Not
+        # higher than this either: the sinks share a process (and its GIL) with the identity resolver,
+        # and a pass over 50,000 young objects paused all of them for 25-45 ms of CPU (BENCHMARKS.md).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         consumer = Consumer(consumer_config(self.settings))
         self._consumer = consumer
         self._producer = Producer(producer_config(self.settings))

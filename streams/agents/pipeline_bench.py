@@ -356,6 +356,7 @@ def run_pipeline_bench(
     layout: str,
     report: Report,
     hops: bool = False,
+    probe_log: Path | None = None,
 ) -> dict[str, Any]:
     from streams.agents.segment_definitions import apply_definitions
     from streams.dev.stack import apply_migrations, create_topics
@@ -430,7 +431,16 @@ def run_pipeline_bench(
             # 2. Latency first, while the topics are small: Tansu's memory storage gets slower as a
             #    topic grows (BENCHMARKS.md), which would be measured instead of the pipeline.
             latency = _probe(
-                settings, persons, probe_rate, probe_seconds, rng, 10_000_000, report, meter, hops=hops
+                settings,
+                persons,
+                probe_rate,
+                probe_seconds,
+                rng,
+                10_000_000,
+                report,
+                meter,
+                hops=hops,
+                probe_log=probe_log,
             )
             expected += latency["probe_events"]
             drain(expected, time.monotonic())
@@ -703,6 +713,26 @@ def _drop(settings: Settings, report: Report) -> None:
         report(f"cleanup: could not delete every bench topic or database: {exc}")
 
 
+def _write_probe_log(
+    path: Path,
+    sent: dict[str, float],
+    actual: dict[str, float],
+    latency: dict[str, float],
+    to_evaluated: dict[str, float],
+) -> None:
+    """One line per probe seen, in scheduled order: the scheduled send time (Unix seconds), the time
+    the bench actually produced it, the latency to reading its change and to its evaluation (ms).
+    Where the tail comes from (pauses, bursts) shows in time, not in the percentiles."""
+    lines = ["scheduled_s\tproduced_s\tevent_to_change_ms\tsend_to_evaluated_ms\n"]
+    for mid in sorted(latency, key=sent.__getitem__):
+        evaluated = to_evaluated.get(mid)
+        lines.append(
+            f"{sent[mid]:.4f}\t{actual.get(mid, sent[mid]):.4f}\t{latency[mid]:.1f}\t"
+            f"{'' if evaluated is None else f'{evaluated:.1f}'}\n"
+        )
+    path.write_text("".join(lines))
+
+
 def _probe(
     settings: Settings,
     persons: int,
@@ -714,8 +744,11 @@ def _probe(
     meter: CpuMeter | None = None,
     *,
     hops: bool = False,
+    probe_log: Path | None = None,
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes.
+
+    With ``probe_log``, one line per probe seen goes to that file (see :func:`_write_probe_log`).
 
     With ``hops``, a second reader tails ``events.resolved`` for the probes' ``resolvedAt`` (the time to
     the resolver). It reads the whole topic, which costs the bench and the broker CPU that the measured
@@ -810,6 +843,8 @@ def _probe(
     if resolved_reader is not None:
         resolved_reader.finish()
     values = list(latency.values())
+    if probe_log is not None:
+        _write_probe_log(probe_log, sent, actual, latency, to_evaluated)
     report(
         f"latency probe: {len(values):,} of {len(wanted):,} probes seen at {achieved:,.0f} events/s offered; "
         f"event -> change p50 {_percentile(values, 0.5):,.0f} ms, p99 {_percentile(values, 0.99):,.0f} ms"

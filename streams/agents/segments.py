@@ -701,7 +701,17 @@ class SegmentStage:
                 log.error("segments: unreadable state record %s/%s: %s", msg.partition(), msg.offset(), exc)
 
         start = [TopicPartition(self._state_topic, n, OFFSET_BEGINNING) for n in numbers]
-        count = read_to_end(self._restorer, start, restore, _TIMEOUT_S)
+        # The collector stays off while states are read: a replaced profile is freed by its reference
+        # count (profiles hold no cycles), and the automatic passes over the growing set of restored
+        # profiles were most of a restore's CPU (see BENCHMARKS.md). What other threads leave in
+        # cycles meanwhile is collected just after.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            count = read_to_end(self._restorer, start, restore, _TIMEOUT_S)
+        finally:
+            if enabled:
+                gc.enable()
         self._restorer.unassign()
         gc.collect()
         gc.freeze()  # the restored profiles are not garbage: keep them out of later GC passes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -214,6 +215,13 @@ def collector(events: int, concurrency: int, batch_size: int) -> None:
     help="Also time each probe to the resolver (send_to_resolved_ms_*): a second reader tails "
     "events.resolved, which costs the bench and the broker CPU the worker then lacks.",
 )
+@click.option(
+    "--probe-log",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write one tab-separated line per probe (scheduled and actual send time, latency to the "
+    "change and to its evaluation) to this file, to see when the slow ones happened.",
+)
 def pipeline(
     persons: int,
     events: int,
@@ -223,6 +231,7 @@ def pipeline(
     layout: str,
     partitions: int | None,
     hops: bool,
+    probe_log: Path | None,
 ) -> None:
     """The full pipeline in one `omniseg worker` (one process, or two or three with --layout): identity
     resolution, 50 active segment definitions and the sinks together. Prints events/s per worker,
@@ -247,6 +256,7 @@ def pipeline(
         layout=layout,
         report=lambda line: click.echo(line, err=True),
         hops=hops,
+        probe_log=probe_log,
     )
     click.echo(json.dumps(result, indent=2))
 

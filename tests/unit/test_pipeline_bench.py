@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from streams.agents.pipeline_bench import _interpolated, bench_definitions, measure_profiles
+from pathlib import Path
+
+from streams.agents.pipeline_bench import (
+    _interpolated,
+    _write_probe_log,
+    bench_definitions,
+    measure_profiles,
+)
 from streams.domain.segments.loader import load_definitions
 
 
@@ -26,3 +33,19 @@ def test_cpu_between_samples_is_interpolated() -> None:
     assert _interpolated(samples, 101.0) == {"w": 0.5}
     assert _interpolated(samples, 99.0) == {"w": 0.0}  # before the first sample: the first
     assert _interpolated(samples, 105.0) == {"w": 1.5}  # after the last: the last
+
+
+def test_the_probe_log_lists_every_probe_seen_in_send_order(tmp_path: Path) -> None:
+    sent = {"b": 101.0, "a": 100.0, "c": 102.0}
+    actual = {"a": 100.001, "b": 101.002}  # "c": not recorded, so its scheduled time stands in
+    latency = {"b": 80.5, "a": 250.25, "c": 61.0}
+    to_evaluated = {"a": 190.0, "c": 40.5}  # "b": no evaluation time
+    path = tmp_path / "probes.tsv"
+    _write_probe_log(path, sent, actual, latency, to_evaluated)
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == ["scheduled_s", "produced_s", "event_to_change_ms", "send_to_evaluated_ms"]
+    assert [line.split("\t") for line in lines[1:]] == [
+        ["100.0000", "100.0010", "250.2", "190.0"],
+        ["101.0000", "101.0020", "80.5", ""],
+        ["102.0000", "102.0000", "61.0", "40.5"],
+    ]

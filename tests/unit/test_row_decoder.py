@@ -3,6 +3,7 @@ every kind the pipeline writes, and on broken bytes."""
 
 from __future__ import annotations
 
+import gc
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import pytest
 
 from streams.agents.pipeline_bench import make_events
-from streams.serde import HEADER_LEN, RESOLVED_CODEC
-from streams.warehouse.events_table import _to_tuple
+from streams.serde import EVENT_CODEC, HEADER_LEN, RESOLVED_CODEC
+from streams.warehouse.events_table import EventColumns, EventDecoder, _to_tuple
 from streams.warehouse.row_decoder import CorruptRecord, compile_reader, read_body
 from tests.integration import identity_scenario
 
@@ -51,3 +52,17 @@ def test_broken_bytes_are_refused() -> None:
             read_body(reader, data[:cut], HEADER_LEN)
     with pytest.raises(CorruptRecord, match="trailing"):
         read_body(reader, data + b"\x00", HEADER_LEN)
+
+
+def test_an_event_without_line_items_adds_no_object_the_collector_tracks() -> None:
+    """The history sink's batch holds its rows until the insert: per-event lists there were the young
+    objects every GC pass of the identity + sinks process walked (BENCHMARKS.md, 29 Nov, afternoon)."""
+    decoder = EventDecoder()
+    columns = EventColumns()
+    events = [e for e in make_events(200, 50, random.Random(5), 0) if not e.lines][:20]
+    assert events
+    for offset, event in enumerate(events):
+        columns.append(decoder.decode(EVENT_CODEC.encode(event.to_avro())), 0, offset)
+    assert len(columns) == len(events)
+    tracked = [value for column in columns.columns for value in column if gc.is_tracked(value)]
+    assert tracked == []
