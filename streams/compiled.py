@@ -43,9 +43,9 @@ from typing import Any
 
 log = logging.getLogger("streams.compiled")
 
-# The modules on the per-event paths: the segment engine and profile, and the Avro readers/writers
-# of the resolver, the segment stage and the sinks. Each must compile with mypyc (strictly typed, no
-# monkeypatching of its classes).
+# The modules on the per-event paths: the segment engine and profile, the Avro readers/writers of the
+# resolver, the segment stage and the sinks, and the sinks' record -> column steps. Each must compile
+# with mypyc (strictly typed, no monkeypatching of its classes).
 MODULES: tuple[str, ...] = (
     "streams.domain.segments.events",
     "streams.domain.segments.profile",
@@ -54,6 +54,8 @@ MODULES: tuple[str, ...] = (
     "streams.agents.segments_wire",
     "streams.warehouse.row_decoder",
     "streams.warehouse.events_table",
+    "streams.warehouse.identity_tables",
+    "streams.warehouse.segment_tables",
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent  # .../streams

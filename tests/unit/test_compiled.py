@@ -58,6 +58,52 @@ for person in sorted(profiles):
 print(status().active, digest.hexdigest())
 """
 
+# The sinks' record -> column steps on the bench's events (every kind of event and line item, at fixed
+# times) and on segment changes with and without contact details; prints a digest of every column.
+SINK_WORKLOAD = """
+import hashlib, random
+from datetime import UTC, datetime
+from streams.agents.pipeline_bench import make_events
+from streams.agents.identity_wire import event_body, resolved_event
+from streams.agents.segments_sink import _CHANGE_READER
+from streams.compiled import status
+from streams.serde import EVENT_CODEC, SEGMENT_CHANGE_CODEC
+from streams.warehouse.events_table import EventColumns, EventDecoder
+from streams.warehouse.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.warehouse.segment_tables import SegmentBatch
+
+events, decoded = EventColumns(), EventDecoder()
+identity, resolved = IdentityBatch(), ResolvedDecoder()
+segments = SegmentBatch()
+for n, event in enumerate(make_events(2000, 200, random.Random(5), 0)):
+    avro = event.to_avro()
+    avro["timestamp"] = avro["receivedAt"] = datetime.fromtimestamp(1_764_000_000 + n, UTC)
+    body = EVENT_CODEC.encode(avro)
+    events.append(decoded.decode(body), n % 3, n)
+    person = f"p{n % 200}"
+    record = resolved_event(person, [f"email:{person}@x.com"], 1_764_000_000_000 + n, event_body(body))
+    identity.add_resolved(resolved.decode(record), 0, n)
+    contacts = dict.fromkeys(("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard"))
+    if n % 4:
+        contacts.update(email=f"{person}@x.com", userId=person if n % 2 else None)
+    change = {
+        "changeId": f"c{n}", "personId": person, "segmentId": f"s{n % 7}",
+        "subject": "SKU-1" if n % 5 == 0 else None, "change": "entered" if n % 2 else "exited",
+        "seq": n, "at": datetime.fromtimestamp(1_764_000_000 + n, UTC), "trigger": "event",
+        "reason": "r", "messageId": f"m{n}", "definitionVersion": 1 + n % 3, "contacts": contacts,
+        "emittedAt": datetime.fromtimestamp(1_764_000_001 + n, UTC),
+    }
+    segments.add_change(_CHANGE_READER.decode(SEGMENT_CHANGE_CODEC.encode(change)), 1, n)
+batches = [("events", events.columns)]
+batches += [(table, columns.columns) for table, columns in identity.tables()]
+batches += [(table, columns.columns) for table, columns in segments.tables()]
+digest = hashlib.sha256()
+for table, columns in batches:
+    rows = [[list(v) if isinstance(v, (list, tuple)) else v for v in column] for column in columns]
+    digest.update(repr((table, rows)).encode())
+print(status().active, len(batches), digest.hexdigest())
+"""
+
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {
@@ -122,6 +168,19 @@ def test_compiled_and_plain_python_compute_the_same_changes_and_states() -> None
     fast_active, fast_digest = fast.stdout.split()
     plain_active, plain_digest = plain.stdout.split()
     assert (fast_active, plain_active) == ("True", "False")
+    assert fast_digest == plain_digest
+
+
+@needs_build
+def test_compiled_and_plain_python_fill_the_same_sink_columns() -> None:
+    fast = _run(SINK_WORKLOAD)
+    plain = _run(SINK_WORKLOAD, OMNISEG_PURE_PYTHON="1")
+    assert fast.returncode == 0, fast.stderr
+    assert plain.returncode == 0, plain.stderr
+    fast_active, fast_tables, fast_digest = fast.stdout.split()
+    plain_active, plain_tables, plain_digest = plain.stdout.split()
+    assert (fast_active, plain_active) == ("True", "False")
+    assert fast_tables == plain_tables == "3"
     assert fast_digest == plain_digest
 
 
