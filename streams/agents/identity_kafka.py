@@ -72,6 +72,9 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
     return config
 
 
+_SHORTEST_WAIT_S = 0.001
+
+
 def consume_ready(consumer: Consumer, limit: int, wait_s: float) -> list[Message]:
     """Up to ``limit`` records that are already fetched; if none, wait up to ``wait_s`` for the first.
 
@@ -82,7 +85,9 @@ def consume_ready(consumer: Consumer, limit: int, wait_s: float) -> list[Message
     messages = consumer.consume(limit, 0)
     if messages or wait_s <= 0:
         return messages
-    messages = consumer.consume(1, wait_s)
+    # librdkafka counts whole milliseconds: a shorter wait would return at once, and a loop waiting
+    # out the last fraction of a millisecond would spin (seen as dozens of empty turns per send).
+    messages = consumer.consume(1, max(wait_s, _SHORTEST_WAIT_S))
     if messages and limit > 1:
         messages += consumer.consume(limit - 1, 0)
     return messages

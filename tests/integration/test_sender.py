@@ -11,7 +11,13 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.agents.identity_kafka import PACED_LINGER_MS, Sender, paced_producer_config, producer_config
+from streams.agents.identity_kafka import (
+    PACED_LINGER_MS,
+    Sender,
+    consume_ready,
+    paced_producer_config,
+    producer_config,
+)
 from streams.settings import Settings
 from streams.topics import RESOLVED_TOPIC
 
@@ -45,6 +51,24 @@ def _arrived(consumer: Consumer, wanted: int, within_s: float) -> tuple[int, flo
 def _ticked_producer(settings: Settings, client_id: str, **extra: object) -> Producer:
     """A producer that only ticks send for (librdkafka's linger is long), like the bench's load."""
     return Producer(producer_config(settings, client_id, **{"linger.ms": PACED_LINGER_MS, **extra}))
+
+
+def test_a_wait_shorter_than_a_millisecond_still_waits_instead_of_spinning(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """librdkafka rounds a consume timeout down to whole milliseconds: 0.4 ms would return at once, and
+    a stage waiting out the rest of its send gap would spin through empty turns."""
+    settings = settings_factory()
+    consumer = _reader(settings, settings.topic(RESOLVED_TOPIC.name))
+    try:
+        _arrived(consumer, 1, 1)  # assigned and fetching: the topic is empty
+        turns, started = 0, time.monotonic()
+        while time.monotonic() - started < 0.05:
+            assert consume_ready(consumer, 10, 0.0004) == []
+            turns += 1
+        assert turns <= 55, f"{turns} turns in 50 ms: the short waits did not wait"
+    finally:
+        consumer.close()
 
 
 def test_a_stage_producer_sends_after_its_linger_without_a_flush(
