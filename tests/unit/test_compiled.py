@@ -159,26 +159,26 @@ print(len(readers), sum(not hasattr(reader, "__code__") for reader in readers))
     assert plain.stdout.split() == [str(total), "0"]  # generated at run time, as before
 
 
-@needs_build
-def test_compiled_and_plain_python_compute_the_same_changes_and_states() -> None:
-    fast = _run(WORKLOAD)
-    plain = _run(WORKLOAD, OMNISEG_PURE_PYTHON="1")
+def _compiled_and_plain(code: str) -> tuple[list[str], list[str]]:
+    """The words ``code`` prints with the build, and as plain Python; both must have succeeded."""
+    fast = _run(code)
+    plain = _run(code, OMNISEG_PURE_PYTHON="1")
     assert fast.returncode == 0, fast.stderr
     assert plain.returncode == 0, plain.stderr
-    fast_active, fast_digest = fast.stdout.split()
-    plain_active, plain_digest = plain.stdout.split()
+    return fast.stdout.split(), plain.stdout.split()
+
+
+@needs_build
+def test_compiled_and_plain_python_compute_the_same_changes_and_states() -> None:
+    (fast_active, fast_digest), (plain_active, plain_digest) = _compiled_and_plain(WORKLOAD)
     assert (fast_active, plain_active) == ("True", "False")
     assert fast_digest == plain_digest
 
 
 @needs_build
 def test_compiled_and_plain_python_fill_the_same_sink_columns() -> None:
-    fast = _run(SINK_WORKLOAD)
-    plain = _run(SINK_WORKLOAD, OMNISEG_PURE_PYTHON="1")
-    assert fast.returncode == 0, fast.stderr
-    assert plain.returncode == 0, plain.stderr
-    fast_active, fast_tables, fast_digest = fast.stdout.split()
-    plain_active, plain_tables, plain_digest = plain.stdout.split()
+    fast, plain = _compiled_and_plain(SINK_WORKLOAD)
+    (fast_active, fast_tables, fast_digest), (plain_active, plain_tables, plain_digest) = fast, plain
     assert (fast_active, plain_active) == ("True", "False")
     assert fast_tables == plain_tables == "3"
     assert fast_digest == plain_digest
