@@ -243,6 +243,11 @@ def pipeline(
     """
     from streams.agents.pipeline_bench import run_pipeline_bench
 
+    if probe_log is not None and not probe_log.resolve().parent.is_dir():
+        # Checked now, not after minutes of benchmark: the file is written when the probe ends.
+        raise click.BadParameter(
+            f"directory {probe_log.resolve().parent} does not exist", param_hint="--probe-log"
+        )
     settings = get_settings()
     if partitions is not None:
         settings = settings.model_copy(update={"kafka_partitions": partitions})

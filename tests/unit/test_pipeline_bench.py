@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from streams.agents.pipeline_bench import (
     _interpolated,
     _write_probe_log,
     bench_definitions,
     measure_profiles,
 )
+from streams.cli.bench import bench
 from streams.domain.segments.loader import load_definitions
 
 
@@ -49,3 +52,9 @@ def test_the_probe_log_lists_every_probe_seen_in_send_order(tmp_path: Path) -> N
         ["101.0000", "101.0020", "80.5", ""],
         ["102.0000", "102.0000", "61.0", "40.5"],
     ]
+
+
+def test_a_probe_log_in_a_missing_directory_is_refused_before_the_bench_starts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench, ["pipeline", "--probe-log", str(tmp_path / "missing" / "p.tsv")])
+    assert result.exit_code == 2
+    assert "--probe-log" in result.output and "does not exist" in result.output
