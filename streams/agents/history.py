@@ -15,8 +15,9 @@ Guarantees
 ----------
 - At least once: offsets are committed only after the ClickHouse insert of every record up to them
   succeeded, and after every undecodable record among them was acknowledged on ``events.invalid``.
-- Dedup: a replayed record has the same messageId, channel and timestamp, so ReplacingMergeTree's key
-  collapses it and ``events_dedup`` (FINAL) never shows it twice.
+- Dedup: ``events`` is keyed by (channel, messageId) (migration 0007), so a replayed record, and a
+  retry of the event stamped on another day or in another month, collapse into the copy received
+  first, and ``events_dedup`` (FINAL, which merges across partitions) never shows an event twice.
 - Backpressure: while an insert is retried (ClickHouse down), the consumer's partitions are paused and
   it only polls to keep its group membership; nothing more is read, so memory stays bounded by one
   batch plus librdkafka's prefetch queue (``queued.max.messages.kbytes``).

@@ -10,8 +10,8 @@ Guarantees
 - At least once: offsets are committed only after every table of the batch was inserted and every
   undecodable record in it was acknowledged on ``events.invalid``.
 - Dedup: each table's ReplacingMergeTree key is the record's natural key (identifier + version,
-  change_id, alias pair, message_id), so a replayed record or a batch inserted twice after a partial
-  failure collapses, and the views read exactly.
+  change_id, alias pair, channel + message_id whatever the event's day), so a replayed record, a retried
+  event or a batch inserted twice after a partial failure collapses, and the views read exactly.
 - ClickHouse down: the insert is retried with backoff (:class:`ClickHouseWriter`); meanwhile the
   partitions are paused and the consumer only polls to keep its group membership.
 - Undecodable bytes become an ``InvalidRecord`` (stage ``identity-sink``, source = topic, position =
