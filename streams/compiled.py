@@ -43,10 +43,11 @@ from typing import Any
 
 log = logging.getLogger("streams.compiled")
 
-# The modules on the per-event paths: the segment engine and profile, the Avro readers/writers of the
-# resolver, the segment stage and the sinks, and the sinks' record -> column steps. Each must compile
-# with mypyc (strictly typed, no monkeypatching of its classes).
+# The modules on the per-event paths: the revenue definition, the segment engine and profile, the Avro
+# readers/writers of the resolver, the segment stage and the sinks, and the sinks' record -> column
+# steps. Each must compile with mypyc (strictly typed, no monkeypatching of its classes).
 MODULES: tuple[str, ...] = (
+    "streams.domain.revenue",
     "streams.domain.segments.events",
     "streams.domain.segments.profile",
     "streams.domain.segments.engine",

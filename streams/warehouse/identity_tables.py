@@ -7,16 +7,19 @@ here; :class:`IdentityBatch` keeps one growing columnar batch per table, ready f
 - ``identity.assignments`` -> ``identities`` (one row per assignment version);
 - ``identity.changes`` -> ``identity_merges`` (+ ``person_aliases``: one row per id in
   ``mergedPersonIds``, each now mapping to the survivor) or ``identity_rejections``;
-- ``events.resolved`` -> ``event_persons``.
+- ``events.resolved`` -> ``event_persons``, with each event's revenue as ``streams/domain/revenue.py``
+  defines it (the segment engine's definition: + a purchase's value, - a return's, 0 otherwise).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
+
+from streams.domain.revenue import STATED_KEYS, event_value, moves_revenue, signed_revenue
 from streams.serde import RESOLVED_CODEC
 from streams.warehouse.events_table import EventDecoder
 
@@ -46,6 +49,21 @@ _MAX_DATETIME = 2**32 - 1
 
 def _seconds(millis: int) -> int:
     return min(max(millis // 1000, 0), _MAX_DATETIME)
+
+
+# Properties are JSON text; only a purchase or return whose text names a stated value is parsed.
+_STATED_NEEDLES = tuple(f'"{key}"' for key in STATED_KEYS)
+
+
+def _stated_properties(text: str | None) -> dict[str, Any]:
+    """The event's properties when they may state its value (``{}`` otherwise, or when unreadable)."""
+    if not text or not any(needle in text for needle in _STATED_NEEDLES):
+        return {}
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _millis(value: Any) -> int:
@@ -102,8 +120,8 @@ class _ResolvedLayout:
         self.resolved_at = _index(top, "resolvedAt")
         self.event = _index(top, "event")
         event = _record(top[self.event]["type"])["fields"]
-        for name in ("messageId", "type", "event", "name", "anonymousId", "userId", "context", "store",
-                     "lines", "timestamp", "receivedAt"):  # fmt: skip
+        for name in ("messageId", "type", "event", "name", "anonymousId", "userId", "properties", "context",
+                     "store", "lines", "timestamp", "receivedAt"):  # fmt: skip
             setattr(self, f"e_{name}", _index(event, name))
         context = _record(event[_index(event, "context")]["type"])["fields"]
         self.c_channel = _index(context, "channel")
@@ -122,6 +140,7 @@ class _ResolvedLayout:
     e_name: int
     e_anonymousId: int
     e_userId: int
+    e_properties: int
     e_context: int
     e_store: int
     e_lines: int
@@ -214,14 +233,21 @@ class IdentityBatch:
         context = event[lay.e_context]
         page = context[lay.c_page]
         store = event[lay.e_store]
-        revenue = 0.0
+        name: str = event[lay.e_event] or ""
+        lines = event[lay.e_lines]
         currency = ""
-        for line in event[lay.e_lines]:
-            price = line[lay.l_price]
-            if price is not None and math.isfinite(price) and math.isfinite(line[lay.l_quantity]):
-                revenue += line[lay.l_quantity] * price
-            if not currency:
-                currency = line[lay.l_currency] or ""
+        for line in lines:
+            currency = line[lay.l_currency] or ""
+            if currency:
+                break
+        revenue = 0.0
+        if moves_revenue(name):
+            properties = _stated_properties(event[lay.e_properties])
+            quantity, price = lay.l_quantity, lay.l_price
+            value = event_value(properties, [(line[quantity], line[price]) for line in lines])
+            revenue = signed_revenue(name, value)
+            if not currency and isinstance(properties.get("currency"), str):
+                currency = properties["currency"]
         timestamp_ms = int(event[lay.e_timestamp])
         resolved_ms = int(row[lay.resolved_at])
         self.event_persons.append(
@@ -229,7 +255,7 @@ class IdentityBatch:
                 event[lay.e_messageId],
                 context[lay.c_channel],
                 event[lay.e_type],
-                event[lay.e_event] or "",
+                name,
                 event[lay.e_name] or "",
                 context[lay.c_source] or "",
                 row[lay.person_id],
@@ -238,7 +264,7 @@ class IdentityBatch:
                 event[lay.e_userId] or "",
                 (page[lay.page_path] or "") if page is not None else "",
                 store[lay.store_id] if store is not None else "",
-                revenue if math.isfinite(revenue) else 0.0,
+                revenue,
                 currency,
                 _seconds(timestamp_ms),
                 max(timestamp_ms, 0),

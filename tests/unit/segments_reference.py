@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.domain.catalog import Catalog
+from streams.domain.revenue import signed_revenue
 from streams.domain.segments.events import (
     LineItem,
     SegmentEvent,
@@ -323,7 +324,8 @@ class ReferenceSegments:
         if name == "purchase_count":
             return len(purchases)
         if name == "lifetime_revenue":
-            return sum(event_revenue(c.event) for c in events if c.event.name in PURCHASES)
+            # Net: purchases minus returns (streams/domain/revenue.py).
+            return sum(signed_revenue(c.event.name, event_revenue(c.event)) for c in events)
         if name == "purchase_interval_days":
             return self.interval(purchases)
         if name == "lapse_ratio":

@@ -1337,6 +1337,7 @@ class SegmentEngine:
             ):
                 tokens.append("@pref:brand")
         name = event.name
+        # profile.revenue is net revenue (streams/domain/revenue.py): + a purchase's value, - a return's.
         if name in PURCHASE_EVENTS:
             profile.purchase_count += 1
             profile.revenue += event_revenue(event)
@@ -1345,8 +1346,10 @@ class SegmentEngine:
                 del profile.purchases[: len(profile.purchases) - KEPT_PURCHASES]
             if lines:
                 self._book(profile, prepared, 1.0)
-        elif name in RETURN_EVENTS and lines:
-            self._book(profile, prepared, -1.0)
+        elif name in RETURN_EVENTS:
+            profile.revenue -= event_revenue(event)
+            if lines:
+                self._book(profile, prepared, -1.0)
         if name in self.features_by_name:
             # 0: no lines; 1: only lines without category and brand (unknown products); 2: others
             shape = 1 if lines else 0

@@ -9,9 +9,11 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# Purchases and returns drive the ledgers, derived purchase traits and suppression audiences.
-PURCHASE_EVENTS = frozenset({"Order Completed"})
-RETURN_EVENTS = frozenset({"Order Refunded", "Product Returned"})
+# Purchases and returns drive the ledgers, derived purchase traits and suppression audiences; they are
+# the events with revenue (streams/domain/revenue.py).
+from streams.domain.revenue import PURCHASE_EVENTS as PURCHASE_EVENTS
+from streams.domain.revenue import RETURN_EVENTS as RETURN_EVENTS
+from streams.domain.revenue import event_value
 
 _MOBILE = frozenset({"ios", "android", "mobile", "phone", "iphone", "smartphone"})
 _TABLET = frozenset({"tablet", "ipad"})
@@ -160,9 +162,6 @@ def season(month: int, hemisphere: str) -> str:
 
 
 def event_revenue(event: SegmentEvent) -> float:
-    """properties.revenue (or total), else the sum of line quantity times unit price."""
-    for key in ("revenue", "total"):
-        value = event.properties.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return sum(line.quantity * line.unit_price for line in event.lines if line.unit_price is not None)
+    """The event's value (streams/domain/revenue.py): properties.revenue, else properties.total, else
+    the sum of its lines' quantity times unit price."""
+    return event_value(event.properties, [(line.quantity, line.unit_price) for line in event.lines])

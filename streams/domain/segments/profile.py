@@ -6,7 +6,7 @@ Only what conditions need is kept, incrementally:
   window, sorted; older ones are pruned as time passes (time only moves forward for one engine);
 - an all-time feature keeps count, sum, min, max, first and last timestamps;
 - purchases keep a per-product and per-category ledger (net and bought quantity), the newest
-  ``KEPT_PURCHASES`` purchase times (for the usual repeat interval), a count and the revenue;
+  ``KEPT_PURCHASES`` purchase times (for the usual repeat interval), a count and the net revenue;
 - memberships keep, per segment (and subject), the transition count (odd means member) and the
   definition version of the last transition: two maps of small ints, no object per membership.
 
