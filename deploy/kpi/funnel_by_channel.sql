@@ -1,21 +1,34 @@
--- Shopping funnel per channel within one day: viewed -> added to cart -> ordered, per source id.
--- windowFunnel counts how far each shopper got, in order, within the window (86400 s).
+-- Shopping funnel in persons: how many persons viewed a product, then added one to the cart, then
+-- completed an order, in that order within one day (windowFunnel, 86400 s), per channel (web, app) and
+-- across every channel (channel 'any': viewed on the phone, bought on the laptop or in store).
+-- A person is the resolved customer after every merge (events_by_person.person_id): a shopper's
+-- cookies, app installs and logins count once. (Counting cookie or device ids would count one customer
+-- with two browsers twice, and miss the order placed after a login.)
+-- Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
-    channel,
-    countIf(step >= 1) AS viewed,
-    countIf(step >= 2) AS added,
-    countIf(step >= 3) AS ordered,
+    channel_name AS channel,
+    countIf(step >= 1) AS persons_viewed,
+    countIf(step >= 2) AS persons_added,
+    countIf(step >= 3) AS persons_ordered,
     round(100 * countIf(step >= 3) / greatest(countIf(step >= 1), 1), 1) AS view_to_order_pct
 FROM
 (
     SELECT
-        channel,
-        if(user_id != '', user_id, if(anonymous_id != '', anonymous_id, device_id)) AS shopper,
+        toString(channel) AS channel_name,
+        person_id,
         windowFunnel(86400)(timestamp, event = 'Product Viewed', event = 'Product Added',
             event = 'Order Completed') AS step
-    FROM events_dedup
+    FROM events_by_person
     WHERE channel IN ('web', 'app')
-    GROUP BY channel, shopper
+    GROUP BY channel_name, person_id
+    UNION ALL
+    SELECT
+        'any' AS channel_name,
+        person_id,
+        windowFunnel(86400)(timestamp, event = 'Product Viewed', event = 'Product Added',
+            event = 'Order Completed') AS step
+    FROM events_by_person
+    GROUP BY person_id
 )
-GROUP BY channel
-ORDER BY channel
+GROUP BY channel_name
+ORDER BY channel_name = 'any', channel_name

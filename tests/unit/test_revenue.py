@@ -67,7 +67,7 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 EXPECTED = [42.0, 55.0, 40.0, 30.0, 0.0, -55.0, -20.0]
 
 
-def _resolved(number: int, name: str, properties: dict[str, Any]) -> bytes:
+def resolved_record(number: int, name: str, properties: dict[str, Any]) -> bytes:
     when = T0 + timedelta(minutes=number)
     payload = {
         "type": "track",
@@ -83,7 +83,7 @@ def _resolved(number: int, name: str, properties: dict[str, Any]) -> bytes:
 
 
 def test_segment_engine_and_warehouse_count_the_same_revenue() -> None:
-    records = [_resolved(number, name, properties) for number, (name, properties) in enumerate(CALLS)]
+    records = [resolved_record(number, name, properties) for number, (name, properties) in enumerate(CALLS)]
 
     batch = IdentityBatch()
     decoder = ResolvedDecoder()
