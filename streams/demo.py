@@ -274,7 +274,7 @@ def _print_results(settings: Settings, result: DemoResult, report: Report) -> No
     client = clickhouse_client(settings, settings.clickhouse_database)
     titles = {
         "events_by_channel": "Events per channel (events_dedup)",
-        "funnel_by_channel": "KPI: view -> cart -> order funnel per channel, in persons (windowFunnel, 1 d)",
+        "funnel_by_channel": "KPI: view -> cart -> order funnel per channel, in persons, within a day",
         "revenue_by_channel": "KPI: orders, returns and revenue per channel (net of returns)",
         "email_engagement": "KPI: email engagement per campaign",
     }
