@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,10 +31,57 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Ports handed out by free_port: the lock files stay open (and locked) for the life of this process, so
+# no other process that uses free_port gets the same port, and this process never hands one out twice.
+_RESERVED: dict[int, int] = {}
+_RESERVE_LOCK = threading.Lock()
+_RESERVATIONS_DIR = Path(tempfile.gettempdir()) / "omniseg-ports"
+# Below the kernel's ephemeral range and above the local stack's default ports (18123-19092), so
+# neither an outgoing connection nor `omniseg dev up` takes a port between its reservation and its use.
+_FIRST_PORT = 20_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on, reserved for this process: two calls, here or in any other process
+    that uses this function, never return the same port while the reserving process lives.
+
+    A port bound and released (port 0) could be handed out twice, and the kernel's ephemeral range is
+    also where outgoing connections take their ports; so the port is picked at random below that range,
+    checked to be bindable, and reserved with an exclusive lock on a per-port file.
+    """
+    low, _ = _ephemeral_range()
+    last = max(low - 1, _FIRST_PORT + 1000)
+    _RESERVATIONS_DIR.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    with _RESERVE_LOCK:
+        for _ in range(10_000):
+            port = random.randint(_FIRST_PORT, last)
+            if port in _RESERVED or not port_is_free(port):
+                continue
+            fd = os.open(_RESERVATIONS_DIR / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            _RESERVED[port] = fd
+            return port
+    raise StackError(f"no free port between {_FIRST_PORT} and {last}")
+
+
+def release_port(port: int) -> None:
+    """Give back a port from :func:`free_port` (optional: the reservation ends with the process)."""
+    with _RESERVE_LOCK:
+        fd = _RESERVED.pop(port, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:
