@@ -140,6 +140,12 @@ ORDER BY (channel, message_id);
 
 RENAME TABLE event_persons TO event_persons_before_0007, event_persons_0007 TO event_persons;
 
+-- The copy also brings each event's revenue to the one definition (streams/domain/revenue.py): + the
+-- value of an Order Completed, - the value of an Order Refunded or Product Returned, 0 otherwise; the
+-- value is properties.revenue, else properties.total (read from events), else the lines' total that
+-- event_persons held. Read with visitParamExtractRaw (no JSONExtract on 18.16), which takes the first
+-- "revenue" or "total" key at any depth and reads plain decimals only (not 1e3): a row whose events
+-- record is missing or unreadable keeps its lines' total.
 INSERT INTO event_persons
 (
     message_id, channel, type, event, name, source, person_id, identifiers, anonymous_id, user_id,
@@ -148,8 +154,39 @@ INSERT INTO event_persons
 )
 SELECT
     message_id, channel, type, event, name, source, person_id, identifiers, anonymous_id, user_id,
-    page_path, store_id, revenue, currency, timestamp, timestamp_ms, received_at, resolved_at,
-    resolved_at_ms, kafka_partition, kafka_offset, ingested_at
-FROM event_persons_before_0007;
+    page_path, store_id,
+    multiIf(
+        event = 'Order Completed', order_value,
+        event IN ('Order Refunded', 'Product Returned'), -order_value,
+        0
+    ) AS signed_revenue,
+    currency, timestamp, timestamp_ms, received_at, resolved_at, resolved_at_ms, kafka_partition,
+    kafka_offset, ingested_at
+FROM
+(
+    SELECT
+        message_id, channel, type, event, name, source, person_id, identifiers, anonymous_id, user_id,
+        page_path, store_id, currency, timestamp, timestamp_ms, received_at, resolved_at, resolved_at_ms,
+        kafka_partition, kafka_offset, ingested_at,
+        ifNull(stated_revenue, ifNull(stated_total, lines_revenue)) AS order_value
+    FROM
+    (
+        SELECT
+            message_id, channel, type, event, name, source, person_id, identifiers, anonymous_id,
+            user_id, page_path, store_id, revenue AS lines_revenue, currency, timestamp, timestamp_ms,
+            received_at, resolved_at, resolved_at_ms, kafka_partition, kafka_offset, ingested_at
+        FROM event_persons_before_0007
+    ) AS resolved
+    ANY LEFT JOIN
+    (
+        SELECT
+            channel,
+            message_id,
+            toFloat64OrNull(visitParamExtractRaw(properties, 'revenue')) AS stated_revenue,
+            toFloat64OrNull(visitParamExtractRaw(properties, 'total')) AS stated_total
+        FROM events
+        WHERE event IN ('Order Completed', 'Order Refunded', 'Product Returned')
+    ) AS stated USING (channel, message_id)
+);
 
 DROP TABLE event_persons_before_0007;
