@@ -135,10 +135,11 @@ def apply_definitions(
     directory: Path,
     *,
     dry_run: bool = False,
-    prune: bool = True,
+    prune: bool = False,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Plan:
-    """Validate ``directory`` (all or nothing), then publish new versions of what changed.
+    """Validate ``directory`` (all or nothing), then publish new versions of what changed; live
+    segments missing from ``directory`` are removed only with ``prune``.
 
     Raises :class:`ConcurrentApplyError` when another apply to the same topic started before this one
     committed (nothing of this one is published then), ``KafkaException`` when the broker cannot be
@@ -165,6 +166,8 @@ def apply_definitions(
     result = plan(published, desired, prune=prune)
     for write in result.writes:
         progress(f"{write.action:8} {write.segment_id} v{write.version}")
+    for segment_id in result.kept:
+        progress(f"kept     {segment_id} (live, not in {directory}; --prune removes it)")
     if producer is None or not result.writes:
         return result
     try:

@@ -34,18 +34,22 @@ def validate(directory: Path) -> None:
 
 @segments.command("apply")
 @click.argument("directory", type=_DIR)
-@click.option("--dry-run", is_flag=True, help="Show what would change; publish nothing.")
 @click.option(
-    "--no-prune",
-    is_flag=True,
-    help="Keep live segments missing from DIRECTORY (default: DIRECTORY is the whole set).",
+    "--dry-run", is_flag=True, help="Show what would be added, changed and removed; publish nothing."
 )
-def apply(directory: Path, dry_run: bool, no_prune: bool) -> None:
-    """Publish added, changed and removed definitions; running workers pick them up without a restart.
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove live segments missing from DIRECTORY (their members exit). Without it they stay live.",
+)
+def apply(directory: Path, dry_run: bool, prune: bool) -> None:
+    """Publish added and changed definitions; running workers pick them up without a restart.
 
     New and changed segments are evaluated for every profile at once (enter events, trigger
-    `definition`); removed ones exit all their members. Versions count up per segment. Two applies
-    at once cannot publish the same version: the one that started first fails and says to run it again.
+    `definition`). Live segments missing from DIRECTORY stay live and are listed, unless --prune is
+    given: then they are removed and exit all their members. Versions count up per segment. Two
+    applies at once cannot publish the same version: the one that started first fails and says to run
+    it again.
     """
     from confluent_kafka import KafkaException
 
@@ -54,9 +58,7 @@ def apply(directory: Path, dry_run: bool, no_prune: bool) -> None:
 
     settings = get_settings()
     try:
-        result = apply_definitions(
-            settings, directory, dry_run=dry_run, prune=not no_prune, progress=click.echo
-        )
+        result = apply_definitions(settings, directory, dry_run=dry_run, prune=prune, progress=click.echo)
     except (DefinitionError, FileNotFoundError, ConcurrentApplyError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (KafkaException, TimeoutError) as exc:

@@ -146,3 +146,56 @@ def test_the_cli_says_to_run_again(
     assert "another `omniseg segments apply` started" in result.output
     assert "Run it again" in result.output
     assert _versions(settings) == {"b": 1}, "only the second apply was published"
+
+
+def _live(settings: Settings) -> dict[str, bool]:
+    follower = DefinitionsFollower(settings)
+    try:
+        follower.load()
+        return {segment_id: not published.deleted for segment_id, published in follower.published.items()}
+    finally:
+        follower.close()
+
+
+def test_apply_removes_live_segments_only_with_prune_and_dry_run_shows_what_it_would_remove(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from streams.cli.segments import segments
+    from streams.settings import get_settings
+
+    settings = settings_factory()
+    both = write_definitions(
+        tmp_path / "both",
+        {
+            "a.yaml": "id: a\nwhen: {event: Order Completed}\n",
+            "b.yaml": "id: b\nwhen: {event: Product Viewed}\n",
+        },
+    )
+    only_a = write_definitions(tmp_path / "only_a", {"a.yaml": "id: a\nwhen: {event: Order Completed}\n"})
+    env = {"OMNISEG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "OMNISEG_TOPIC_PREFIX": settings.topic_prefix}
+
+    def cli(*args: str) -> str:
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(segments, ["apply", *args], env=env)
+        finally:
+            get_settings.cache_clear()
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    cli(str(both))
+    assert _live(settings) == {"a": True, "b": True}
+
+    # A directory with only some segments leaves the others live, and says so.
+    out = cli(str(only_a))
+    assert "kept     b" in out and "--prune removes" in out
+    assert _live(settings) == {"a": True, "b": True}
+
+    # A dry run with --prune lists the removal and publishes nothing.
+    out = cli(str(only_a), "--prune", "--dry-run")
+    assert "removed  b v2" in out and "dry run: nothing published" in out
+    assert _live(settings) == {"a": True, "b": True}
+
+    out = cli(str(only_a), "--prune")
+    assert "removed  b v2" in out
+    assert _live(settings) == {"a": True, "b": False}

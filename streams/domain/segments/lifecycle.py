@@ -29,21 +29,27 @@ class PlannedVersion:
 class Plan:
     writes: list[PlannedVersion] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # Live segments missing from the desired set that stay live because pruning was not asked for.
+    kept: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         counts = {action: 0 for action in ("added", "changed", "removed")}
         for write in self.writes:
             counts[write.action] += 1
-        return (
+        text = (
             f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed, "
             f"{len(self.unchanged)} unchanged"
         )
+        if self.kept:
+            text += f", {len(self.kept)} live but not in the directory kept (--prune removes them)"
+        return text
 
 
 def plan(
-    published: Mapping[str, Published], desired: Iterable[SegmentDefinition], *, prune: bool = True
+    published: Mapping[str, Published], desired: Iterable[SegmentDefinition], *, prune: bool = False
 ) -> Plan:
-    """New versions for added or changed definitions, and (with ``prune``) removals of missing ones.
+    """New versions for added or changed definitions, and (only with ``prune``) removals of live ones
+    missing from ``desired``; without it they are listed in ``kept``.
 
     A version is the previous one plus one, so a segment removed and added back continues its count.
     """
@@ -60,9 +66,12 @@ def plan(
             result.writes.append(PlannedVersion(segment_id, before.version + 1, "changed", definition))
         else:
             result.unchanged.append(segment_id)
-    if prune:
-        for segment_id in sorted(set(published) - set(wanted)):
-            before = published[segment_id]
-            if not before.deleted:
-                result.writes.append(PlannedVersion(segment_id, before.version + 1, "removed", None))
+    for segment_id in sorted(set(published) - set(wanted)):
+        before = published[segment_id]
+        if before.deleted:
+            continue
+        if prune:
+            result.writes.append(PlannedVersion(segment_id, before.version + 1, "removed", None))
+        else:
+            result.kept.append(segment_id)
     return result
