@@ -13,17 +13,17 @@
 --     (ClickHouse 18.16 always; current ClickHouse too, because the partition key is not part of the
 --     sorting key: tests/integration/test_dedup_by_message_id.py proves both).
 --   - The views of 0002 and 0004 name the tables, so they read the new ones unchanged.
+--   - The copy of event_persons also brings each row's revenue to the one revenue definition (below).
 --
 -- Which copy wins (dedup_version, the ReplacingMergeTree version; the largest wins): the copy received
 -- first, the one the segment stage counted (it skips a message id it has seen). Equal received_at
 -- (seconds): for events the lower Kafka offset, for event_persons the earlier resolution. A replay of
 -- the same record is the same row either way.
 --
--- Re-running after a failure: every statement up to the copy can be re-run; the copy can be re-run too
--- (copies of a key collapse), but a re-run of the whole file after the names were swapped stops at the
--- RENAME (events_before_0007 exists). Then finish by hand: re-run the INSERT and the DROP of that table,
--- and the same for event_persons, then `omniseg migrate` records the rest
--- (docs/decisions/0002-dedup-by-message-id.md).
+-- Re-running after a failure: the CREATE statements and the copies can run again (copies of a key
+-- collapse), but a re-run of the whole file after the names were swapped stops at the RENAME
+-- (events_before_0007 exists). Then finish by hand from the failed statement on and record the
+-- migration (docs/decisions/0002-dedup-by-message-id.md says how).
 
 CREATE TABLE IF NOT EXISTS events_0007
 (
