@@ -276,7 +276,7 @@ def _print_results(settings: Settings, result: DemoResult, report: Report) -> No
         "events_by_channel": "Events per channel (events_dedup)",
         "funnel_by_channel": "KPI: view -> cart -> order funnel per channel, in persons, within a day",
         "revenue_by_channel": "KPI: orders, returns and revenue per channel (net of returns)",
-        "email_engagement": "KPI: email engagement per campaign",
+        "email_engagement": "KPI: email engagement per campaign, in persons",
     }
     for name, title in titles.items():
         report(f"\n{title}\n{kpi.run(client, name).render()}")
