@@ -12,6 +12,7 @@ from streams.cli import (
     compiled,
     demo,
     dev,
+    errors,
     importer,
     kpi,
     migrate,
@@ -21,11 +22,18 @@ from streams.cli import (
     worker,
 )
 
+# Long-running processes keep the client libraries' connection logs; every other command reports a
+# failure in one line of its own (streams/cli/errors.py).
+_SERVERS = {"worker", "collector", "api", "demo", "bench"}
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="omniseg")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """omniseg: single customer view and real-time segments on Kafka and ClickHouse."""
+    if ctx.invoked_subcommand not in _SERVERS:
+        errors.quiet_client_logs()
 
 
 main.add_command(dev.dev)

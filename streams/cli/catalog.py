@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from streams.cli.errors import require_kafka
 from streams.settings import get_settings
 
 
@@ -38,6 +39,7 @@ def import_(file: Path, fmt: str | None, delete_missing: bool) -> None:
     from streams.domain.catalog import CatalogError
 
     settings = get_settings()
+    require_kafka(settings)
     bars: list[tqdm[None]] = []  # opened at the first acknowledgement: after validation passed
 
     def progress(count: int) -> None:
@@ -68,6 +70,7 @@ def list_(limit: int) -> None:
     from streams.catalog_import import CatalogImportFailed, read_live_products
 
     settings = get_settings()
+    require_kafka(settings)
     try:
         products = read_live_products(settings)
     except CatalogImportFailed as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from streams.cli.errors import require_kafka
 from streams.settings import CHANNELS, get_settings
 
 
@@ -37,6 +38,7 @@ def import_(channel: str, fmt: str | None, source: str | None, file: Path) -> No
     try:
         fmt = detect_format(file, fmt)
         rows, handle = open_rows(file, fmt)
+        require_kafka(settings)
         importer = Importer(settings, channel, source or file.name)  # type: ignore[arg-type]
         importer.check_broker()
         size = file.stat().st_size

@@ -23,11 +23,13 @@ def kpi() -> None:
 
 
 def _run(queries: dict[str, str | None], days: int | None) -> None:
+    from streams.cli.errors import require_clickhouse
     from streams.dev.stack import clickhouse_client
     from streams.warehouse import kpi as kpi_queries
 
     settings = get_settings()
     where = f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
+    require_clickhouse(settings)
     client = clickhouse_client(settings, settings.clickhouse_database)
     try:
         for name, order in queries.items():

@@ -7,6 +7,7 @@ import tempfile
 
 import click
 
+from streams.cli.errors import ServerDown, require_clickhouse
 from streams.dev.stack import apply_migrations
 from streams.settings import get_settings
 from streams.warehouse import migrations
@@ -36,11 +37,14 @@ def migrate(list_only: bool, chdb_path: str | None) -> None:
             done = migrations.apply(backend, settings.clickhouse_database, progress=click.echo)
             click.echo(f"chDB at {path}: {len(done)} migrations applied")
             return
+        require_clickhouse(settings)
         done = apply_migrations(settings, report=click.echo)
         click.echo(
             f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}: "
             f"{len(done)} migrations applied"
         )
+    except ServerDown:
+        raise
     except migrations.MigrationError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -43,6 +43,7 @@ def show(identifier: str, kind: str | None, events: int, as_json: bool) -> None:
 
     Exit codes: 0 found, 1 no such person or ClickHouse unreachable, 2 unusable identifier.
     """
+    from streams.cli.errors import require_clickhouse
     from streams.dev.stack import clickhouse_client
     from streams.domain.identity import IdentityRules, IdentityRulesError
     from streams.domain.person_view import IdentifierQueryError, parse_identifier
@@ -56,6 +57,7 @@ def show(identifier: str, kind: str | None, events: int, as_json: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     where = f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
+    require_clickhouse(settings)
     client = clickhouse_client(settings, settings.clickhouse_database)
     try:
         view = PersonStore(client).lookup(key, events=events)

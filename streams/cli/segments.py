@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from streams.cli.errors import require_kafka
 from streams.settings import get_settings
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -57,6 +58,7 @@ def apply(directory: Path, dry_run: bool, prune: bool) -> None:
     from streams.domain.segments.loader import DefinitionError
 
     settings = get_settings()
+    require_kafka(settings)
     try:
         result = apply_definitions(settings, directory, dry_run=dry_run, prune=prune, progress=click.echo)
     except (DefinitionError, FileNotFoundError, ConcurrentApplyError) as exc:
@@ -77,6 +79,7 @@ def list_() -> None:
     from streams.agents.segment_definitions import DefinitionsFollower
 
     settings = get_settings()
+    require_kafka(settings)
     try:
         follower = DefinitionsFollower(settings, client_id="omniseg-segments-list")
         try:

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from streams.cli.errors import require_kafka
 from streams.dev.process import StackError
 from streams.dev.stack import create_topics
 from streams.settings import get_settings
@@ -30,6 +31,7 @@ def list_() -> None:
 def create() -> None:
     """Create the missing topics (OMNISEG_KAFKA_PARTITIONS, OMNISEG_KAFKA_REPLICATION); idempotent."""
     settings = get_settings()
+    require_kafka(settings)
     try:
         created = create_topics(settings)
     except StackError as exc:
