@@ -2,6 +2,10 @@
 
 Pure: the warehouse (``streams/warehouse/persons.py``) fills :class:`PersonView` from ClickHouse; the CLI
 renders it as text and the HTTP API as JSON (:meth:`PersonView.to_dict`).
+
+Three clocks appear in a view, and every time says which it is (:data:`TIME_BASIS`): event time (when
+the person did it: the event's timestamp), received time (when omniseg received the event that showed
+an identifier or caused a merge) and evaluation time (when the segment stage decided a membership).
 """
 
 from __future__ import annotations
@@ -11,6 +15,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.domain.identifiers import Identifier, IdKind, Normaliser, RejectedValue
+
+_EVENT_TIME = "event time: when it happened (the event's timestamp)"
+_RECEIVED_TIME = "received time: when omniseg received the event that showed it"
+TIME_BASIS: dict[str, str] = {
+    "first_seen": _EVENT_TIME,
+    "last_seen": _EVENT_TIME,
+    "channels": _EVENT_TIME,
+    "recent_events": _EVENT_TIME,
+    "identifiers.first_seen": _RECEIVED_TIME,
+    "merges.at": _RECEIVED_TIME,
+    "rejections.at": _RECEIVED_TIME,
+    "segments.since": "evaluation time: when the segment stage put the person in",
+}
 
 _KIND_NAMES = frozenset(kind.value for kind in IdKind)
 KINDS = ", ".join(kind.value for kind in IdKind)
@@ -106,6 +123,15 @@ class PersonEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CurrentSegment:
+    """A segment (or, with a subject such as ``product:P1``, a suppression audience) the person is in."""
+
+    segment_id: str
+    subject: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PersonView:
     """Everything known about one canonical person, found through one of its identifiers."""
 
@@ -117,6 +143,7 @@ class PersonView:
     rejections: tuple[RejectionRecord, ...]
     channels: tuple[ChannelActivity, ...]
     recent_events: tuple[PersonEvent, ...] = field(default=())
+    segments: tuple[CurrentSegment, ...] = field(default=())
 
     @property
     def event_count(self) -> int:
@@ -124,16 +151,13 @@ class PersonView:
 
     @property
     def first_seen(self) -> datetime | None:
-        """The earliest of its events and identifier sightings."""
-        times = [a.first_seen for a in self.channels] + [i.first_seen for i in self.identifiers]
-        return min(times) if times else None
+        """Its earliest event, in event time (None before its first event reached the warehouse)."""
+        return min((a.first_seen for a in self.channels), default=None)
 
     @property
     def last_seen(self) -> datetime | None:
-        """Its latest event (or, with no event yet, the latest identifier sighting)."""
-        if self.channels:
-            return max(a.last_seen for a in self.channels)
-        return max((i.first_seen for i in self.identifiers), default=None)
+        """Its latest event, in event time."""
+        return max((a.last_seen for a in self.channels), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601 UTC)."""
@@ -144,6 +168,11 @@ class PersonView:
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
             "event_count": self.event_count,
+            "time_basis": dict(TIME_BASIS),
+            "segments": [
+                {"segment_id": m.segment_id, "subject": m.subject, "since": _iso(m.since)}
+                for m in self.segments
+            ],
             "channels": [
                 {
                     "channel": a.channel,
@@ -211,31 +240,36 @@ class PersonView:
             f"person     {self.person_id}",
             f"found by   {self.looked_up}",
             f"seen       {_iso(self.first_seen) or '-'} .. {_iso(self.last_seen) or '-'}, "
-            f"{self.event_count} events",
+            f"{self.event_count} events (event time)",
         ]
         if len(self.person_ids) > 1:
             lines.append(f"merged ids {', '.join(self.person_ids[1:])}")
         lines.append("")
-        lines.append(f"channels ({len(self.channels)})")
+        lines.append(f"segments now ({len(self.segments)}; since = when the segment stage put them in)")
+        lines += [
+            f"  {m.segment_id + (' ' + m.subject if m.subject else ''):<50} since {_iso(m.since)}"
+            for m in self.segments
+        ]
+        lines.append(f"channels ({len(self.channels)}; event time)")
         lines += [
             f"  {a.channel:<6} {a.events:>7} events  {_iso(a.first_seen)} .. {_iso(a.last_seen)}"
             for a in self.channels
         ]
-        lines.append(f"identifiers ({len(self.identifiers)})")
-        lines += [f"  {i.identifier:<50} first seen {_iso(i.first_seen)}" for i in self.identifiers]
-        lines.append(f"merges ({len(self.merges)})")
+        lines.append(f"identifiers ({len(self.identifiers)}; first received = when omniseg first got it)")
+        lines += [f"  {i.identifier:<50} first received {_iso(i.first_seen)}" for i in self.identifiers]
+        lines.append(f"merges ({len(self.merges)}; received time)")
         lines += [
             f"  {_iso(m.at)}  {m.merged} -> {m.survivor}  ({len(m.identifiers)} identifiers, "
             f"event {m.message_id})"
             for m in self.merges
         ]
-        lines.append(f"rejected links ({len(self.rejections)})")
+        lines.append(f"rejected links ({len(self.rejections)}; received time)")
         lines += [
             f"  {_iso(r.at)}  {r.identifier} ({r.reason}; kept by {r.conflicting_person_id or '-'}, "
             f"event {r.message_id})"
             for r in self.rejections
         ]
-        lines.append(f"recent events ({len(self.recent_events)} of {self.event_count})")
+        lines.append(f"recent events ({len(self.recent_events)} of {self.event_count}; event time)")
         lines += [
             f"  {_iso(e.timestamp)}  {e.channel:<6} {e.type:<8} {e.event or e.name or '-'}"
             + (f"  {e.revenue:.2f} {e.currency}".rstrip() if e.revenue else "")

@@ -9,7 +9,8 @@ Every query filters on a sorting key or on the person's own ids, so a lookup sta
    itself (the same rule as ``person_canonical``);
 3. the person's ids: the canonical id plus every id whose alias row points at it (merge chains are
    closed, so one step finds them all);
-4. identifiers, merges, rejections, per-channel activity and recent events filtered by those ids.
+4. identifiers, merges, rejections, per-channel activity and recent events filtered by those ids;
+5. the canonical person's current segments (``segment_changes``, as ``person_segments`` reads them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from clickhouse_driver import Client
 from streams.domain.identifiers import Identifier
 from streams.domain.person_view import (
     ChannelActivity,
+    CurrentSegment,
     MergeRecord,
     PersonEvent,
     PersonIdentifier,
@@ -133,6 +135,10 @@ class PersonStore:
             "ORDER BY timestamp DESC, message_id DESC LIMIT %(limit)s",
             params,
         )
+        # Lazy: streams.warehouse.segments reads persons through this module.
+        from streams.warehouse.segments import person_segments
+
+        current = person_segments(self._client, canonical, history=0).current
         return PersonView(
             looked_up=identifier.key,
             person_id=canonical,
@@ -151,4 +157,5 @@ class PersonStore:
                 PersonEvent(mid, channel, kind, event, name, ts, pid, float(revenue), currency)
                 for mid, channel, kind, event, name, ts, pid, revenue, currency in recent
             ),
+            segments=tuple(CurrentSegment(m.segment_id, m.subject, m.since) for m in current),
         )

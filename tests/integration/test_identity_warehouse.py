@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,9 @@ def test_lookup_by_any_identifier_of_a_merged_person_gives_the_survivor(loaded: 
     assert {(a.channel, a.events) for a in view.channels} == {("web", 3), ("app", 1), ("store", 1)}
     assert view.event_count == 5
     assert [e.message_id for e in view.recent_events] == ["e4", "e5", "e3"]
-    assert view.first_seen is not None and view.first_seen.isoformat().startswith("2026-01-04T08:00")
+    # Event time only: the identifiers' received times (from 2026-01-04 08:00) are another clock.
+    assert view.first_seen == min(a.first_seen for a in view.channels)
+    assert view.first_seen is not None and view.first_seen.isoformat().startswith("2026-01-05")
     assert view.last_seen is not None and view.last_seen.isoformat().startswith("2026-01-06T15:00")
     with pytest.raises(PersonNotFound, match=r"email:nobody@shop\.com"):
         store.lookup(Identifier(IdKind.EMAIL, "nobody@shop.com"))
@@ -263,3 +266,32 @@ def test_canonical_person_does_not_depend_on_merge_event_times(
         assert backend.rows(CANONICAL_SQL) == expected
     finally:
         backend.close()
+
+
+def test_person_show_gives_current_segments_and_names_each_clock(loaded: Settings) -> None:
+    client = clickhouse_client(loaded, loaded.clickhouse_database)
+    columns = "change_id, person_id, segment_id, subject, change, seq, at, at_ms"
+    rows = [
+        ("s1", C, "vip", "", "entered", 1, datetime(2026, 1, 6, 16), 1767715200000),
+        ("s2", C, "lapsed", "", "entered", 1, datetime(2026, 1, 6, 16), 1767715200000),
+        ("s3", C, "lapsed", "", "exited", 2, datetime(2026, 1, 6, 17), 1767718800000),
+        ("s4", C, "already-purchased", "product:P1", "entered", 1, datetime(2026, 1, 6, 18), 1767722400000),
+        ("s5", D, "vip", "", "entered", 1, datetime(2026, 1, 6, 16), 1767715200000),
+    ]
+    try:
+        client.execute(f"INSERT INTO segment_changes ({columns}) VALUES", rows)
+    finally:
+        client.disconnect()
+    shown = _cli(loaded, "person", "show", "ann@shop.com", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert [(m["segment_id"], m["subject"]) for m in data["segments"]] == [
+        ("already-purchased", "product:P1"),
+        ("vip", ""),
+    ]
+    assert data["segments"][1]["since"] == "2026-01-06T16:00:00Z"
+    assert data["time_basis"]["identifiers.first_seen"].startswith("received time")
+    assert data["time_basis"]["recent_events"].startswith("event time")
+    text = _cli(loaded, "person", "show", "ann@shop.com").stdout
+    assert "segments now (2;" in text and "already-purchased product:P1" in text
+    assert "(event time)" in text and "first received" in text

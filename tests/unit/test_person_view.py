@@ -9,6 +9,7 @@ import pytest
 from streams.domain.identifiers import Identifier, IdKind, NormalisationRules
 from streams.domain.person_view import (
     ChannelActivity,
+    CurrentSegment,
     IdentifierQueryError,
     MergeRecord,
     PersonEvent,
@@ -65,19 +66,32 @@ def _view() -> PersonView:
         rejections=(),
         channels=(ChannelActivity("store", 1, t3, t3), ChannelActivity("web", 2, t2, t2)),
         recent_events=(PersonEvent("e4", "store", "track", "Order Completed", "", t3, "C", 25.0, "GBP"),),
+        segments=(
+            CurrentSegment("high-value", "", datetime(2026, 1, 7, 10)),
+            CurrentSegment("already-purchased", "product:P1", datetime(2026, 1, 7, 11)),
+        ),
     )
 
 
-def test_first_and_last_seen_span_events_and_identifiers() -> None:
+def test_first_and_last_seen_are_event_time_only() -> None:
+    """The identifier was received (t1) before any event happened: received time is another clock."""
     view = _view()
-    assert view.first_seen == datetime(2026, 1, 4, 8) and view.last_seen == datetime(2026, 1, 6, 15)
+    assert view.first_seen == datetime(2026, 1, 5, 9) and view.last_seen == datetime(2026, 1, 6, 15)
     assert view.event_count == 3
 
 
-def test_json_form_has_merged_ids_and_utc_times() -> None:
+def test_json_form_has_merged_ids_utc_times_segments_and_which_clock_each_time_is() -> None:
     data = _view().to_dict()
     assert data["merged_person_ids"] == ["A", "B"]
-    assert data["first_seen"] == "2026-01-04T08:00:00Z"
+    assert data["first_seen"] == "2026-01-05T09:00:00Z"
+    assert data["segments"] == [
+        {"segment_id": "high-value", "subject": "", "since": "2026-01-07T10:00:00Z"},
+        {"segment_id": "already-purchased", "subject": "product:P1", "since": "2026-01-07T11:00:00Z"},
+    ]
+    assert data["time_basis"]["first_seen"].startswith("event time")
+    assert data["time_basis"]["identifiers.first_seen"].startswith("received time")
+    assert data["time_basis"]["merges.at"].startswith("received time")
+    assert data["time_basis"]["segments.since"].startswith("evaluation time")
     assert data["merges"][0]["merged_person_ids"] == ["B", "A"]
     assert data["recent_events"][0]["revenue"] == 25.0
 
@@ -86,3 +100,12 @@ def test_text_form_names_the_person_and_merges() -> None:
     text = _view().render()
     assert text.startswith("person     C\nfound by   email:ann@shop.com")
     assert "B -> C" in text and "25.00 GBP" in text and "merged ids A, B" in text
+
+
+def test_text_form_shows_current_segments_and_says_which_clock_each_time_is() -> None:
+    text = _view().render()
+    assert "segments now (2;" in text
+    assert "high-value" in text and "already-purchased product:P1" in text
+    assert "events (event time)" in text
+    assert "first received 2026-01-04T08:00:00Z" in text
+    assert "merges (1; received time)" in text
