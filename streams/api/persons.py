@@ -3,7 +3,8 @@ identifier. Served by ``omniseg api serve``.
 
 Auth: ``Authorization: Bearer <token>`` with one of the comma-separated ``OMNISEG_API_TOKENS``; anything
 else gets 401. Errors are JSON ``{"detail": "..."}``: 400 for an identifier that cannot be used (with the
-reason), 404 when no person has it, 503 when ClickHouse cannot be reached.
+reason), 404 when no person has it, 503 when ClickHouse cannot be reached. ``GET /health`` needs no
+token: 200 when ClickHouse answers and the tables exist, 503 with a one-line reason otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from streams.warehouse.persons import PersonNotFound, PersonStore
 log = logging.getLogger("streams.api.persons")
 
 ClientFactory = Callable[[], Client]
+# The tables a lookup reads; /health checks they exist.
+_HEALTH_TABLES = ("identities", "person_aliases", "event_persons", "segment_changes")
 
 
 def api_tokens(settings: Settings) -> tuple[str, ...]:
@@ -108,6 +111,42 @@ def create_persons_app(
         finally:
             client.disconnect()
         return view.to_dict()
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        """200 when ClickHouse answers and the person tables exist; 503 with the reason otherwise.
+        No token needed (load balancers and orchestrators call it)."""
+        where = f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
+        try:
+            client = make_client()
+        except Exception as exc:
+            return JSONResponse(status_code=503, content={"status": "unavailable", "message": str(exc)})
+        try:
+            found = {
+                str(row[0])
+                for row in client.execute(
+                    "SELECT name FROM system.tables WHERE database = %(db)s AND name IN %(names)s",
+                    {"db": settings.clickhouse_database, "names": _HEALTH_TABLES},
+                )
+            }
+        except (ch_errors.Error, OSError, EOFError) as exc:
+            reason = getattr(exc, "message", "") or str(exc) or type(exc).__name__
+            return JSONResponse(
+                status_code=503,
+                content={"status": "unavailable", "message": f"ClickHouse {where}: {reason.splitlines()[0]}"},
+            )
+        finally:
+            client.disconnect()
+        missing = sorted(set(_HEALTH_TABLES) - found)
+        if missing:
+            return JSONResponse(
+                status_code=503,
+                content={
+                    "status": "unavailable",
+                    "message": f"ClickHouse {where} lacks {', '.join(missing)}: run omniseg migrate",
+                },
+            )
+        return JSONResponse(status_code=200, content={"status": "ok", "clickhouse": where})
 
     @app.exception_handler(ch_errors.ServerException)
     async def _server_error(_request: Request, exc: ch_errors.ServerException) -> JSONResponse:

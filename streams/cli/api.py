@@ -20,7 +20,7 @@ def api() -> None:
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: OMNISEG_API_PORT, 8090)."
 )
 def serve(host: str | None, port: int | None) -> None:
-    """Serve GET /v1/persons/lookup?identifier=...&kind=...&events=20 until Ctrl-C.
+    """Serve GET /v1/persons/lookup?identifier=...&kind=...&events=20 (and GET /health) until Ctrl-C.
 
     Clients send 'Authorization: Bearer <token>' with one of the comma-separated OMNISEG_API_TOKENS;
     the server refuses to start without any. Answers: 200 with the person's view (JSON), 400 for an

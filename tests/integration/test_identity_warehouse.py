@@ -295,3 +295,31 @@ def test_person_show_gives_current_segments_and_names_each_clock(loaded: Setting
     text = _cli(loaded, "person", "show", "ann@shop.com").stdout
     assert "segments now (2;" in text and "already-purchased product:P1" in text
     assert "(event time)" in text and "first received" in text
+
+
+def test_read_api_health_says_ok_and_needs_no_token(api_url: str) -> None:
+    reply = httpx.get(f"{api_url}/health")
+    assert reply.status_code == 200 and reply.json()["status"] == "ok", reply.text
+
+
+@pytest.mark.parametrize("problem", ["clickhouse down", "not migrated"])
+def test_read_api_health_is_503_with_the_reason(loaded: Settings, problem: str) -> None:
+    from streams.dev.process import release_port
+
+    closed = free_port()
+    if problem == "clickhouse down":
+        settings = loaded.model_copy(update={"clickhouse_port": closed})
+    else:
+        settings = loaded.model_copy(update={"clickhouse_database": "system"})
+    try:
+        with ThreadedServer(create_persons_app(settings), free_port()) as server:
+            reply = httpx.get(f"{server.url}/health", timeout=30)
+    finally:
+        release_port(closed)
+    assert reply.status_code == 503, reply.text
+    message = reply.json()["message"]
+    assert "\n" not in message
+    if problem == "clickhouse down":
+        assert f":{closed}/" in message
+    else:
+        assert "run omniseg migrate" in message
