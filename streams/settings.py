@@ -1,12 +1,14 @@
 """Every setting in one frozen object, read once from the environment (prefix ``OMNISEG_``).
 
 Local development and production use the same names: ``omniseg dev up`` writes the local values to
-``.omniseg/omniseg.env``, which is read when present; real environment variables always win.
+``omniseg.env`` in its state folder (``OMNISEG_DEV_STATE_DIR``, default ``.omniseg/``), which every
+command reads when present; real environment variables always win.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,7 +20,19 @@ Channel = Literal["web", "app", "email", "store"]
 CHANNELS: tuple[Channel, ...] = ("web", "app", "email", "store")
 
 DEFAULT_STATE_DIR = Path(".omniseg")
-ENV_FILE = os.environ.get("OMNISEG_ENV_FILE", str(DEFAULT_STATE_DIR / "omniseg.env"))
+
+
+def env_file_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The settings file every command reads: ``OMNISEG_ENV_FILE`` when set, else ``omniseg.env`` in the
+    local stack's state folder (``OMNISEG_DEV_STATE_DIR``), where ``omniseg dev up`` writes it."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OMNISEG_ENV_FILE"):
+        return Path(environ["OMNISEG_ENV_FILE"])
+    return Path(environ.get("OMNISEG_DEV_STATE_DIR") or DEFAULT_STATE_DIR) / "omniseg.env"
+
+
+# Read once at import, like every setting: the file `dev up` of the same state folder wrote.
+ENV_FILE = str(env_file_path())
 
 
 class Source(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from pathlib import Path
 from clickhouse_driver import Client
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from dotenv import dotenv_values
 
 from streams.dev import servers
 from streams.dev.process import ManagedProcess, StackError
@@ -85,20 +88,32 @@ class LocalStack:
         return result
 
     def write_env_file(self) -> Settings:
-        """Point every omniseg command at this stack; keeps existing dev write keys across restarts."""
+        """Point every omniseg command at this stack; keeps existing dev write keys across restarts.
+
+        The file reads the same with pydantic-settings as with ``set -a; . FILE; set +a`` in a shell.
+        """
         keys = self._existing_write_keys() or {
             f"dev-{channel}-{secrets.token_hex(8)}": channel for channel in CHANNELS
         }
-        sources = ",".join(
-            f'"{key}":{{"name":"dev-{channel}","channel":"{channel}"}}' for key, channel in keys.items()
+        sources = json.dumps(
+            {key: {"name": f"dev-{channel}", "channel": channel} for key, channel in keys.items()},
+            separators=(",", ":"),
         )
+        values = {
+            "OMNISEG_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "OMNISEG_CLICKHOUSE_HOST": "127.0.0.1",
+            "OMNISEG_CLICKHOUSE_PORT": str(self.clickhouse_port),
+            "OMNISEG_CLICKHOUSE_DATABASE": self.settings.clickhouse_database,
+            "OMNISEG_SOURCES": sources,
+            # `dev status` and `dev down` in a later shell find this stack's ports here.
+            "OMNISEG_DEV_KAFKA_PORT": str(self.kafka_port),
+            "OMNISEG_DEV_CLICKHOUSE_PORT": str(self.clickhouse_port),
+            "OMNISEG_DEV_CLICKHOUSE_HTTP_PORT": str(self.clickhouse_http_port),
+        }
         lines = [
             "# Written by `omniseg dev up`: settings for the local stack. Environment variables win.",
-            f"OMNISEG_KAFKA_BOOTSTRAP={self.kafka_bootstrap}",
-            "OMNISEG_CLICKHOUSE_HOST=127.0.0.1",
-            f"OMNISEG_CLICKHOUSE_PORT={self.clickhouse_port}",
-            f"OMNISEG_CLICKHOUSE_DATABASE={self.settings.clickhouse_database}",
-            f"OMNISEG_SOURCES={{{sources}}}",
+            "# Every omniseg command reads this file; a shell can load it with: set -a; . FILE; set +a",
+            *(env_line(name, value) for name, value in values.items()),
         ]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.env_file.write_text("\n".join(lines) + "\n")
@@ -114,18 +129,34 @@ class LocalStack:
         )
 
     def _existing_write_keys(self) -> dict[str, str]:
-        import json
-
         if not self.env_file.exists():
             return {}
-        for line in self.env_file.read_text().splitlines():
-            if line.startswith("OMNISEG_SOURCES="):
-                try:
-                    raw = json.loads(line.split("=", 1)[1])
-                    return {key: value["channel"] for key, value in raw.items()}
-                except (ValueError, KeyError, TypeError):
-                    return {}
-        return {}
+        raw = dotenv_values(self.env_file).get("OMNISEG_SOURCES")
+        try:
+            return {key: value["channel"] for key, value in json.loads(raw or "{}").items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+
+# Written bare: nothing in these needs quoting in a shell or in a dotenv file.
+_BARE = re.compile(r"[A-Za-z0-9_.:/@%+,-]*")
+
+
+def env_line(name: str, value: str) -> str:
+    """``NAME=value`` that a POSIX shell (``. FILE``) and pydantic's dotenv reader read as ``value``.
+
+    Inside single quotes a shell takes every character literally; the dotenv reader does too except for
+    ``\\``, ``\'`` and ``${…}``, so values with a backslash, a single quote, ``${`` or a line break have
+    no spelling both read alike and are refused.
+    """
+    if _BARE.fullmatch(value):
+        return f"{name}={value}"
+    if any(bad in value for bad in ("'", "\\", "${", "\n", "\r")):
+        raise StackError(
+            f"cannot write {name} to the env file: its value contains a quote, a backslash, '${{' or a "
+            "line break, which a shell and the settings reader would read differently"
+        )
+    return f"{name}='{value}'"
 
 
 def clickhouse_client(settings: Settings, database: str | None = None) -> Client:

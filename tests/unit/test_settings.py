@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.dev.process import StackError
+from streams.dev.stack import LocalStack, env_line
+from streams.settings import Settings, env_file_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +57,70 @@ def test_unknown_channel_is_refused() -> None:
 
 def test_topic_prefix_applies_to_channel_topics() -> None:
     assert Settings(topic_prefix="acme.").channel_topic("store") == "acme.events.store"
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any OMNISEG_ variable, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OMNISEG_")}
+    return {**env, **extra}
+
+
+_DUMP = "from streams.settings import Settings; print(Settings().model_dump_json())"
+
+
+def _settings_json(env: dict[str, str], shell_prefix: str = "") -> dict[str, object]:
+    """``Settings()`` of a fresh interpreter, started by bash after ``shell_prefix``."""
+    script = f"{shell_prefix} exec {shlex.quote(sys.executable)} -c {shlex.quote(_DUMP)}"
+    done = subprocess.run(
+        ["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout))
+
+
+def test_sourcing_the_dev_env_file_in_bash_gives_the_settings_the_file_gives(tmp_path: Path) -> None:
+    stack = LocalStack(Settings(clickhouse_database="shop_db", dev_kafka_port=29092), state_dir=tmp_path)
+    stack.write_env_file()
+    from_file = _settings_json(_clean_env(OMNISEG_ENV_FILE=str(stack.env_file)))
+    sourced = _settings_json(
+        _clean_env(OMNISEG_ENV_FILE=str(tmp_path / "absent.env")),
+        f"set -a; . {shlex.quote(str(stack.env_file))}; set +a;",
+    )
+    assert sourced == from_file
+    assert len(from_file["sources"]) == 4  # type: ignore[arg-type]
+    assert from_file["kafka_bootstrap"] == "127.0.0.1:29092"
+    assert from_file["clickhouse_database"] == "shop_db"
+
+
+@pytest.mark.parametrize("value", ["plain", 'with "json" {a:[1, 2]} # and $HOME, ~ & | ; < > *', ""])
+def test_env_line_reads_the_same_in_bash_and_dotenv(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "x.env"
+    path.write_text(env_line("OMNISEG_X", value) + "\n")
+    assert dotenv_values(path)["OMNISEG_X"] == value
+    shell = subprocess.run(
+        ["bash", "-c", f'set -a; . {shlex.quote(str(path))}; set +a; printf %s "$OMNISEG_X"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shell.stdout == value
+
+
+@pytest.mark.parametrize("value", ["it's", "back\\slash", "${HOME}", "two\nlines"])
+def test_env_line_refuses_values_a_shell_and_dotenv_read_differently(value: str) -> None:
+    with pytest.raises(StackError, match="cannot write OMNISEG_X to the env file"):
+        env_line("OMNISEG_X", value)
+
+
+def test_env_file_follows_the_dev_state_dir() -> None:
+    assert env_file_path({}) == Path(".omniseg/omniseg.env")
+    assert env_file_path({"OMNISEG_DEV_STATE_DIR": "/srv/dev"}) == Path("/srv/dev/omniseg.env")
+    both = {"OMNISEG_DEV_STATE_DIR": "/srv/dev", "OMNISEG_ENV_FILE": "/etc/omniseg.env"}
+    assert env_file_path(both) == Path("/etc/omniseg.env")
+
+
+def test_commands_read_the_env_file_of_a_custom_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "omniseg.env").write_text("OMNISEG_CLICKHOUSE_PORT=23456\n")
+    settings = _settings_json(_clean_env(OMNISEG_DEV_STATE_DIR=str(tmp_path)))
+    assert settings["clickhouse_port"] == 23456
+    assert settings["dev_state_dir"] == str(tmp_path)
