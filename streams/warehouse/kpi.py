@@ -38,6 +38,8 @@ class Table:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # NULL: no figure (e.g. a share of no events)
+        return "-"
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int):

@@ -57,7 +57,11 @@ _EVENTS = [
     ("e6", "store", "p9", 12 * H),  # in no segment
     ("e7", "store", "p2", DAY + 5 * H),  # vip (the suppression audience does not count)
     ("e8", "web", "p4", 6 * H),  # "old" is removed now, but it was personalised then
+    ("e9", "store", "p9", 4 * H),  # before the definitions were applied (APPLIED)
+    ("e10", "web", "p1", -2 * H),  # the day before: no segment was live yet
 ]
+
+APPLIED = 5 * H  # every definition was applied then (segment_definitions.applied_at)
 
 
 Table = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]
@@ -74,7 +78,7 @@ def _tables() -> list[Table]:
             "segment_definitions",
             ("segment_id", "version", "deleted", "kind", "personalised", "hash", "applied_at"),
             [
-                (sid, version, deleted, kind, flag, f"h{version}", _at(0))
+                (sid, version, deleted, kind, flag, f"h{version}", _at(APPLIED))
                 for sid, version, deleted, kind, flag in _DEFINITIONS
             ],
         ),
@@ -170,17 +174,27 @@ def _check(run: Callable[[str], list[tuple[Any, ...]]]) -> None:
     assert sizes[("lapsed", str(_day(40)))] == (1, 0, 0)
 
     share = {
-        (str(day), str(channel)): (int(events), int(personalised), float(ratio), int(persons), int(pp))
-        for day, channel, events, personalised, ratio, persons, pp in run(
+        (str(day), str(channel)): (
+            int(events),
+            int(live),
+            int(personalised),
+            None if ratio is None or str(ratio) in ("", "None", "\\N", "NULL") else float(ratio),
+            int(persons),
+            int(pp),
+            str(note),
+        )
+        for day, channel, events, live, personalised, ratio, persons, pp, note in run(
             kpi.sql("personalised_traffic_share")
         )
     }
+    live_from = f"segments live from {_at(APPLIED):%Y-%m-%d %H:%M:%S}"
     assert share == {
-        (str(_day(0)), "app"): (2, 1, 0.5, 2, 1),
-        (str(_day(0)), "store"): (1, 0, 0.0, 1, 0),
-        (str(_day(0)), "web"): (3, 2, 0.6667, 3, 2),
-        (str(_day(1)), "store"): (1, 1, 1.0, 1, 1),
-        (str(_day(1)), "web"): (1, 0, 0.0, 1, 0),
+        (str(_day(-1)), "web"): (1, 0, 0, None, 1, 0, "before segments were live"),
+        (str(_day(0)), "app"): (2, 2, 1, 0.5, 2, 1, ""),
+        (str(_day(0)), "store"): (2, 1, 0, 0.0, 1, 0, live_from),
+        (str(_day(0)), "web"): (3, 3, 2, 0.6667, 3, 2, ""),
+        (str(_day(1)), "store"): (1, 1, 1, 1.0, 1, 1, ""),
+        (str(_day(1)), "web"): (1, 1, 0, 0.0, 1, 0, ""),
     }
 
 
