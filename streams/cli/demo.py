@@ -13,20 +13,44 @@ from streams.settings import get_settings
 @click.command("demo")
 @click.option("--customers", type=click.IntRange(1, 1_000_000), default=300, show_default=True)
 @click.option("--days", type=click.IntRange(1, 365), default=14, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same stream.")
-@click.option("--down", is_flag=True, help="Stop the local stack at the end instead of leaving it up.")
-def demo(customers: int, days: int, seed: int, down: bool) -> None:
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
+    help="Same seed, customers and days on the same date: same stream and messageIds, so a re-run "
+    "adds nothing to the history.",
+)
+@click.option(
+    "--live-seconds",
+    type=click.FloatRange(1, 3600),
+    default=30,
+    show_default=True,
+    help="How long today's traffic takes to send, live.",
+)
+@click.option("--down", is_flag=True, help="Stop the local stack and the worker at the end.")
+def demo(customers: int, days: int, seed: int, live_seconds: float, down: bool) -> None:
     """Start the local stack, a worker and the collector; send a realistic four-channel stream
     (web sessions, app, email campaigns, store baskets, with bad records mixed in) through the
-    collector; wait until ClickHouse holds it; print counts and KPI queries.
+    collector: the days before today as history at full speed, then today's traffic live over
+    --live-seconds; wait until ClickHouse holds it; print counts and KPI queries.
 
-    The stack stays up afterwards for your own queries; `omniseg dev down` stops it.
+    The stack and the worker stay up afterwards for your own queries and imports; `omniseg dev down`
+    stops them.
     """
     from streams.demo import run_demo
     from streams.dev.stack import LocalStack
 
     try:
-        run_demo(get_settings(), customers=customers, days=days, seed=seed, report=click.echo)
+        run_demo(
+            get_settings(),
+            customers=customers,
+            days=days,
+            seed=seed,
+            report=click.echo,
+            live_seconds=live_seconds,
+            keep_worker=not down,
+        )
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

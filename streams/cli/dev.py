@@ -22,10 +22,14 @@ def dev() -> None:
 
 
 @dev.command("up")
-def up() -> None:
+@click.option("--worker", "with_worker", is_flag=True, help="Also start an `omniseg worker` on the stack.")
+def up(with_worker: bool) -> None:
     """Start both servers, wait until ready, create every topic and apply every migration."""
     try:
-        LocalStack(get_settings()).up(report=click.echo)
+        stack = LocalStack(get_settings())
+        stack.up(report=click.echo)
+        if with_worker:
+            stack.start_worker(report=click.echo)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -33,7 +37,8 @@ def up() -> None:
 
 @dev.command("down")
 def down() -> None:
-    """Stop both servers (by pid). ClickHouse data stays in the state folder."""
+    """Stop the worker started by `dev up --worker` or `omniseg demo`, then both servers (by pid).
+    ClickHouse data stays in the state folder."""
     LocalStack(get_settings()).down(report=click.echo)
 
 
@@ -41,9 +46,18 @@ def down() -> None:
 def status() -> None:
     """Show whether each server runs and answers. Exit code 1 if either does not."""
     healthy = True
-    for item in LocalStack(get_settings()).status():
+    stack = LocalStack(get_settings())
+    for item in stack.status():
         state = "ready" if item.ready else ("running, not answering" if item.pid else "stopped")
         healthy = healthy and item.ready
         pid = f"pid {item.pid}" if item.pid else "no pid"
         click.echo(f"{item.name:<11} {state:<23} {item.address:<17} {pid:<11} log: {item.log}")
+    worker = stack.worker()
+    worker_pid = worker.pid()
+    if worker_pid is not None:
+        click.echo(
+            f"{'worker':<11} {'running':<23} {'':<17} {f'pid {worker_pid}':<11} log: {worker.log_file}"
+        )
+    else:
+        click.echo(f"{'worker':<11} {'stopped':<23} start it with: omniseg dev up --worker")
     sys.exit(0 if healthy else 1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,24 @@ class LocalStack:
     def clickhouse(self) -> ManagedProcess:
         return servers.clickhouse(self.state_dir, self.clickhouse_port, self.clickhouse_http_port)
 
+    def worker(self) -> ManagedProcess:
+        """An ``omniseg worker`` on this stack (settings from its env file), kept like the servers: its
+        pid and log are in the state folder, ``dev status`` shows it and ``dev down`` stops it."""
+        return ManagedProcess(
+            name="worker",
+            argv=[sys.executable, "-m", "streams.cli", "worker", "--log-level", "warning"],
+            state_dir=self.state_dir,
+            ports=[],
+            is_ready=lambda: True,
+            env={**os.environ, "OMNISEG_ENV_FILE": str(self.env_file)},
+        )
+
+    def start_worker(self, report: Report = print) -> int:
+        """Start the worker unless it runs (idempotent); returns its pid."""
+        pid = self.worker().start(self.settings.dev_ready_timeout_s)
+        report(f"worker running (pid {pid}, log {self.worker().log_file})")
+        return pid
+
     def up(self, report: Report = print) -> None:
         """Start both servers (idempotent), create every topic, apply every migration, write the env file."""
         timeout = self.settings.dev_ready_timeout_s
@@ -71,6 +91,10 @@ class LocalStack:
         report(f"settings written to {self.env_file}")
 
     def down(self, report: Report = print) -> None:
+        # The worker first: it would otherwise retry against servers that are gone.
+        if self.worker().pid() is not None:
+            self.worker().stop()
+            report("worker: stopped")
         for proc in (self.kafka(), self.clickhouse()):
             was = proc.stop()
             report(f"{proc.name}: {'stopped' if was else 'not running'}")

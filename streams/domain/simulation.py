@@ -135,15 +135,17 @@ def _messy(rng: random.Random, email: str) -> str:
 
 
 class _Day:
-    def __init__(self, rng: random.Random, products: list[Product], day: datetime, seed: int) -> None:
+    def __init__(self, rng: random.Random, products: list[Product], day: datetime, stream: str) -> None:
         self.rng = rng
         self.products = products
         self.day = day
         self.calls: list[tuple[datetime, ChannelName, Call]] = []
-        self._seed = seed
+        self._prefix = f"{stream}-{day:%Y%m%d}-"
 
     def add(self, at: datetime, channel: ChannelName, call: Call) -> None:
-        call["messageId"] = f"{self._seed}-{at:%Y%m%d}-{len(self.calls)}-{self.rng.getrandbits(32):08x}"
+        # The stream's id, the simulated day and the call's place in it: the same for the same stream,
+        # whenever and however often it is sent, and unique within it.
+        call["messageId"] = f"{self._prefix}{len(self.calls):05d}"
         call["timestamp"] = at.isoformat(timespec="milliseconds")
         self.calls.append((at, channel, call))
 
@@ -397,14 +399,25 @@ def _refunds(day: _Day, customers: list[Customer]) -> None:
                 day.add(day.moment(), channel, refund)
 
 
+def stream_id(seed: int, customers: int, days: int) -> str:
+    """What every messageId of ``generate(seed, customers, days, …)`` starts with."""
+    return f"sim{seed}-{customers}x{days}"
+
+
 def generate(seed: int, customers: int, days: int, start: datetime) -> Iterator[tuple[ChannelName, Call]]:
-    """Segment-spec calls tagged with their channel, in time order, ``days`` days from ``start``."""
+    """Segment-spec calls tagged with their channel, in time order, ``days`` days from ``start``.
+
+    The same arguments give the same calls, messageIds included; each messageId is ``stream_id(…)``, the
+    simulated day's date and the call's place in that day. The stream depends on the calendar (weekends
+    differ), so a ``start`` on another date is another stream with other ids.
+    """
     rng = random.Random(seed)
+    stream = stream_id(seed, customers, days)
     products = catalog(seed)
     people = [_customer(rng, i) for i in range(customers)]
     first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     for offset in range(days):
-        day = _Day(rng, products, first_day + timedelta(days=offset), seed)
+        day = _Day(rng, products, first_day + timedelta(days=offset), stream)
         weekend = day.day.weekday() >= 5
         for customer in people:
             if rng.random() < (0.35 if weekend else 0.22):

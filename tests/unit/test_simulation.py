@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from streams.domain.events import Event
-from streams.domain.simulation import catalog, ean13, generate
+from streams.domain.simulation import catalog, ean13, generate, stream_id
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -65,3 +65,19 @@ def test_catalog_ids_are_unique_per_channel() -> None:
     for attribute in ("product_id", "web_sku", "app_product_id", "ean"):
         assert len({getattr(p, attribute) for p in products}) == len(products), attribute
     assert ean13("400638133393") == "4006381333931"
+
+
+def test_same_seed_same_message_ids_at_any_time_of_the_day() -> None:
+    morning = list(generate(seed=3, customers=40, days=5, start=START.replace(hour=6)))
+    evening = list(generate(seed=3, customers=40, days=5, start=START.replace(hour=21, minute=17)))
+    assert [call["messageId"] for _, call in morning] == [call["messageId"] for _, call in evening]
+    assert all(call["messageId"].startswith(stream_id(3, 40, 5) + "-") for _, call in morning)
+
+
+def test_other_streams_never_reuse_a_message_id() -> None:
+    ids = {call["messageId"] for _, call in generate(seed=3, customers=40, days=5, start=START)}
+    for seed, customers, days in [(4, 40, 5), (3, 41, 5), (3, 40, 6)]:
+        other = {
+            call["messageId"] for _, call in generate(seed=seed, customers=customers, days=days, start=START)
+        }
+        assert not ids & other, (seed, customers, days)
