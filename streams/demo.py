@@ -265,25 +265,36 @@ def _send_history(
     result: DemoResult,
     report: Report,
 ) -> list[tuple[Channel, dict[str, Any]]]:
-    """Post every call from before ``today`` as it is; returns today's calls (the stream's tail)."""
+    """Post every call from before ``today`` as it is; returns today's calls (the stream's tail).
+
+    Every channel's batch is posted whenever ``_BATCH`` calls wait in all, so the history arrives in
+    about its time order across channels, as it would from sources sending as it happens (identity
+    decisions, such as which login merges whom, depend on that order).
+    """
     keys = _keys(settings)
     pending: dict[Channel, list[dict[str, Any]]] = {channel: [] for channel in keys}
     live: list[tuple[Channel, dict[str, Any]]] = []
+
+    def flush() -> None:
+        for channel, batch in pending.items():
+            if batch:
+                _post(conn, keys[channel], batch, result)
+                bar.update(len(batch))
+                pending[channel] = []
+
     with tqdm(desc="history sent", unit="ev", file=sys.stderr) as bar:
+        waiting = 0
         for channel, call in calls:
             if live or _call_time(call) >= today:
                 live.append((channel, call))
                 continue
             pending[channel].append(call)
             result.sent[channel] += 1
-            if len(pending[channel]) >= _BATCH:
-                _post(conn, keys[channel], pending[channel], result)
-                bar.update(len(pending[channel]))
-                pending[channel] = []
-        for channel, batch in pending.items():
-            if batch:
-                _post(conn, keys[channel], batch, result)
-                bar.update(len(batch))
+            waiting += 1
+            if waiting >= _BATCH:
+                flush()
+                waiting = 0
+        flush()
     report(f"history: {sum(result.sent.values()):,} events accepted up to yesterday")
     return live
 
@@ -380,9 +391,15 @@ def _post(
 
 
 def _wait_until_landed(settings: Settings, result: DemoResult, timeout_s: float, worker_log: Path) -> None:
-    """Until ClickHouse holds every accepted event of this stream (its messageIds share a prefix)."""
+    """Until ClickHouse holds every accepted event of this stream (its messageIds share a prefix), in the
+    history and, with identity resolution on, resolved (event_persons, which the KPIs read)."""
     client = clickhouse_client(settings, settings.clickhouse_database)
     query = "SELECT count() FROM events_dedup WHERE message_id LIKE %(prefix)s"
+    if settings.identity_enabled:
+        query = (
+            "SELECT least((SELECT count() FROM events_dedup WHERE message_id LIKE %(prefix)s), "
+            "(SELECT uniqExact(message_id) FROM event_persons WHERE message_id LIKE %(prefix)s))"
+        )
     started = time.monotonic()
     with tqdm(total=result.accepted, desc="landed in ClickHouse", unit="ev", file=sys.stderr) as bar:
         while True:
