@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def _cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = {**os.environ, **env_extra}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OMNISEG_")}, **env_extra}
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -31,18 +31,25 @@ def _cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
     ports = {
         "OMNISEG_DEV_STATE_DIR": str(tmp_path / "state"),
-        "OMNISEG_ENV_FILE": str(tmp_path / "state" / "omniseg.env"),
         "OMNISEG_DEV_KAFKA_PORT": str(free_port()),
         "OMNISEG_DEV_CLICKHOUSE_PORT": str(free_port()),
         "OMNISEG_DEV_CLICKHOUSE_HTTP_PORT": str(free_port()),
     }
+    # A later shell that sets only the state folder: the env file `dev up` wrote there points every
+    # command at this stack, ports included.
+    later = {"OMNISEG_DEV_STATE_DIR": ports["OMNISEG_DEV_STATE_DIR"]}
     try:
         up = _cli(ports, "dev", "up")
         assert up.returncode == 0, up.stderr
         assert f"topics: {len(ALL_TOPICS)} ready ({len(ALL_TOPICS)} created)" in up.stdout
-        status = _cli(ports, "dev", "status")
+        status = _cli(later, "dev", "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("ready") == 2
+        assert f"127.0.0.1:{ports['OMNISEG_DEV_KAFKA_PORT']}" in status.stdout
+        migrated = _cli(later, "migrate")
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        clickhouse = f"127.0.0.1:{ports['OMNISEG_DEV_CLICKHOUSE_PORT']}/omniseg: 0 migrations applied"
+        assert clickhouse in migrated.stdout, migrated.stdout
         # Idempotent: a second `up` finds both running and creates nothing new.
         again = _cli(ports, "dev", "up")
         assert again.returncode == 0, again.stderr
