@@ -91,10 +91,13 @@ class LocalStack:
         report(f"settings written to {self.env_file}")
 
     def down(self, report: Report = print) -> None:
-        # The worker first: it would otherwise retry against servers that are gone.
-        if self.worker().pid() is not None:
-            self.worker().stop()
-            report("worker: stopped")
+        # The worker (and a collector a stopped demo left) first: they would otherwise retry against
+        # servers that are gone.
+        collector = ManagedProcess("demo-collector", [], self.state_dir, [], lambda: False)
+        for proc in (self.worker(), collector):
+            if proc.pid() is not None:
+                proc.stop()
+                report(f"{proc.name}: stopped")
         for proc in (self.kafka(), self.clickhouse()):
             was = proc.stop()
             report(f"{proc.name}: {'stopped' if was else 'not running'}")

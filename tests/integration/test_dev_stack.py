@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,7 @@ import pytest
 from clickhouse_driver import Client
 from confluent_kafka.admin import AdminClient
 
-from streams.dev.process import free_port
+from streams.dev.process import free_port, pid_alive
 from streams.dev.stack import LocalStack, apply_migrations, clickhouse_client
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS
@@ -20,8 +23,6 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    import os
-
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OMNISEG_")}, **env_extra}
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
@@ -38,6 +39,7 @@ def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
     # A later shell that sets only the state folder: the env file `dev up` wrote there points every
     # command at this stack, ports included.
     later = {"OMNISEG_DEV_STATE_DIR": ports["OMNISEG_DEV_STATE_DIR"]}
+    orphan = 0
     try:
         up = _cli(ports, "dev", "up")
         assert up.returncode == 0, up.stderr
@@ -63,9 +65,24 @@ def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
         assert client.execute("SELECT count() FROM omniseg.schema_migrations")[0][0] == len(
             migrations.discover()
         )
+        # A worker started with the stack, and a collector a killed demo left behind: `dev down` stops them.
+        worker = _cli(later, "dev", "up", "--worker")
+        assert worker.returncode == 0 and "worker running (pid" in worker.stdout, (
+            worker.stdout + worker.stderr
+        )
+        # Not our child (bash exits at once), like a collector whose demo was killed.
+        spawn = ["bash", "-c", "setsid sleep 600 >/dev/null 2>&1 & echo $!"]
+        orphan = int(subprocess.run(spawn, capture_output=True, text=True, timeout=10).stdout)
+        (tmp_path / "state" / "demo-collector.pid").write_text(str(orphan))
+        assert re.search(r"^worker\s+running", _cli(later, "dev", "status").stdout, re.M)
     finally:
         down = _cli(ports, "dev", "down")
+        if orphan and pid_alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
     assert down.returncode == 0
+    assert "worker: stopped" in down.stdout and "demo-collector: stopped" in down.stdout, down.stdout
+    assert not pid_alive(orphan)
+    assert not list((tmp_path / "state").glob("*.pid"))
     assert _cli(ports, "dev", "status").returncode == 1
 
 
