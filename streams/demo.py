@@ -65,6 +65,7 @@ def run_demo(
     land_timeout_s: float = 180.0,
     live_seconds: float = 30.0,
     keep_worker: bool = True,
+    down: bool = False,
 ) -> DemoResult:
     stack = LocalStack(settings)
     report("== 1. local stack")
@@ -127,9 +128,11 @@ def run_demo(
         return result
     finally:
         collector.stop()
-        if not (finished and keep_worker):
+        if down:
+            stack.down(report=report)
+        elif not (finished and keep_worker):
             stack.worker().stop()
-        _report_what_runs(stack, settings, report, worker_running=finished and keep_worker)
+        _report_what_runs(stack, settings, report, worker_running=finished and keep_worker and not down)
 
 
 def _report_what_runs(stack: LocalStack, settings: Settings, report: Report, worker_running: bool) -> None:
@@ -153,6 +156,11 @@ def _report_what_runs(stack: LocalStack, settings: Settings, report: Report, wor
             f"Query: clickhouse-client --port {settings.clickhouse_port} -d {settings.clickhouse_database}"
         )
         lines.append(f"Stop everything with: {omniseg} dev down")
+    else:
+        lines.append(
+            f"Start the stack and a worker again with: {omniseg} dev up --worker "
+            "(ClickHouse keeps its data; the local broker starts empty)"
+        )
     report("\n".join(lines))
 
 

@@ -49,11 +49,11 @@ def demo(customers: int, days: int, seed: int, live_seconds: float, down: bool) 
             seed=seed,
             report=click.echo,
             live_seconds=live_seconds,
-            keep_worker=not down,
+            down=down,
         )
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:
-        if down:
-            LocalStack(get_settings()).down(report=click.echo)
+        if down:  # also when the demo failed before it could stop the stack itself
+            LocalStack(get_settings()).down(report=lambda _line: None)
