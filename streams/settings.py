@@ -8,6 +8,7 @@ command reads when present; real environment variables always win.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -35,13 +36,43 @@ def env_file_path(environ: Mapping[str, str] | None = None) -> Path:
 ENV_FILE = str(env_file_path())
 
 
+_ORIGIN = re.compile(r"https?://[^/\s?#@]+")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 class Source(BaseModel):
-    """One sending source: its write key maps to a name and the channel it feeds."""
+    """One sending source: its write key maps to a name and the channel it feeds.
+
+    ``allowed_origins`` are the web pages (``scheme://host[:port]``, as browsers send ``Origin``) whose
+    browsers may send with this source's key; ``"*"`` allows every page. None by default: a browser
+    call carrying this key is refused (403) until its page's origin is listed. Calls without an
+    ``Origin`` header (servers, apps) are not affected.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str = Field(min_length=1, max_length=100)
     channel: Channel
+    allowed_origins: tuple[str, ...] = ()
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out: list[str] = []
+        for raw in value:
+            origin = raw.strip().rstrip("/").lower()
+            scheme = origin.partition(":")[0]
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"allowed origin {raw!r} is not scheme://host[:port] (no path), nor '*'")
+            default_port = _DEFAULT_PORTS.get(scheme)
+            if default_port and origin.endswith(default_port):
+                origin = origin[: -len(default_port)]  # browsers leave the default port out
+            out.append(origin)
+        return tuple(dict.fromkeys(out))
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a browser page of ``origin`` (its ``Origin`` header) may send with this source."""
+        return origin in self.allowed_origins or "*" in self.allowed_origins
 
 
 class Settings(BaseSettings):

@@ -1,5 +1,10 @@
 """The Segment-compatible HTTP collector: ``/v1/track|identify|page|screen|alias|group|batch|import``.
 
+analytics.js (``@segment/analytics-next``) posts to the short paths ``{apiHost}/t|p|i|s|a|g`` and, when
+batching, ``/b``, as ``text/plain`` JSON; they are served under ``/v1/`` and at the root, so ``apiHost``
+may end in ``/v1`` or not. Browsers reach the collector through CORS (:mod:`streams.api.cors`), for
+the origins listed in each source's ``allowed_origins``.
+
 A request is answered 200 only after the broker acknowledged every record it produced (valid calls on
 the source's channel topic, invalid batch items on ``events.invalid``); when the broker fails or is
 slower than ``produce_timeout_s`` the answer is 503, which Segment clients retry. A retry can repeat
@@ -21,6 +26,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
+from streams.api.cors import CorsMiddleware, CorsPolicy, check_origin
 from streams.api.intake import CollectorError, Intake, parse_json, write_key_from_header
 from streams.api.models import BatchRequest, CollectorAccepted, ErrorBody, Health, SegmentCall
 from streams.api.producer import AsyncProducer, OutRecord, ProduceError
@@ -32,6 +38,9 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 _RETRY_AFTER_S = "1"
 _ACCEPTED_ONE = orjson.dumps({"success": True, "accepted": 1, "rejected": 0, "errors": []})
+# analytics.js's short paths: the call type's first letter (plugins/segmentio), and /b for a batch.
+SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "s": "screen", "a": "alias", "g": "group"}
+BATCH_SHORT_PATH = "b"
 
 
 def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -130,7 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
         description=(
             "Segment-compatible HTTP tracking API. Authenticate with HTTP Basic auth, the source's "
             "write key as username and an empty password (or `writeKey` in the body). A 200 means "
-            "every record is stored on Kafka; retry on 5xx."
+            "every record is stored on Kafka; retry on 5xx. analytics.js's short paths (`/v1/t`, `/p`, "
+            "`/i`, `/s`, `/a`, `/g`, `/b`, also without `/v1`) are the same endpoints. Browsers may "
+            "call from the origins in the source's `allowed_origins` (CORS); others get 403."
         ),
         lifespan=lifespan,
     )
@@ -151,11 +162,15 @@ def create_app(settings: Settings) -> FastAPI:
             received_at = datetime.now(UTC)
             try:
                 header_key = write_key_from_header(request.headers.get("authorization"))
+                origin = request.headers.get("origin")
                 source = intake.authenticate(header_key, None) if header_key else None
+                if source is not None:
+                    check_origin(source, origin)
                 body = await read_body(request, settings.max_event_bytes, "event")
                 data = parse_json(body)
                 if source is None:
                     source = intake.authenticate(None, data)
+                    check_origin(source, origin)
                 record = intake.single(data, call_type, source, received_at)
                 await send(request, [record])
             except CollectorError as exc:
@@ -169,11 +184,15 @@ def create_app(settings: Settings) -> FastAPI:
         received_at = datetime.now(UTC)
         try:
             header_key = write_key_from_header(request.headers.get("authorization"))
+            origin = request.headers.get("origin")
             source = intake.authenticate(header_key, None) if header_key else None
+            if source is not None:
+                check_origin(source, origin)
             body = await read_body(request, settings.max_batch_bytes, "batch")
             data = parse_json(body)
             if source is None:
                 source = intake.authenticate(None, data)
+                check_origin(source, origin)
             outcome = intake.batch(data, source, received_at, len(body))
             await send(request, outcome.records)
         except CollectorError as exc:
@@ -215,6 +234,21 @@ def create_app(settings: Settings) -> FastAPI:
                 "the valid ones are stored. `/v1/import` is the same endpoint (Segment's alias).",
             ),
         )
+
+    for letter, call_type in SHORT_PATHS.items():
+        for path in (f"/v1/{letter}", f"/{letter}"):
+            app.add_api_route(
+                path,
+                single_endpoint(call_type),
+                methods=["POST"],
+                name=f"{call_type}_short_{path.count('/')}",
+                include_in_schema=False,
+            )
+    for path in (f"/v1/{BATCH_SHORT_PATH}", f"/{BATCH_SHORT_PATH}"):
+        app.add_api_route(
+            path, batch, methods=["POST"], name=f"batch_short_{path.count('/')}", include_in_schema=False
+        )
+    app.add_middleware(CorsMiddleware, policy=CorsPolicy(settings.sources.values()))
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
     async def health(request: Request) -> Response:
