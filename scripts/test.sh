@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_browser_tests.sh
 echo "== ruff"; .venv/bin/ruff check streams tests
 echo "== ruff format --check"; .venv/bin/ruff format --check streams tests
 echo "== mypy"; .venv/bin/mypy streams
