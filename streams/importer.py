@@ -25,7 +25,9 @@ campaign                      context.campaign.name (ESP exports)
 properties.X, traits.X        any other property or trait, as text
 ============================  ===========================================================
 
-Bad rows go to ``events.invalid`` with their line number and reason; the import goes on. A derived
+Timestamps are taken as they are (no clock-skew correction: an exported ``sentAt`` is not now); one
+more than a day after the import, or before 1970, is a bad row. Bad rows go to ``events.invalid``
+with their line number and reason; the import goes on. A derived
 messageId makes re-importing the same file idempotent downstream (dedup by messageId).
 """
 
@@ -49,7 +51,7 @@ from pydantic import ValidationError
 
 from streams.api.intake import describe_validation_error
 from streams.api.producer import producer_config
-from streams.domain.events import ChannelName, Event
+from streams.domain.events import ChannelName, Event, loads_json
 from streams.serde import EVENT_CODEC, encode_invalid
 from streams.settings import Settings
 from streams.topics import INVALID_TOPIC
@@ -110,8 +112,8 @@ def jsonl_rows(lines: Iterator[bytes]) -> Iterator[Row]:
         if not text:
             continue
         try:
-            call = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
+            call = loads_json(text)
+        except ValueError as exc:
             yield Row(number, text, None, f"line {number} is not valid JSON: {exc}")
             continue
         if not isinstance(call, dict):

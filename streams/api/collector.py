@@ -6,9 +6,11 @@ may end in ``/v1`` or not. Browsers reach the collector through CORS (:mod:`stre
 the origins listed in each source's ``allowed_origins``.
 
 A request is answered 200 only after the broker acknowledged every record it produced (valid calls on
-the source's channel topic, invalid batch items on ``events.invalid``); when the broker fails or is
-slower than ``produce_timeout_s`` the answer is 503, which Segment clients retry. A retry can repeat
-records that did land: downstream stages deduplicate by ``messageId``.
+the source's channel topic, invalid batch items on ``events.invalid``). A single call that fails
+validation is answered 400 naming the field, after its record is on ``events.invalid`` (400 even when
+that fails: a retry could not succeed). When the broker fails or is slower than ``produce_timeout_s``
+the answer is 503, which Segment clients retry. A retry can repeat records that did land:
+downstream stages deduplicate by ``messageId``.
 """
 
 from __future__ import annotations
@@ -174,6 +176,11 @@ def create_app(settings: Settings) -> FastAPI:
                 record = intake.single(data, call_type, source, received_at)
                 await send(request, [record])
             except CollectorError as exc:
+                if exc.kept is not None:
+                    try:
+                        await send(request, [exc.kept])
+                    except CollectorError as unavailable:
+                        log.warning("a refused call is not kept on events.invalid: %s", unavailable.message)
                 return _error(exc)
             return Response(_ACCEPTED_ONE, media_type=_JSON)
 

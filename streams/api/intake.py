@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from streams.api.producer import OutRecord
-from streams.domain.events import EVENT_TYPES, Event
+from streams.domain.events import EVENT_TYPES, Event, loads_json
 from streams.serde import EVENT_CODEC, INVALID_CODEC, SerializationError
 from streams.settings import Settings, Source
 from streams.topics import INVALID_TOPIC
@@ -25,14 +26,26 @@ _EXPECTED_TYPES = ", ".join(EVENT_TYPES)
 
 
 class CollectorError(Exception):
-    """A request the collector refuses as a whole; becomes an HTTP error with a JSON body."""
+    """A request the collector refuses as a whole; becomes an HTTP error with a JSON body.
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    ``kept`` is the ``events.invalid`` record of a refused call, produced before the error is answered
+    so that nothing a client sends is lost.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        kept: OutRecord | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.kept = kept
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
@@ -67,9 +80,9 @@ def describe_validation_error(exc: ValidationError) -> tuple[str | None, str]:
     for error in exc.errors(include_url=False, include_context=False, include_input=False)[:_MAX_REASONS]:
         field = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"])
+        message = message.removeprefix("Value error, ")
         if not field:
             # Model-level rules in Event raise "field: reason"; recover the field from the text.
-            message = message.removeprefix("Value error, ")
             head, sep, _ = message.partition(":")
             field = head if sep and " " not in head else ""
             parts.append(message)
@@ -85,8 +98,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body:
         raise CollectorError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        data = loads_json(body)
+    except ValueError as exc:
         raise CollectorError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CollectorError(
@@ -146,14 +159,17 @@ class Intake:
     def single(
         self, payload: dict[str, Any], call_type: str, source: Source, received_at: datetime
     ) -> OutRecord:
-        """The record for one call sent to ``/v1/<call_type>``; 400 naming the field when invalid."""
+        """The record for one call sent to ``/v1/<call_type>``; 400 naming the field when invalid (the
+        call then goes to ``events.invalid``, carried by the error)."""
+        field: str | None
         try:
             return self._event_record(payload, call_type, source, received_at)
         except ValidationError as exc:
             field, reason = describe_validation_error(exc)
-            raise CollectorError(400, "invalid_request", reason, field) from None
         except SerializationError as exc:
-            raise CollectorError(400, "invalid_request", str(exc)) from None
+            field, reason = None, str(exc)
+        kept = self._invalid_record(payload, Rejection(0, field, reason), source, received_at)
+        raise CollectorError(400, "invalid_request", reason, field, kept=kept)
 
     def batch(
         self, body: dict[str, Any], source: Source, received_at: datetime, body_bytes: int
@@ -179,7 +195,7 @@ class Intake:
             if not isinstance(item, dict):
                 field, reason = None, f"batch[{index}]: expected a JSON object, got {type(item).__name__}"
             else:
-                size = len(orjson.dumps(item)) if check_sizes else 0
+                size = len(_json_bytes(item)) if check_sizes else 0
                 if size > max_event:
                     field, reason = None, f"the event is {size} bytes, over the limit of {max_event} bytes"
                 else:
@@ -215,7 +231,12 @@ class Intake:
         if category is not None:
             payload = _category_into_properties(payload, category)
         event = Event.from_segment(
-            payload, channel=source.channel, source=source.name, received_at=received_at, call_type=call_type
+            payload,
+            channel=source.channel,
+            source=source.name,
+            received_at=received_at,
+            call_type=call_type,
+            correct_clock=True,
         )
         return OutRecord(
             topic=self._channel_topics[source.channel],
@@ -233,7 +254,7 @@ class Intake:
                 "field": rejection.field,
                 "source": source.name,
                 "position": str(rejection.index),
-                "original": orjson.dumps(item),
+                "original": _json_bytes(item),
                 "receivedAt": received_at,
             }
         )
@@ -264,3 +285,11 @@ def _category_into_properties(payload: dict[str, Any], category: Any) -> dict[st
     if isinstance(properties, dict) and "category" not in properties:
         return {**payload, "properties": {**properties, "category": category}}
     return payload
+
+
+def _json_bytes(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits; the standard library keeps them exact.
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()

@@ -47,7 +47,9 @@ class SegmentCall(BaseModel):
         default=None, description="Required inside a batch; implied by the path on /v1/<type>."
     )
     messageId: str | None = Field(default=None, max_length=256, description="Unique id; used for dedup.")
-    userId: str | None = Field(default=None, max_length=256)
+    userId: str | None = Field(
+        default=None, max_length=256, description="A number is kept as its exact decimal text."
+    )
     anonymousId: str | None = Field(default=None, max_length=256)
     event: str | None = Field(default=None, description="track: the event name.")
     name: str | None = Field(default=None, description="page / screen: the page or screen name.")
@@ -59,12 +61,21 @@ class SegmentCall(BaseModel):
         default=None, description="Segment context (ip, userAgent, page, device, campaign, library, ...)."
     )
     integrations: dict[str, Any] | None = None
-    timestamp: datetime | None = Field(default=None, description="When it happened; defaults to receipt.")
-    sentAt: datetime | None = None
+    timestamp: datetime | None = Field(
+        default=None,
+        description="When it happened, on the client's clock; defaults to receipt. Corrected for the "
+        "client's clock skew (receivedAt - (sentAt - timestamp)) when sentAt is more than a second off "
+        "the collector's clock; refused when more than 24 hours after receipt or before 1970.",
+    )
+    originalTimestamp: datetime | None = Field(
+        default=None, description="Read as timestamp when timestamp is missing (Segment exports)."
+    )
+    sentAt: datetime | None = Field(default=None, description="When the client sent the call.")
     identifiers: Identifiers | None = Field(
         default=None,
         description="omniseg extension: channel identifiers (email, phone, loyaltyCard, ...). "
-        "Without it, email and phone come from traits or context.traits.",
+        "email and phone also come from traits or context.traits; a call whose traits name another "
+        "email or phone than identifiers is refused.",
     )
     lines: list[Line] | None = Field(
         default=None,

@@ -8,25 +8,53 @@ that goes on the wire.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from streams.domain.event_time import corrected_timestamp, out_of_range
 
 EventType = Literal["track", "identify", "page", "screen", "alias", "group"]
 ChannelName = Literal["web", "app", "email", "store"]
 EVENT_TYPES: tuple[str, ...] = ("track", "identify", "page", "screen", "alias", "group")
 
 _MAX_ID = 256
+# A float holds every integer up to 2**53 exactly; a larger one may already differ from what was sent.
+_EXACT_FLOAT_LIMIT = 2**53
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# JSON integers of 20 digits or more may not fit 64 bits, where orjson turns them into floats.
+_LONG_DIGITS = re.compile(rb"\d{20}")
+
+
+def loads_json(data: bytes) -> Any:
+    """Parse JSON keeping every integer exact (orjson rounds those beyond 64 bits to floats).
+
+    Raises ``ValueError`` (``orjson.JSONDecodeError`` is one) for text that is not JSON.
+    """
+    value = orjson.loads(data)
+    if _LONG_DIGITS.search(data) is None:
+        return value
+    # Rare: a run of 20+ digits (a big number, or digits inside a string). The standard library
+    # parses integers exactly; orjson already proved the text is strict JSON.
+    return json.loads(data)
 
 
 def _id_or_none(value: Any) -> Any:
-    # Segment accepts numeric ids; keep them as their decimal text. Other types fail validation.
+    # Segment accepts numeric ids; keep them as their decimal text, exactly. Other types fail validation.
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if abs(value) >= _EXACT_FLOAT_LIMIT:
+            raise ValueError(
+                f"the number {value!r} is too large to keep exactly as an id; send the id as a string"
+            )
+        return str(int(value)) if value.is_integer() else str(value)
     if isinstance(value, str) and not value.strip():
         return None
     return value
@@ -128,12 +156,13 @@ class Event(_Model):
     timestamp: datetime
     sentAt: datetime | None = None
     receivedAt: datetime
+    originalTimestamp: datetime | None = None
 
     _ids = field_validator("messageId", "anonymousId", "userId", "previousId", "groupId", mode="before")(
         _id_or_none
     )
 
-    @field_validator("timestamp", "sentAt", "receivedAt")
+    @field_validator("timestamp", "sentAt", "receivedAt", "originalTimestamp")
     @classmethod
     def _aware_utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
@@ -217,12 +246,17 @@ class Event(_Model):
         source: str | None,
         received_at: datetime,
         call_type: str | None = None,
+        correct_clock: bool = False,
     ) -> Event:
         """Build an Event from one Segment-spec call (as sent to ``/v1/<type>`` or inside a batch).
 
         Standard Segment fields map one to one. Channel identifiers come from the omniseg
-        ``identifiers`` object, else from ``traits``/``context.traits`` (email, phone); product lines
-        from ``lines``, else from ``properties.products`` (Segment e-commerce spec).
+        ``identifiers`` object and from ``traits``/``context.traits`` (email, phone; the two must
+        agree); product lines from ``lines``, else from ``properties.products`` (Segment e-commerce
+        spec). ``originalTimestamp`` keeps the client's ``timestamp`` as sent; with ``correct_clock``
+        (live calls, not imports) ``timestamp`` is corrected for the client's clock
+        (:mod:`streams.domain.event_time`). Refused: an event time outside the range ClickHouse and
+        segments can use, and an advertising id that is not a UUID.
         Raises ``pydantic.ValidationError`` naming the wrong field.
         """
         data = dict(payload)
@@ -236,15 +270,74 @@ class Event(_Model):
             context["source"] = source
             data["context"] = context
         data["receivedAt"] = received_at
-        if data.get("timestamp") is None:
-            data["timestamp"] = data.get("originalTimestamp") or received_at
-        if "identifiers" not in data:
-            data["identifiers"] = _identifiers_from_traits(data, context)
+        stamped = data.get("timestamp")
+        if stamped is None:
+            stamped = data.get("originalTimestamp")
+        if data.get("originalTimestamp") is None:
+            data["originalTimestamp"] = stamped
+        data["timestamp"] = received_at if stamped is None else stamped
+        from_traits = _identifiers_from_traits(data, context)
+        identifiers = data.get("identifiers")
+        if identifiers is None:
+            data["identifiers"] = {key: value for key, (value, _) in from_traits.items()}
+        elif isinstance(identifiers, dict) and from_traits:
+            data["identifiers"] = _merge_identifiers(identifiers, from_traits)
         if "lines" not in data:
             lines = _lines_from_products(data.get("properties"), channel)
             if lines:
                 data["lines"] = lines
-        return cls.model_validate(data)
+        return cls.model_validate(data)._checked_at_intake(correct_clock)
+
+    def _checked_at_intake(self, correct_clock: bool) -> Event:
+        timestamp = self.timestamp
+        if correct_clock:
+            timestamp = corrected_timestamp(timestamp, self.sentAt, self.receivedAt)
+        problem = out_of_range(timestamp, self.receivedAt)
+        if problem is not None:
+            if timestamp != self.timestamp:
+                problem += " (after correcting the client's clock by sentAt)"
+            raise _field_error(("timestamp",), problem, self.originalTimestamp)
+        device = self.context.device
+        ad_id = device.advertisingId.strip() if device is not None and device.advertisingId else ""
+        if ad_id and not UUID_PATTERN.fullmatch(ad_id):
+            raise _field_error(
+                ("context", "device", "advertisingId"),
+                "not a UUID; an advertising id (IDFA, GAID) looks like 6d92078a-8246-4ba4-ae5b-76104861e7dc "
+                "(leave it out when the device has none)",
+                ad_id,
+            )
+        return self if timestamp == self.timestamp else self.model_copy(update={"timestamp": timestamp})
+
+
+def _field_error(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A ValidationError for one field, as pydantic would raise it, so callers report it the same way."""
+    detail = InitErrorDetails(type=PydanticCustomError("intake", message), loc=loc, input=value)
+    return ValidationError.from_exception_data("Event", [detail])
+
+
+def _merge_identifiers(given: dict[str, Any], from_traits: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    # The identifiers object and the traits both name the person; take every identifier either
+    # gives, and refuse two different ones rather than pick one silently.
+    merged = dict(given)
+    for key, (value, where) in from_traits.items():
+        current = merged.get(key)
+        if current is None or (isinstance(current, str) and not current.strip()):
+            merged[key] = value
+        elif isinstance(current, str) and not _same_identifier(key, current, value):
+            raise _field_error(
+                (*where.split("."), key),
+                f"differs from identifiers.{key} in the same call; send one {key} (or the same in both)",
+                value,
+            )
+    return merged
+
+
+def _same_identifier(kind: str, first: str, second: str) -> bool:
+    if kind == "phone":
+        # The same number written with or without country code, spaces or dashes.
+        digits_first, digits_second = re.sub(r"\D", "", first), re.sub(r"\D", "", second)
+        return digits_first[-9:] == digits_second[-9:]
+    return first.strip().casefold() == second.strip().casefold()
 
 
 def _json_text(value: dict[str, Any] | None) -> str | None:
@@ -257,13 +350,15 @@ def _json_text(value: dict[str, Any] | None) -> str | None:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _identifiers_from_traits(data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for traits in (data.get("traits"), context.get("traits")):
+def _identifiers_from_traits(data: dict[str, Any], context: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """email and phone from ``traits`` (first) or ``context.traits``, each with where it was found."""
+    found: dict[str, tuple[str, str]] = {}
+    for where, traits in (("traits", data.get("traits")), ("context.traits", context.get("traits"))):
         if isinstance(traits, dict):
             for key in ("email", "phone"):
-                if key not in found and isinstance(traits.get(key), str):
-                    found[key] = traits[key]
+                value = traits.get(key)
+                if key not in found and isinstance(value, str) and value.strip():
+                    found[key] = (value, where)
     return found
 
 

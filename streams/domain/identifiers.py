@@ -37,7 +37,7 @@ from typing import NamedTuple
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams.domain.events import Event
+from streams.domain.events import UUID_PATTERN, Event
 
 
 class IdKind(StrEnum):
@@ -193,7 +193,7 @@ class NormalisationRules(BaseModel):
 
 
 _ZERO_CHARS = "0-.:_/+() \t\n\r\f\v"
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_UUID = UUID_PATTERN
 _HEX = re.compile(r"[0-9a-f]+", re.IGNORECASE)
 _LOYALTY_STRIP = re.compile(r"[\s\-.]")
 _CRM_STRIP = re.compile(r"[\s\-]")

@@ -29,7 +29,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "store_id", "terminal_id", "transaction_id",
     "line_sku", "line_ean", "line_app_product_id", "line_quantity", "line_unit_price", "line_currency",
     "currency", "traits", "properties",
-    "timestamp", "timestamp_ms", "sent_at_ms", "received_at",
+    "timestamp", "timestamp_ms", "sent_at_ms", "original_timestamp_ms", "received_at",
     "kafka_partition", "kafka_offset",
 )  # fmt: skip
 
@@ -118,7 +118,7 @@ def _layout(schema: dict[str, Any]) -> dict[str, int]:
     layout = {name: _field_index(schema, name) for name in (
         "messageId", "type", "event", "name", "anonymousId", "userId", "previousId", "groupId",
         "traits", "properties", "context", "identifiers", "store", "lines",
-        "timestamp", "sentAt", "receivedAt",
+        "timestamp", "sentAt", "receivedAt", "originalTimestamp",
     )}  # fmt: skip
     for prefix, record, names in (
         ("ctx.", context, ("channel", "source", "ip", "userAgent", "locale", "timezone",
@@ -165,8 +165,8 @@ def append(self, row, partition, offset):
      a_device_type, a_ip, a_ua, a_locale, a_tz, a_page_url, a_page_path, a_page_referrer,
      a_campaign_name, a_campaign_source, a_campaign_medium, a_store_id, a_terminal_id,
      a_transaction_id, a_sku, a_ean, a_app_id, a_qty, a_price, a_line_currency, a_currency,
-     a_traits, a_properties, a_timestamp, a_timestamp_ms, a_sent_at_ms, a_received_at,
-     a_partition, a_offset) = self.appends
+     a_traits, a_properties, a_timestamp, a_timestamp_ms, a_sent_at_ms, a_original_ms,
+     a_received_at, a_partition, a_offset) = self.appends
     a_message_id(row[{messageId}])
     a_type(row[{type}])
     a_channel(ctx[{ctx_channel}])
@@ -238,8 +238,13 @@ def append(self, row, partition, offset):
     a_traits(row[{traits}] or "")
     a_properties(row[{properties}] or "")
     a_timestamp(_seconds(timestamp_ms))
-    a_timestamp_ms(timestamp_ms if timestamp_ms > 0 else 0)
+    if timestamp_ms < 0:
+        timestamp_ms = 0
+    a_timestamp_ms(timestamp_ms)
     a_sent_at_ms(sent_at if sent_at is not None and sent_at > 0 else 0)
+    # The client's reading before clock-skew correction; none sent (or an older record): the event time.
+    original = row[{originalTimestamp}]
+    a_original_ms(original if original is not None and original > 0 else timestamp_ms)
     a_received_at(_seconds(row[{receivedAt}]))
     a_partition(partition)
     a_offset(offset)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -386,8 +386,9 @@ def simulated_events(
     events.resolved record, and the segment stage's decoder. One person per userId, else anonymousId,
     else the event's source identifier (no identity resolution: simple, and enough to fire segments)."""
     rules = NormalisationRules()
+    received_at = start + timedelta(days=days)  # after the simulated days, as a collector receives them
     for channel, call in generate(seed=seed, customers=customers, days=days, start=start):
-        event = Event.from_segment(call, channel=channel, source="demo", received_at=start)
+        event = Event.from_segment(call, channel=channel, source="demo", received_at=received_at)
         person = event.userId or event.anonymousId or event.partition_key().decode()
         identifiers = [identifier.key for identifier in extract(event, rules).identifiers]
         at = int(event.timestamp.timestamp() * 1000)
