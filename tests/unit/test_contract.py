@@ -87,7 +87,10 @@ def test_event_round_trips_through_avro() -> None:
             "userId": "c-1",
             "messageId": "m-1",
             "properties": {"total": 12.5, "products": [{"sku": "SKU-1", "price": 12.5, "quantity": 1}]},
-            "context": {"device": {"id": "d-1", "advertisingId": "6d92078a-8246-4ba4-ae5b-76104861e7dc"}, "ip": "10.0.0.1"},
+            "context": {
+                "device": {"id": "d-1", "advertisingId": "6d92078a-8246-4ba4-ae5b-76104861e7dc"},
+                "ip": "10.0.0.1",
+            },
             "timestamp": "2026-11-01T10:00:00.123Z",
         },
         channel="web",
