@@ -62,7 +62,7 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
         assert "unknown call type 'purchase'" in result.stdout
 
         # The KPIs agree with the stream: the history days are labelled, today's live traffic falls in
-        # membership spells, and identity changes spread over the days the shoppers linked.
+        # membership spells, and identity changes fall on the days of the events that caused them.
         assert "earlier day(s)" in result.stdout and "before segments were live" in result.stdout
         share = kpi.run(client, "personalised_traffic_share")
         col = {name: i for i, name in enumerate(share.columns)}
@@ -79,8 +79,9 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
             "WHERE message_id IN (SELECT message_id FROM identity_merges "
             "UNION ALL SELECT message_id FROM identity_rejections)"
         )
+        # Which events merge two persons depends on the order the channels' topics are read in, so
+        # the days they fall on vary run to run; test_kpi_clocks.py proves the dating on fixed data.
         assert {row[0] for row in changes.rows} == {row[0] for row in triggers}, changes.render()
-        assert min(row[0] for row in changes.rows) < max(row[0] for row in share.rows), changes.render()
 
         # What runs after the demo: the servers and the worker; the collector is offered.
         assert "worker: running" in result.stdout
