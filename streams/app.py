@@ -1,6 +1,6 @@
 """The Faust application: one per worker process, built from the settings by :func:`create_app`.
 
-It hosts the history sink (:mod:`streams.agents.history`) as a Faust service; other agents register
+It hosts the history sink (:mod:`streams.sinks.events`) as a Faust service; other agents register
 on the same app. Local defaults suit Tansu: short session timeouts (a group join waits about half of
 it), no web server unless a port is given (two workers on one host must not clash), and Faust's own
 loggers at WARNING so the hot path stays quiet.
@@ -12,9 +12,9 @@ import logging
 
 import faust
 
-from streams.agents.history import HistorySink
-from streams.agents.threaded import Loop, ThreadedLoops
+from streams.kafka.hosting import Loop, ThreadedLoops
 from streams.settings import Settings
+from streams.sinks.events import HistorySink
 
 log = logging.getLogger("streams.app")
 
@@ -57,21 +57,21 @@ def create_app(
         service = HistorySinkService.bound(settings)
         app.service(service)
         # The identity tables (migration 0003) are filled by their own sink, with its own group.
-        from streams.agents.identity_sink import identity_sink_service_for
+        from streams.sinks.identity import identity_sink_service_for
 
         app.service(identity_sink_service_for(settings))
         # Segment membership history, definitions and products (migrations 0005-0006).
-        from streams.agents.segments_sink import SegmentsSinkService
+        from streams.sinks.segments import SegmentsSinkService
 
         app.service(SegmentsSinkService.bound(settings))
     if settings.identity_enabled if identity is None else identity:
-        # Identity resolver + link writer (streams/agents/identity*.py), OMNISEG_IDENTITY_ENABLED.
-        from streams.agents.identity_service import identity_service_for
+        # Identity resolver + link writer (streams/stages/identity/resolver*.py), OMNISEG_IDENTITY_ENABLED.
+        from streams.stages.identity.service import identity_service_for
 
         app.service(identity_service_for(settings))
     if settings.segments_enabled if segments is None else segments:
-        # Profiles and segment membership (streams/agents/segments.py), OMNISEG_SEGMENTS_ENABLED.
-        from streams.agents.segments import SegmentStageService
+        # Profiles and segment membership (streams/stages/segments/stage.py), OMNISEG_SEGMENTS_ENABLED.
+        from streams.stages.segments.stage import SegmentStageService
 
         app.service(SegmentStageService.bound(settings))
     return app

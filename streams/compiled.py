@@ -51,18 +51,18 @@ MODULES: tuple[str, ...] = (
     "streams.domain.segments.events",
     "streams.domain.segments.profile",
     "streams.domain.segments.engine",
-    "streams.agents.identity_wire",
-    "streams.agents.segments_wire",
-    "streams.warehouse.row_decoder",
-    "streams.warehouse.events_table",
-    "streams.warehouse.identity_tables",
-    "streams.warehouse.segment_tables",
+    "streams.wire.identity",
+    "streams.wire.segments",
+    "streams.wire.row_decoder",
+    "streams.sinks.events_table",
+    "streams.sinks.identity_tables",
+    "streams.sinks.segment_tables",
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent  # .../streams
 DEFAULT_DIR = PACKAGE_ROOT / "_compiled"
 MANIFEST = "manifest.json"
-# The generated module of Avro readers that streams.warehouse.row_decoder looks up.
+# The generated module of Avro readers that streams.wire.row_decoder looks up.
 PRECOMPILED_MODULE = "omniseg_avro_readers"
 DISABLE_ENV = "OMNISEG_PURE_PYTHON"
 FORMAT = 2
@@ -189,8 +189,8 @@ def _generated_readers() -> str:
     hash the manifest records): a schema changed since the build is read by a reader generated at
     run time, as without a build.
     """
-    from streams import serde
-    from streams.warehouse.row_decoder import generate_module
+    from streams.wire import codecs as serde
+    from streams.wire.row_decoder import generate_module
 
     codecs = [value for value in vars(serde).values() if isinstance(value, serde.AvroCodec)]
     return generate_module([codec.current.parsed for codec in codecs])

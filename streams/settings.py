@@ -125,13 +125,13 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     sink_retry_max_backoff_s: float = Field(default=30.0, gt=0)
 
-    # Identity resolution (streams/agents/identity.py); groups derive from identity_group
+    # Identity resolution (streams/stages/identity/resolver.py); groups derive from identity_group
     identity_enabled: bool = True  # run the resolver and link writer in `omniseg worker`
     identity_rules_path: Path = Path(__file__).resolve().parent.parent / "deploy" / "identity.yaml"
     identity_group: str = "omniseg-identity"
     identity_batch_size: int = Field(default=5_000, ge=1)
 
-    # Segments (streams/agents/segments.py) and the product catalog
+    # Segments (streams/stages/segments/stage.py) and the product catalog
     segments_enabled: bool = True  # run the segment stage in `omniseg worker`
     segments_group: str = "omniseg-segments"
     segments_batch_size: int = Field(default=5_000, ge=1)

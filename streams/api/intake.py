@@ -17,9 +17,9 @@ from pydantic import ValidationError
 
 from streams.api.producer import OutRecord
 from streams.domain.events import EVENT_TYPES, Event, loads_json
-from streams.serde import EVENT_CODEC, INVALID_CODEC, SerializationError
 from streams.settings import Settings, Source
 from streams.topics import INVALID_TOPIC
+from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC, SerializationError
 
 _MAX_REASONS = 5
 _EXPECTED_TYPES = ", ".join(EVENT_TYPES)

@@ -48,7 +48,7 @@ def ingest(events: int, probe_rate: int, probe_seconds: float, keep: bool) -> No
     Uses its own topic prefix, consumer group and ClickHouse database (removed afterwards unless
     --keep), so the stack's data is untouched. Starts a real `omniseg worker` subprocess and stops it.
     """
-    from streams.warehouse.ingest_bench import run_ingest_bench
+    from streams.bench.ingest import run_ingest_bench
 
     result = run_ingest_bench(
         get_settings(),
@@ -105,7 +105,7 @@ def identity(persons: int, events: int, link_ratio: float, probe_rate: int, prob
     Runs one worker's resolver and link writer in this process on its own topic prefix and identity
     group (the stack's data is untouched; the topics are left on the broker). Needs only Kafka.
     """
-    from streams.agents.identity_bench import run_identity_bench
+    from streams.bench.identity import run_identity_bench
 
     result = run_identity_bench(
         get_settings(),
@@ -134,7 +134,7 @@ def collector(events: int, concurrency: int, batch_size: int) -> None:
     import os
     import sys
 
-    from streams.api.bench import run_collector_bench
+    from streams.bench.collector import run_collector_bench
     from streams.dev.probes import http_healthy
     from streams.dev.process import ManagedProcess, free_port
     from streams.dev.stack import LocalStack
@@ -241,7 +241,7 @@ def pipeline(
     Uses its own topic prefix, database and groups (the stack's data is untouched). Needs the stack
     (omniseg dev up).
     """
-    from streams.agents.pipeline_bench import run_pipeline_bench
+    from streams.bench.pipeline import run_pipeline_bench
 
     if probe_log is not None and not probe_log.resolve().parent.is_dir():
         # Checked now, not after minutes of benchmark: the file is written when the probe ends.
@@ -282,7 +282,7 @@ def broker(steps: int, step: int, rounds: int) -> None:
     Explains why a long benchmark on the local Tansu broker slows down (BENCHMARKS.md). Needs the
     stack (omniseg dev up); reads the broker's CPU time from /proc.
     """
-    from streams.agents.broker_bench import run_broker_bench
+    from streams.bench.broker import run_broker_bench
 
     result = run_broker_bench(
         get_settings(), steps=steps, step=step, rounds=rounds, report=lambda line: click.echo(line, err=True)

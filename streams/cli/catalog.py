@@ -35,8 +35,8 @@ def import_(file: Path, fmt: str | None, delete_missing: bool) -> None:
     """
     from tqdm import tqdm
 
-    from streams.catalog_import import CatalogImportFailed, import_catalog
     from streams.domain.catalog import CatalogError
+    from streams.sources.catalog_import import CatalogImportFailed, import_catalog
 
     settings = get_settings()
     require_kafka(settings)
@@ -67,7 +67,7 @@ def import_(file: Path, fmt: str | None, delete_missing: bool) -> None:
 @click.option("--limit", type=click.IntRange(0), default=50, show_default=True, help="0: all products.")
 def list_(limit: int) -> None:
     """Read products.catalog to its end and print the live products (deleted ones left out)."""
-    from streams.catalog_import import CatalogImportFailed, read_live_products
+    from streams.sources.catalog_import import CatalogImportFailed, read_live_products
 
     settings = get_settings()
     require_kafka(settings)
@@ -94,7 +94,7 @@ def list_(limit: int) -> None:
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Default: the example file.")
 def example(seed: int | None, output: Path | None) -> None:
     """Regenerate deploy/examples/catalog.csv from the demo simulation's products."""
-    from streams.catalog_import import DEMO_SEED, EXAMPLE_CATALOG, write_example_catalog
+    from streams.sources.catalog_import import DEMO_SEED, EXAMPLE_CATALOG, write_example_catalog
 
     path = write_example_catalog(output or EXAMPLE_CATALOG, DEMO_SEED if seed is None else seed)
     click.echo(f"wrote {path}")

@@ -38,7 +38,7 @@ def demo(customers: int, days: int, seed: int, live_seconds: float, down: bool) 
     The stack and the worker stay up afterwards for your own queries and imports; `omniseg dev down`
     stops them.
     """
-    from streams.demo import run_demo
+    from streams.dev.demo import run_demo
     from streams.dev.stack import LocalStack
 
     try:

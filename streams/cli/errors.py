@@ -19,7 +19,7 @@ from streams.settings import Settings
 PROBE_TIMEOUT_S = 3.0
 # The Python loggers the Kafka clients (librdkafka, through confluent-kafka) and clickhouse-driver
 # write their connection attempts to.
-_CLIENT_LOGGERS = ("streams.agents.identity.librdkafka", "clickhouse_driver")
+_CLIENT_LOGGERS = ("streams.stages.identity.resolver.librdkafka", "clickhouse_driver")
 _HINT = "is it running? (locally: omniseg dev up; omniseg dev status shows the local stack)"
 
 

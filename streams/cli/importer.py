@@ -32,7 +32,7 @@ def import_(channel: str, fmt: str | None, source: str | None, file: Path) -> No
     """
     from tqdm import tqdm
 
-    from streams.importer import Importer, ImportFailed, detect_format, open_rows
+    from streams.sources.importer import Importer, ImportFailed, detect_format, open_rows
 
     settings = get_settings()
     try:

@@ -21,8 +21,8 @@ def segments() -> None:
 @click.argument("directory", type=_DIR)
 def validate(directory: Path) -> None:
     """Check every *.yaml in DIRECTORY without a broker (for CI and pre-commit)."""
-    from streams.agents.segment_definitions import read_definition_files
     from streams.domain.segments.loader import DefinitionError, load_definitions
+    from streams.stages.segments.definitions import read_definition_files
 
     try:
         definitions = load_definitions(read_definition_files(directory))
@@ -54,8 +54,8 @@ def apply(directory: Path, dry_run: bool, prune: bool) -> None:
     """
     from confluent_kafka import KafkaException
 
-    from streams.agents.segment_definitions import ConcurrentApplyError, apply_definitions
     from streams.domain.segments.loader import DefinitionError
+    from streams.stages.segments.definitions import ConcurrentApplyError, apply_definitions
 
     settings = get_settings()
     require_kafka(settings)
@@ -76,7 +76,7 @@ def list_() -> None:
     """The live definitions (newest version of each) on the definitions topic."""
     from confluent_kafka import KafkaException
 
-    from streams.agents.segment_definitions import DefinitionsFollower
+    from streams.stages.segments.definitions import DefinitionsFollower
 
     settings = get_settings()
     require_kafka(settings)

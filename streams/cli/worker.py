@@ -9,7 +9,7 @@ import click
 from streams.compiled import status as compiled_status
 from streams.settings import get_settings
 
-_QUIET = ("faust", "mode", "aiokafka", "kafka", "streams.agents.history.librdkafka")
+_QUIET = ("faust", "mode", "aiokafka", "kafka", "streams.sinks.events.librdkafka")
 
 
 @click.command("worker")

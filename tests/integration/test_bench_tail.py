@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from streams.agents.bench_tail import TailReader
+from streams.bench.tail import TailReader
 from streams.settings import Settings
 from streams.topics import SEGMENT_CHANGES_TOPIC
 

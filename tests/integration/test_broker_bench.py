@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.agents.broker_bench import run_broker_bench
+from streams.bench.broker import run_broker_bench
 from tests import conftest
 
 pytestmark = pytest.mark.integration

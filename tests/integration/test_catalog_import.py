@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams.agents.catalog_replica import CatalogReplica
-from streams.catalog_import import (
+from streams.dev.process import free_port
+from streams.dev.stack import clickhouse_client
+from streams.domain.catalog import CatalogError, Product, render_csv
+from streams.settings import Settings
+from streams.sources.catalog_import import (
     EXAMPLE_CATALOG,
     CatalogImportFailed,
     import_catalog,
     read_live_products,
     simulated_catalog,
 )
-from streams.dev.process import free_port
-from streams.dev.stack import clickhouse_client
-from streams.domain.catalog import CatalogError, Product, render_csv
-from streams.settings import Settings
+from streams.stages.segments.catalog import CatalogReplica
 from streams.warehouse import migrations
 from streams.warehouse.products import ENRICHED_LINES_SQL, PRODUCT_COLUMNS, product_rows
 

@@ -15,13 +15,13 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streams.api.bench import run_collector_bench
 from streams.api.collector import create_app
 from streams.api.server import ThreadedServer
+from streams.bench.collector import run_collector_bench
 from streams.dev.process import free_port
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC, INVALID_CODEC
 from streams.settings import Settings, Source
+from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC
 
 pytestmark = pytest.mark.integration
 

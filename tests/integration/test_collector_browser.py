@@ -35,8 +35,8 @@ from streams.api.server import ThreadedServer
 from streams.dev.process import free_port
 from streams.dev.stack import clickhouse_client
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC
 from streams.settings import Settings, Source
+from streams.wire.codecs import EVENT_CODEC
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from streams.api.collector import create_app
 from streams.api.server import ThreadedServer
 from streams.dev.process import free_port
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC
 from streams.settings import Settings, Source
+from streams.wire.codecs import EVENT_CODEC
 from tests.integration.test_collector_api import consume_all
 
 pytestmark = pytest.mark.integration

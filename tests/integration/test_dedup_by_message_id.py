@@ -15,14 +15,14 @@ from typing import Any, Protocol
 import pytest
 from confluent_kafka import Producer
 
-from streams.agents.history import HistorySink
-from streams.agents.identity_sink import IdentitySink
 from streams.dev.stack import clickhouse_client
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC, RESOLVED_CODEC
 from streams.settings import Settings
+from streams.sinks.events import HistorySink
+from streams.sinks.identity import IdentitySink
 from streams.topics import RESOLVED_TOPIC
 from streams.warehouse import migrations
+from streams.wire.codecs import EVENT_CODEC, RESOLVED_CODEC
 
 pytestmark = pytest.mark.integration
 

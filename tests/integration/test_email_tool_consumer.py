@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from streams.agents.identity_kafka import producer_config
-from streams.serde import HEADER_LEN, SEGMENT_CHANGE_CODEC
+from streams.kafka.config import producer_config
 from streams.settings import Settings
 from streams.topics import SEGMENT_CHANGES_TOPIC
+from streams.wire.codecs import HEADER_LEN, SEGMENT_CHANGE_CODEC
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from streams.agents.history import HistorySink
 from streams.dev.stack import clickhouse_client
 from streams.settings import Settings, Source
+from streams.sinks.events import HistorySink
 from streams.warehouse import migrations
 from tests.integration.test_collector_api import auth, running_collector
 from tests.integration.test_dedup_by_message_id import _running, _wait_for

@@ -19,8 +19,8 @@ from streams.api.producer import producer_config
 from streams.dev.stack import clickhouse_client
 from streams.domain.events import Event
 from streams.domain.simulation import generate
-from streams.serde import EVENT_CODEC
 from streams.settings import Settings
+from streams.wire.codecs import EVENT_CODEC
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,17 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from streams.agents.identity_sink import IdentitySink
 from streams.dev.stack import clickhouse_client
-from streams.serde import IDENTITY_ASSIGNMENT_CODEC, IDENTITY_CHANGE_CODEC, INVALID_CODEC, RESOLVED_CODEC
 from streams.settings import Settings
+from streams.sinks.identity import IdentitySink
 from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_CHANGES_TOPIC, INVALID_TOPIC, RESOLVED_TOPIC
 from streams.warehouse.writer import ClickHouseWriter
+from streams.wire.codecs import (
+    IDENTITY_ASSIGNMENT_CODEC,
+    IDENTITY_CHANGE_CODEC,
+    INVALID_CODEC,
+    RESOLVED_CODEC,
+)
 from tests.integration import identity_scenario as scenario
 from tests.integration.identity_scenario import A, B, C, D
 

@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streams.agents.identity_kafka import partitions_of, read_to_end, writer_group
 from streams.domain.events import Event
 from streams.domain.identity import IdentityGraph, IdentityRules, PersonRecord
 from streams.domain.resolution import LinkState
-from streams.serde import (
+from streams.kafka.reading import partitions_of, read_to_end
+from streams.settings import Settings
+from streams.stages.identity.link_writer import writer_group
+from streams.wire.codecs import (
     EVENT_CODEC,
     IDENTITY_ASSIGNMENT_CODEC,
     IDENTITY_CHANGE_CODEC,
@@ -36,7 +38,6 @@ from streams.serde import (
     INVALID_CODEC,
     RESOLVED_CODEC,
 )
-from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

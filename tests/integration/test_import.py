@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC, INVALID_CODEC
 from streams.settings import Settings
+from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC
 from tests.integration.test_collector_api import consume_all
 
 pytestmark = pytest.mark.integration

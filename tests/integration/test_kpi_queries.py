@@ -12,8 +12,8 @@ import pytest
 from streams.dev.stack import clickhouse_client
 from streams.domain.revenue import event_value, signed_revenue
 from streams.settings import Settings
+from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
 from streams.warehouse import kpi, migrations
-from streams.warehouse.identity_tables import IdentityBatch, ResolvedDecoder
 from streams.warehouse.writer import ClickHouseWriter
 from tests.integration.identity_scenario import json_inserts
 from tests.unit.test_revenue import CALLS, resolved_record

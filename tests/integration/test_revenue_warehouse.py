@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from streams.agents.identity_sink import IdentitySink
-from streams.agents.segments_wire import decode_resolved
 from streams.dev.stack import clickhouse_client
 from streams.domain.revenue import event_value, signed_revenue
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.profile import Profile
 from streams.settings import Settings
+from streams.sinks.identity import IdentitySink
 from streams.topics import RESOLVED_TOPIC
 from streams.warehouse import kpi, migrations
+from streams.wire.segments import decode_resolved
 from tests.unit.test_revenue import CALLS, EXPECTED, resolved_record
 
 pytestmark = pytest.mark.integration

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from streams.agents.identity_kafka import producer_config
-from streams.agents.identity_wire import event_body, resolved_event
-from streams.agents.segment_definitions import apply_definitions
-from streams.agents.segments import SegmentStage
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC, IDENTITY_CHANGE_CODEC, SEGMENT_CHANGE_CODEC
+from streams.kafka.config import producer_config
 from streams.settings import Settings
+from streams.stages.segments.definitions import apply_definitions
+from streams.stages.segments.stage import SegmentStage
+from streams.wire.codecs import EVENT_CODEC, IDENTITY_CHANGE_CODEC, SEGMENT_CHANGE_CODEC
+from streams.wire.identity import event_body, resolved_event
 from tests.integration.segment_files import write_definitions
 
 pytestmark = pytest.mark.integration

@@ -15,16 +15,16 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streams.agents.identity_kafka import partitions_of, read_to_end
-from streams.agents.segment_definitions import (
+from streams.domain.segments.lifecycle import Plan
+from streams.kafka.reading import partitions_of, read_to_end
+from streams.settings import Settings
+from streams.stages.segments.definitions import (
     ConcurrentApplyError,
     DefinitionsFollower,
     apply_definitions,
 )
-from streams.domain.segments.lifecycle import Plan
-from streams.serde import SEGMENT_DEFINITION_CODEC
-from streams.settings import Settings
 from streams.topics import SEGMENT_DEFINITIONS_TOPIC
+from streams.wire.codecs import SEGMENT_DEFINITION_CODEC
 from tests.integration.segment_files import write_definitions
 
 pytestmark = pytest.mark.integration
@@ -115,9 +115,9 @@ def test_the_cli_says_to_run_again(
     settings_factory: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The message a user sees when their apply was overtaken (the race itself is proven above)."""
-    from streams.agents import segment_definitions
     from streams.cli.segments import segments
     from streams.settings import get_settings
+    from streams.stages.segments import definitions as segment_definitions
 
     settings = settings_factory()
     directory = write_definitions(tmp_path / "defs", {"a.yaml": "id: a\nwhen: {event: Order Completed}\n"})

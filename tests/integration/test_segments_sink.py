@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from streams.agents.segments_sink import SegmentsSink
 from streams.dev.stack import clickhouse_client
 from streams.domain.catalog import Product
-from streams.serde import INVALID_CODEC, PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC
 from streams.settings import Settings
+from streams.sinks.segments import SegmentsSink
 from streams.topics import INVALID_TOPIC, SEGMENT_CHANGES_TOPIC
+from streams.wire.codecs import INVALID_CODEC, PRODUCT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_DEFINITION_CODEC
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,9 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.agents.identity_kafka import (
-    PACED_LINGER_MS,
-    Sender,
-    consume_ready,
-    paced_producer_config,
-    producer_config,
-)
+from streams.kafka.config import paced_producer_config, producer_config
+from streams.kafka.reading import consume_ready
+from streams.kafka.sending import PACED_LINGER_MS, Sender
 from streams.settings import Settings
 from streams.topics import RESOLVED_TOPIC
 
@@ -136,7 +132,7 @@ def test_a_drained_stage_sends_at_once_but_not_more_often_than_the_gap(
 ) -> None:
     """A stage that handled all its input sends without waiting out the interval (a second linger per
     hop), but two drained turns in quick succession still share one send."""
-    from streams.agents.identity_kafka import DRAINED_GAP_DIVISOR
+    from streams.kafka.sending import DRAINED_GAP_DIVISOR
 
     settings = settings_factory(kafka_linger_ms=1000)
     gap_s = 1.0 / DRAINED_GAP_DIVISOR
@@ -222,7 +218,7 @@ def test_a_missing_topic_is_reported_with_the_command_that_creates_it(
 ) -> None:
     from confluent_kafka import KafkaException
 
-    from streams.agents.catalog_replica import CatalogReplica
+    from streams.stages.segments.catalog import CatalogReplica
 
     settings = settings_factory()
     replica = CatalogReplica(settings.model_copy(update={"topic_prefix": f"missing-{uuid.uuid4().hex[:6]}."}))

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.catalog_import import EXAMPLE_CATALOG, simulated_catalog
 from streams.domain.catalog import (
     Catalog,
     CatalogError,
@@ -17,7 +16,8 @@ from streams.domain.catalog import (
     parse_catalog,
     render_csv,
 )
-from streams.serde import PRODUCT_CODEC
+from streams.sources.catalog_import import EXAMPLE_CATALOG, simulated_catalog
+from streams.wire.codecs import PRODUCT_CODEC
 
 HEADER = "product_id,name,category,brand,price,currency,web_sku,app_product_id,ean\n"
 
@@ -148,7 +148,7 @@ def test_render_csv_round_trips() -> None:
 
 
 def test_example_catalog_is_the_demo_simulations_catalog() -> None:
-    """Regenerate with: omniseg catalog example (or streams.catalog_import.write_example_catalog())."""
+    """Regenerate with: omniseg catalog example (streams.sources.catalog_import.write_example_catalog)."""
     assert EXAMPLE_CATALOG.read_text() == render_csv(simulated_catalog())
     parsed = parse_catalog(EXAMPLE_CATALOG.read_text(), source=str(EXAMPLE_CATALOG), fmt="csv")
     assert parsed == simulated_catalog() and len(parsed) >= 30

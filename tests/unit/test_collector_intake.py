@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from streams.api.intake import CollectorError, Intake, describe_validation_error, write_key_from_header
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC, INVALID_CODEC
 from streams.settings import Settings, Source
+from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC
 
 KEY = "wk_intake_app_01"
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

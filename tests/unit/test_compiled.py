@@ -30,10 +30,10 @@ print(json.dumps({"active": state.active, "reason": state.reason, "engine": engi
 # change and of every profile's saved state (the bytes written to segments.state).
 WORKLOAD = """
 import hashlib, random
-from streams.agents.pipeline_bench import bench_definitions, make_events
-from streams.agents.segments_wire import decode_resolved, encode_changes, encode_state
-from streams.agents.identity_wire import event_body, resolved_event
-from streams.serde import EVENT_CODEC
+from streams.bench.pipeline import bench_definitions, make_events
+from streams.wire.segments import decode_resolved, encode_changes, encode_state
+from streams.wire.identity import event_body, resolved_event
+from streams.wire.codecs import EVENT_CODEC
 from streams.compiled import status
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.loader import load_definitions
@@ -63,14 +63,14 @@ print(status().active, digest.hexdigest())
 SINK_WORKLOAD = """
 import hashlib, random
 from datetime import UTC, datetime
-from streams.agents.pipeline_bench import make_events
-from streams.agents.identity_wire import event_body, resolved_event
-from streams.agents.segments_sink import _CHANGE_READER
+from streams.bench.pipeline import make_events
+from streams.wire.identity import event_body, resolved_event
+from streams.sinks.segments import _CHANGE_READER
 from streams.compiled import status
-from streams.serde import EVENT_CODEC, SEGMENT_CHANGE_CODEC
-from streams.warehouse.events_table import EventColumns, EventDecoder
-from streams.warehouse.identity_tables import IdentityBatch, ResolvedDecoder
-from streams.warehouse.segment_tables import SegmentBatch
+from streams.wire.codecs import EVENT_CODEC, SEGMENT_CHANGE_CODEC
+from streams.sinks.events_table import EventColumns, EventDecoder
+from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.segment_tables import SegmentBatch
 
 events, decoded = EventColumns(), EventDecoder()
 identity, resolved = IdentityBatch(), ResolvedDecoder()
@@ -146,8 +146,8 @@ def test_the_build_is_used_when_it_matches_the_sources() -> None:
 @needs_build
 def test_the_avro_readers_of_the_topic_schemas_are_compiled_too() -> None:
     code = """
-from streams import serde
-from streams.warehouse.row_decoder import compile_reader
+from streams.wire import codecs as serde
+from streams.wire.row_decoder import compile_reader
 codecs = [v for v in vars(serde).values() if isinstance(v, serde.AvroCodec)]
 readers = [compile_reader(codec.current.parsed) for codec in codecs]
 print(len(readers), sum(not hasattr(reader, "__code__") for reader in readers))
@@ -242,7 +242,7 @@ def test_a_build_for_another_interpreter_is_not_used(tmp_path: Path) -> None:
 
 def test_a_build_with_a_missing_file_is_not_used(tmp_path: Path) -> None:
     _manifest(tmp_path)
-    shutil.rmtree(tmp_path / "streams" / "agents")
+    shutil.rmtree(tmp_path / "streams" / "wire")
     state, _ = _probe(OMNISEG_COMPILED_DIR=str(tmp_path))
     assert not state["active"]
     assert "missing" in state["reason"]

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC, SCHEMA_DIR
+from streams.wire.codecs import EVENT_CODEC, SCHEMA_DIR
 
 _PRIMITIVE = {"string": str, "double": float, "boolean": bool, "long": int}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from streams.demo import retime
+from streams.dev.demo import retime
 from streams.domain.simulation import generate
 
 NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from streams.domain.events import Event
-from streams.serde import EVENT_CODEC
+from streams.wire.codecs import EVENT_CODEC
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -12,10 +12,6 @@ from typing import Any
 
 import pytest
 
-from streams.agents.identity_wire import event_body, resolved_event
-from streams.agents.segment_definitions import read_definition_files
-from streams.agents.segments_wire import decode_resolved
-from streams.catalog_import import DEMO_SEED, simulated_catalog
 from streams.domain.catalog import Catalog, Product
 from streams.domain.events import Event
 from streams.domain.identifiers import NormalisationRules, extract
@@ -25,7 +21,11 @@ from streams.domain.segments.loader import load_definitions
 from streams.domain.segments.model import SegmentDefinition
 from streams.domain.segments.profile import Profile
 from streams.domain.simulation import generate
-from streams.serde import EVENT_CODEC
+from streams.sources.catalog_import import DEMO_SEED, simulated_catalog
+from streams.stages.segments.definitions import read_definition_files
+from streams.wire.codecs import EVENT_CODEC
+from streams.wire.identity import event_body, resolved_event
+from streams.wire.segments import decode_resolved
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "segments"
 DAY = 86_400_000

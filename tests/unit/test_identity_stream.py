@@ -1,6 +1,6 @@
 """The pure parts of streaming identity: fast extraction, the fast-path decision, ResolvedEvent bytes by
 concatenation, the Kafka partitioner, and the link writer's replay-exact state (streams/domain/resolution.py,
-streams/agents/identity_wire.py)."""
+streams/wire/identity.py)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from streams.agents.identity_kafka import murmur2, murmur2_partition
-from streams.agents.identity_wire import (
-    EVENT_DECODER,
-    avro_long,
-    event_body,
-    raw_ids,
-    resolved_event,
-)
 from streams.domain.events import Event
 from streams.domain.identifiers import Identifier, IdKind
 from streams.domain.identity import IdentityRules, PersonRecord, TypeRule
 from streams.domain.resolution import FastExtractor, LinkState, fast_person, merge_change_id
-from streams.serde import (
+from streams.kafka.partitioner import murmur2, murmur2_partition
+from streams.wire.codecs import (
     EVENT_CODEC,
     IDENTITY_ASSIGNMENT_CODEC,
     IDENTITY_CHANGE_CODEC,
@@ -35,6 +28,13 @@ from streams.serde import (
     RESOLVED_CODEC,
     SCHEMA_DIR,
     AvroCodec,
+)
+from streams.wire.identity import (
+    EVENT_DECODER,
+    avro_long,
+    event_body,
+    raw_ids,
+    resolved_event,
 )
 from tests.unit.test_identity_properties import rules_strategy
 

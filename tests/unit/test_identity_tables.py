@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from streams.serde import IDENTITY_ASSIGNMENT_CODEC, IDENTITY_CHANGE_CODEC, RESOLVED_CODEC
-from streams.warehouse.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.wire.codecs import IDENTITY_ASSIGNMENT_CODEC, IDENTITY_CHANGE_CODEC, RESOLVED_CODEC
 from tests.integration import identity_scenario as scenario
 
 AT = datetime(2026, 1, 6, 10, tzinfo=UTC)

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from streams.api.intake import CollectorError, Intake, describe_validation_error, parse_json
 from streams.domain.events import Event, loads_json
 from streams.domain.identifiers import NormalisationRules, extract
-from streams.serde import EVENT_CODEC, INVALID_CODEC
 from streams.settings import Settings, Source
+from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC
 
 KEY = "wk_rules_web_001"
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streams.agents.pipeline_bench import (
+from streams.bench.pipeline import (
     _interpolated,
     _write_probe_log,
     bench_definitions,

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from streams.agents.identity_wire import event_body, resolved_event
-from streams.agents.segments_wire import decode_resolved
 from streams.domain.events import Event
 from streams.domain.revenue import event_value, signed_revenue
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.loader import load_definitions
 from streams.domain.segments.profile import Profile
-from streams.serde import EVENT_CODEC
-from streams.warehouse.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.wire.codecs import EVENT_CODEC
+from streams.wire.identity import event_body, resolved_event
+from streams.wire.segments import decode_resolved
 
 LINES = [(2.0, 12.5), (1.0, None), (3.0, 1.0)]  # 25 + nothing + 3
 

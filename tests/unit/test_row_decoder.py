@@ -1,4 +1,4 @@
-"""The compiled tuple reader (streams/warehouse/row_decoder.py) against fastavro, on resolved events of
+"""The compiled tuple reader (streams/wire/row_decoder.py) against fastavro, on resolved events of
 every kind the pipeline writes, and on broken bytes."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from streams.agents.pipeline_bench import make_events
-from streams.serde import EVENT_CODEC, HEADER_LEN, RESOLVED_CODEC
-from streams.warehouse.events_table import EventColumns, EventDecoder, _to_tuple
-from streams.warehouse.row_decoder import CorruptRecord, compile_reader, read_body
+from streams.bench.pipeline import make_events
+from streams.sinks.events_table import EventColumns, EventDecoder, _to_tuple
+from streams.wire.codecs import EVENT_CODEC, HEADER_LEN, RESOLVED_CODEC
+from streams.wire.row_decoder import CorruptRecord, compile_reader, read_body
 from tests.integration import identity_scenario
 
 SCHEMA: dict[str, Any] = RESOLVED_CODEC.current.parsed

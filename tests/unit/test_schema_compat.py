@@ -11,7 +11,7 @@ import pytest
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.utils import generate_many
 
-from streams.serde import MAGIC, SCHEMA_DIR, AvroCodec, SerializationError, load_schema
+from streams.wire.codecs import MAGIC, SCHEMA_DIR, AvroCodec, SerializationError, load_schema
 
 HISTORY = sorted((SCHEMA_DIR / "history").glob("*.avsc"))
 

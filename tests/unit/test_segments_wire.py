@@ -8,8 +8,12 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.agents.identity_wire import event_body, resolved_event
-from streams.agents.segments_wire import (
+from streams.domain.events import Event
+from streams.domain.segments.engine import Change
+from streams.domain.segments.profile import FORMAT, Profile
+from streams.wire.codecs import EVENT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_STATE_CODEC
+from streams.wire.identity import event_body, resolved_event
+from streams.wire.segments import (
     change_id,
     decode_resolved,
     decode_state,
@@ -17,10 +21,6 @@ from streams.agents.segments_wire import (
     encode_changes,
     encode_state,
 )
-from streams.domain.events import Event
-from streams.domain.segments.engine import Change
-from streams.domain.segments.profile import FORMAT, Profile
-from streams.serde import EVENT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_STATE_CODEC
 
 _text = st.text(max_size=40)
 _maybe = st.none() | _text

@@ -1,0 +1,293 @@
+"""Bulk import of source exports (POS, ESP) into a channel topic: ``omniseg import``.
+
+Formats
+-------
+JSONL: one Segment-spec call per line, exactly what a source would POST to ``/v1/track`` (``type``
+defaults to ``track``; the omniseg extensions ``identifiers``, ``store`` and ``lines`` are accepted).
+
+CSV (header row required; what POS and ESP exports look like): one row per event, or per basket line.
+Consecutive rows with the same non-empty ``transactionId`` form one event whose ``lines`` are the rows.
+
+============================  ===========================================================
+column                        meaning
+============================  ===========================================================
+messageId                     optional; derived from file name, line and content if empty
+type, event                   default ``track`` and ``Order Completed``
+timestamp                     ISO 8601 (a naive time is taken as UTC)
+userId, anonymousId           Segment ids
+email, phone, loyaltyCard,    identifiers (normalised later by identity resolution)
+espSubscriberId, crmId
+storeId, terminalId,          where a store event happened
+transactionId
+ean, sku, appProductId,       one product line; quantity defaults to 1
+quantity, unitPrice, currency
+campaign                      context.campaign.name (ESP exports)
+properties.X, traits.X        any other property or trait, as text
+============================  ===========================================================
+
+Timestamps are taken as they are (no clock-skew correction: an exported ``sentAt`` is not now); one
+more than a day after the import, or before 1970, is a bad row. Bad rows go to ``events.invalid``
+with their line number and reason; the import goes on. A derived
+messageId makes re-importing the same file idempotent downstream (dedup by messageId).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from pydantic import ValidationError
+
+from streams.api.intake import describe_validation_error
+from streams.api.producer import producer_config
+from streams.domain.events import ChannelName, Event, loads_json
+from streams.settings import Settings
+from streams.topics import INVALID_TOPIC
+from streams.wire.codecs import EVENT_CODEC, encode_invalid
+
+_IMPORT_NAMESPACE = uuid.UUID("5b0f8a52-2a6e-4c55-9f4e-7f3c2d1a9b10")
+_IDENTIFIER_COLUMNS = ("email", "phone", "loyaltyCard", "espSubscriberId", "crmId")
+_STORE_COLUMNS = ("storeId", "terminalId", "transactionId")
+_LINE_COLUMNS = ("ean", "sku", "appProductId", "quantity", "unitPrice", "currency")
+
+
+class ImportFailed(RuntimeError):
+    """The import could not run (missing file, unknown format, broker unreachable); says why."""
+
+
+@dataclass
+class Row:
+    """One input unit: the call to validate, or why it could not be read; with where it came from."""
+
+    line: int
+    raw: bytes
+    call: dict[str, Any] | None
+    error: str | None = None
+    field: str | None = None
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    events: int = 0
+    invalid: int = 0
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"rows read: {self.rows:,}; events produced: {self.events:,}; invalid: {self.invalid:,} "
+            f"(to events.invalid); {self.seconds:.1f} s, {rate:,.0f} rows/s"
+        ]
+        lines += [f"  {reason}" for reason in self.reasons]
+        return "\n".join(lines)
+
+
+def detect_format(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    raise ImportFailed(f"cannot tell the format of {path.name} from its extension; pass --format csv|jsonl")
+
+
+def jsonl_rows(lines: Iterator[bytes]) -> Iterator[Row]:
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            call = loads_json(text)
+        except ValueError as exc:
+            yield Row(number, text, None, f"line {number} is not valid JSON: {exc}")
+            continue
+        if not isinstance(call, dict):
+            yield Row(number, text, None, f"line {number} must be a JSON object, got {type(call).__name__}")
+            continue
+        call.setdefault("type", "track")
+        yield Row(number, text, call)
+
+
+def csv_rows(text_lines: Iterator[str]) -> Iterator[Row]:
+    """Rows of a CSV export as calls; consecutive lines of one transaction become one event."""
+    reader = csv.DictReader(text_lines)
+    if reader.fieldnames is None:
+        return
+    group: list[tuple[int, dict[str, str]]] = []
+    for record in reader:
+        number = reader.line_num
+        if None in record:
+            yield Row(number, _csv_bytes(record), None, f"line {number} has more cells than the header")
+            continue
+        txn = (record.get("transactionId") or "").strip()
+        if group and (not txn or txn != (group[0][1].get("transactionId") or "").strip()):
+            yield _csv_event(group)
+            group = []
+        group.append((number, record))
+        if not txn:
+            yield _csv_event(group)
+            group = []
+    if group:
+        yield _csv_event(group)
+
+
+def _csv_bytes(record: dict[Any, Any]) -> bytes:
+    return orjson.dumps({str(k): v for k, v in record.items()})
+
+
+def _csv_event(group: list[tuple[int, dict[str, str]]]) -> Row:
+    number, first = group[0]
+    cells = {key: (value or "").strip() for key, value in first.items()}
+    call: dict[str, Any] = {"type": cells.get("type") or "track"}
+    if call["type"] == "track":
+        call["event"] = cells.get("event") or "Order Completed"
+    elif cells.get("event"):
+        call["event"] = cells["event"]
+    for key in ("messageId", "timestamp", "userId", "anonymousId"):
+        if cells.get(key):
+            call[key] = cells[key]
+    identifiers = {key: cells[key] for key in _IDENTIFIER_COLUMNS if cells.get(key)}
+    if identifiers:
+        call["identifiers"] = identifiers
+    if cells.get("storeId"):
+        call["store"] = {key: cells[key] for key in _STORE_COLUMNS if cells.get(key)}
+    if cells.get("campaign"):
+        call["context"] = {"campaign": {"name": cells["campaign"]}}
+    for prefix in ("properties", "traits"):
+        values = {k.split(".", 1)[1]: v for k, v in cells.items() if k.startswith(f"{prefix}.") and v}
+        if values:
+            call[prefix] = values
+    lines = []
+    for _, record in group:
+        line = {key: (record.get(key) or "").strip() for key in _LINE_COLUMNS}
+        if any(line[key] for key in ("ean", "sku", "appProductId")):
+            lines.append({key: value for key, value in line.items() if value})
+    if lines:
+        call["lines"] = lines
+    raw = b"\n".join(_csv_bytes(record) for _, record in group)
+    return Row(number, raw, call)
+
+
+def message_id_for(source: str, row: Row) -> str:
+    """Deterministic, so importing the same file twice yields the same ids (dedup downstream)."""
+    digest = hashlib.sha256(row.raw).hexdigest()[:16]
+    return str(uuid.uuid5(_IMPORT_NAMESPACE, f"{source}:{row.line}:{digest}"))
+
+
+class Importer:
+    """Validates rows into events and produces them; bad rows go to ``events.invalid``."""
+
+    def __init__(self, settings: Settings, channel: ChannelName, source: str) -> None:
+        self.settings = settings
+        self.channel: ChannelName = channel
+        self.source = source
+        self.topic = settings.channel_topic(channel)
+        self.invalid_topic = settings.topic(INVALID_TOPIC.name)
+        config = producer_config(settings, client_id="omniseg-import")
+        config["message.timeout.ms"] = 60_000
+        self._producer = Producer(config)
+        self._failed: list[str] = []
+        self._lock = threading.Lock()
+
+    def check_broker(self, timeout_s: float = 10.0) -> None:
+        try:
+            topics = self._producer.list_topics(timeout=timeout_s).topics
+        except KafkaException as exc:
+            raise ImportFailed(
+                f"cannot reach Kafka at {self.settings.kafka_bootstrap} within {timeout_s:.0f} s: {exc}"
+            ) from exc
+        missing = [name for name in (self.topic, self.invalid_topic) if name not in topics]
+        if missing:
+            raise ImportFailed(
+                f"topics missing on {self.settings.kafka_bootstrap}: {missing}; run omniseg topics create"
+            )
+
+    def run(self, rows: Iterator[Row], progress: Callable[[int], None] = lambda _n: None) -> ImportSummary:
+        summary = ImportSummary()
+        started = time.monotonic()
+        received_at = datetime.now(UTC)
+        for row in rows:
+            summary.rows += 1
+            self._one(row, received_at, summary)
+            progress(1)
+            self._producer.poll(0)
+        remaining = self._producer.flush(60)
+        summary.seconds = time.monotonic() - started
+        if remaining or self._failed:
+            raise ImportFailed(
+                f"{remaining} records were not acknowledged and {len(self._failed)} failed "
+                f"(first: {self._failed[:1]}); the import is incomplete, run it again (ids are stable)"
+            )
+        return summary
+
+    def _one(self, row: Row, received_at: datetime, summary: ImportSummary) -> None:
+        if row.call is not None:
+            call = row.call
+            if not call.get("messageId"):
+                call = {**call, "messageId": message_id_for(self.source, row)}
+            try:
+                event = Event.from_segment(
+                    call, channel=self.channel, source=self.source, received_at=received_at
+                )
+            except ValidationError as exc:
+                row.field, row.error = describe_validation_error(exc)
+            else:
+                self._produce(self.topic, event.partition_key(), EVENT_CODEC.encode(event.to_avro()))
+                summary.events += 1
+                return
+        summary.invalid += 1
+        reason = row.error or "unreadable row"
+        if len(summary.reasons) < 5:
+            summary.reasons.append(f"line {row.line}: {reason}")
+        record = encode_invalid(
+            "import",
+            reason,
+            source=self.source,
+            position=f"line {row.line}",
+            original=row.raw,
+            field=row.field,
+            received_at=received_at,
+        )
+        self._produce(self.invalid_topic, self.source.encode(), record)
+
+    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            with self._lock:
+                self._failed.append(err.str())
+
+
+def open_rows(path: Path, fmt: str) -> tuple[Iterator[Row], io.BufferedReader]:
+    """The rows of ``path`` and the open binary handle (its position drives a byte progress bar)."""
+    if not path.exists():
+        raise ImportFailed(f"{path}: no such file")
+    handle = path.open("rb")
+    if fmt == "jsonl":
+        return jsonl_rows(iter(handle)), handle
+    if fmt == "csv":
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+        return csv_rows(iter(text)), handle
+    handle.close()
+    raise ImportFailed(f"unknown format {fmt!r}; use csv or jsonl")

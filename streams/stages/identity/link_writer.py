@@ -1,0 +1,381 @@
+"""The link writer: the single owner of the IdentityGraph, fed by the one partition of ``identity.links``.
+
+Every worker runs one in the consumer group ``<identity_group>.links``; only the member assigned the
+partition works, so links are decided one at a time in the order of that log. Per event it calls
+:meth:`LinkState.apply` and publishes, per batch inside one Kafka transaction:
+the ResolvedEvent (``events.resolved``), merges and rejections (``identity.changes``), the new owner of
+every changed identifier (``identity.assignments``) and every changed person (``identity.persons``).
+
+Exactly once, without trusting transaction isolation
+----------------------------------------------------
+Tansu accepts transactions and fences an old producer, but serves records of aborted and open
+transactions to read_committed readers (measured; docs/identity.md). So the writer does not rely on
+isolation. Every record it owns on changes/assignments/persons carries a header
+``(links offset, index)``; a link's records are a pure function of the state before it and the event.
+On (re)assignment the writer:
+
+1. fences any earlier owner (``init_transactions`` with the fixed transactional id);
+2. reads the committed offset ``C`` of ``identity.links``;
+3. rebuilds the state from ``identity.assignments`` + ``identity.persons``, ignoring records whose
+   header offset is >= ``C`` (published by a batch that did not commit its offset), so the state is
+   exactly the state after event ``C - 1``;
+4. notes the newest header of each owned output partition, and while replaying from ``C`` produces a
+   record only if its ``(offset, index)`` is beyond that partition's newest: a partition holds a prefix
+   of what was produced to it (idempotent producer, one partition per key, explicit partitions), so
+   this republishes exactly the missing records. Every merge is published once.
+
+ResolvedEvents are at least once (the resolvers write the same topic, so the writer's tail is not its
+own); they carry the messageId, and replays give the same person.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.domain.identity import IdentityRules, PersonRecord
+from streams.domain.resolution import FastExtractor, LinkState, invalid_reason
+from streams.kafka.config import consumer_config, producer_config
+from streams.kafka.partitioner import murmur2_partition
+from streams.kafka.reading import partitions_of, read_to_end
+from streams.settings import Settings
+from streams.stages.identity.positions import POSITION_HEADER, encode_position, position_of
+from streams.topics import (
+    IDENTITY_ASSIGNMENTS_TOPIC,
+    IDENTITY_CHANGES_TOPIC,
+    IDENTITY_LINKS_TOPIC,
+    IDENTITY_PERSONS_TOPIC,
+    INVALID_TOPIC,
+    RESOLVED_TOPIC,
+)
+from streams.wire.codecs import (
+    IDENTITY_ASSIGNMENT_CODEC,
+    IDENTITY_CHANGE_CODEC,
+    IDENTITY_PERSON_CODEC,
+    INVALID_CODEC,
+    SerializationError,
+)
+from streams.wire.identity import (
+    ASSIGNMENT_READER,
+    EVENT_DECODER,
+    PERSON_READER,
+    EventView,
+    event_body,
+    raw_ids,
+    resolved_event,
+)
+
+log = logging.getLogger("streams.stages.identity.link_writer")
+
+
+def writer_group(settings: Settings) -> str:
+    return f"{settings.identity_group}.links"
+
+
+def writer_transactional_id(settings: Settings) -> str:
+    return f"{settings.identity_group}.link-writer"
+
+
+_TIMEOUT_S = 60.0
+_OFFSET_INVALID = -1001
+
+
+@dataclass
+class WriterStats:
+    linked: int = 0
+    merges: int = 0
+    rejections: int = 0
+    batches: int = 0
+    recoveries: int = 0
+    skipped_on_replay: int = 0
+    rebuild_s: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class LinkWriter:
+    """Consume ``identity.links`` -> link -> publish in a transaction -> commit. :meth:`run` blocks."""
+
+    def __init__(self, settings: Settings, rules: IdentityRules | None = None) -> None:
+        self.settings = settings
+        self.rules = rules or IdentityRules.from_yaml(settings.identity_rules_path)
+        self.stats = WriterStats()
+        self.owning = threading.Event()  # set while this writer owns the link log
+        self.state: LinkState | None = None
+        self._stop = threading.Event()
+        self._extractor = FastExtractor(self.rules)
+        t = settings.topic
+        self._links = t(IDENTITY_LINKS_TOPIC.name)
+        self._resolved = t(RESOLVED_TOPIC.name)
+        self._changes = t(IDENTITY_CHANGES_TOPIC.name)
+        self._assignments = t(IDENTITY_ASSIGNMENTS_TOPIC.name)
+        self._persons = t(IDENTITY_PERSONS_TOPIC.name)
+        self._invalid = t(INVALID_TOPIC.name)
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._partitions: dict[str, int] = {}
+        self._published: dict[tuple[str, int], tuple[int, int]] = {}  # newest position per partition
+        self._replay_until = -1  # links offsets up to this one may have been published already
+        self._next_offset = 0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        group = writer_group(self.settings)
+        consumer = Consumer(consumer_config(self.settings, group, "omniseg-link-writer"))
+        self._consumer = consumer
+        consumer.subscribe([self._links], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(self.settings.identity_batch_size, 0.02)
+                if messages and self.state is not None:
+                    self._process(consumer, messages)
+        finally:
+            try:
+                consumer.close()
+            finally:
+                self._drop_producer()
+
+    # -- ownership ----------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        started = time.monotonic()
+        committed = self._recover(consumer)
+        for tp in partitions:
+            tp.offset = committed
+        consumer.assign(partitions)
+        self.stats.rebuild_s = time.monotonic() - started
+        self.owning.set()
+        log.info(
+            "link writer: owner of %s from offset %d; state rebuilt in %.2fs (%d identifiers)",
+            self._links,
+            committed,
+            self.stats.rebuild_s,
+            len(self.state.graph) if self.state else 0,
+        )
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.owning.clear()
+            self.state = None
+            self._drop_producer()
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(5)
+
+    def _recover(self, consumer: Consumer) -> int:
+        """Fence older owners, rebuild the state as of the committed offset; returns that offset."""
+        self.stats.recoveries += 1
+        self._drop_producer()
+        producer = Producer(
+            producer_config(
+                self.settings,
+                "omniseg-link-writer",
+                **{"transactional.id": writer_transactional_id(self.settings)},
+            )
+        )
+        producer.init_transactions(_TIMEOUT_S)  # aborts and fences whatever an earlier owner had open
+        self._producer = producer
+        tp = consumer.committed([TopicPartition(self._links, 0)], _TIMEOUT_S)[0]
+        committed = tp.offset if tp.offset >= 0 else 0
+        reader = Consumer(
+            consumer_config(
+                self.settings,
+                group=f"{self.settings.identity_group}.link-writer-state",  # assign only, never joined
+                client_id="omniseg-link-writer-state",
+                **{"enable.partition.eof": True},
+            )
+        )
+        try:
+            self._partitions = {
+                topic: len(partitions_of(reader, topic, _TIMEOUT_S))
+                for topic in (self._changes, self._assignments, self._persons)
+            }
+            published: dict[tuple[str, int], tuple[int, int]] = {}
+            self.state = self._rebuild(reader, committed, published)
+        finally:
+            reader.close()
+        self._published = published
+        self._replay_until = max((offset for offset, _ in published.values()), default=-1)
+        self._next_offset = committed
+        gc.collect()
+        gc.freeze()  # the rebuilt graph is long-lived: keep it out of every later full GC pass
+        return committed
+
+    def _rebuild(
+        self, reader: Consumer, committed: int, published: dict[tuple[str, int], tuple[int, int]]
+    ) -> LinkState:
+        """Read every owned topic to its end: the state as of ``committed``, and in ``published`` the
+        newest position per partition. (All of it: Tansu's ListOffsets cannot locate a tail.)"""
+        assignments: dict[str, tuple[str, int]] = {}
+        persons: dict[str, PersonRecord] = {}
+        ident_i = ASSIGNMENT_READER.index("identifier")
+        owner_i = ASSIGNMENT_READER.index("personId")
+        first_i = ASSIGNMENT_READER.index("firstSeen")
+        pid_i = PERSON_READER.index("personId")
+        pfirst_i = PERSON_READER.index("firstSeen")
+        merged_i = PERSON_READER.index("mergedInto")
+        interned: dict[str, str] = {}
+
+        def in_state(msg: Message) -> bool:
+            position = position_of(msg)
+            if position is not None:
+                published[(msg.topic(), msg.partition())] = position  # type: ignore[index]
+            return msg.value() is not None and (position is None or position[0] < committed)
+
+        def take_change(msg: Message) -> None:
+            in_state(msg)
+
+        def take_assignment(msg: Message) -> None:
+            if in_state(msg):
+                row = ASSIGNMENT_READER.decode(msg.value())  # type: ignore[arg-type]
+                person = interned.setdefault(row[owner_i], row[owner_i])
+                assignments[row[ident_i]] = (person, row[first_i])
+
+        def take_person(msg: Message) -> None:
+            if in_state(msg):
+                row = PERSON_READER.decode(msg.value())  # type: ignore[arg-type]
+                pid = interned.setdefault(row[pid_i], row[pid_i])
+                persons[pid] = PersonRecord(row[pfirst_i], row[merged_i])
+
+        for topic, take in (
+            (self._persons, take_person),
+            (self._assignments, take_assignment),
+            (self._changes, take_change),
+        ):
+            start = [TopicPartition(topic, p, -2) for p in range(self._partitions[topic])]
+            read_to_end(reader, start, take, _TIMEOUT_S)
+        return LinkState.from_records(assignments, persons, self.rules)
+
+    # -- linking ------------------------------------------------------------------------------------
+
+    def _process(self, consumer: Consumer, messages: list[Message]) -> None:
+        producer = self._producer
+        state = self.state
+        assert producer is not None and state is not None
+        last = -1
+        producer.begin_transaction()
+        try:
+            for msg in messages:
+                error = msg.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    log.warning("link writer: Kafka reported: %s", error.str())
+                    continue
+                offset: int = msg.offset()  # type: ignore[assignment]
+                if offset < self._next_offset:
+                    continue  # already handled (a fetch from before a seek)
+                self._link_one(producer, state, offset, msg.value() or b"")
+                last = offset
+            producer.commit_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            self._abandon(consumer, exc)
+            return
+        if last >= 0:
+            self._next_offset = last + 1
+            consumer.commit(offsets=[TopicPartition(self._links, 0, last + 1)], asynchronous=False)
+            self.stats.batches += 1
+
+    def _link_one(self, producer: Producer, state: LinkState, offset: int, value: bytes) -> None:
+        try:
+            row = EVENT_DECODER.decode(value)
+        except SerializationError as exc:
+            self._invalid_record(producer, offset, value, str(exc))
+            return
+        values, tracking = raw_ids(row)
+        extracted = self._extractor.extract(values, tracking)
+        if not extracted.identifiers:
+            self._invalid_record(producer, offset, value, invalid_reason(extracted.rejected))
+            return
+        view = EventView(row)
+        result = state.apply(
+            extracted.identifiers, view.received_at_ms, view.message_id, view.channel, version=offset
+        )
+        now_ms = int(time.time() * 1000)
+        producer.produce(
+            self._resolved,
+            resolved_event(result.person_id, result.identifiers, now_ms, event_body(value)),
+            result.person_id.encode(),
+        )
+        self.stats.linked += 1
+        index = 0
+        for records, topic, codec, key_field in (
+            (result.changes, self._changes, IDENTITY_CHANGE_CODEC, "personId"),
+            (result.assignments, self._assignments, IDENTITY_ASSIGNMENT_CODEC, "identifier"),
+            (result.persons, self._persons, IDENTITY_PERSON_CODEC, "personId"),
+        ):
+            for record in records:
+                self._produce_owned(producer, topic, codec.encode(record), record[key_field], offset, index)
+                index += 1
+        for change in result.changes:
+            if change["kind"] == "merged":
+                self.stats.merges += 1
+            else:
+                self.stats.rejections += 1
+
+    def _produce_owned(
+        self, producer: Producer, topic: str, value: bytes, key: str, offset: int, index: int
+    ) -> None:
+        key_bytes = key.encode()
+        partition = murmur2_partition(key_bytes, self._partitions[topic])
+        if offset <= self._replay_until:
+            newest = self._published.get((topic, partition))
+            if newest is not None and (offset, index) <= newest:
+                self.stats.skipped_on_replay += 1
+                return  # published before a crash, and its offset commit was lost
+        producer.produce(
+            topic,
+            value,
+            key_bytes,
+            partition=partition,
+            headers=[(POSITION_HEADER, encode_position(offset, index))],
+        )
+
+    def _invalid_record(self, producer: Producer, offset: int, value: bytes, reason: str) -> None:
+        record = {
+            "stage": "identity",
+            "reason": reason,
+            "field": None,
+            "source": self._links,
+            "position": f"0/{offset}",
+            "original": value,
+            "receivedAt": int(time.time() * 1000),
+        }
+        producer.produce(self._invalid, INVALID_CODEC.encode(record), self._links.encode())
+
+    def _abandon(self, consumer: Consumer, exc: KafkaException) -> None:
+        """A transaction failed: its records may be visible (Tansu) but its offset is not committed.
+
+        Rebuild as on a new assignment (if this worker still owns the log), which republishes exactly
+        what is missing.
+        """
+        error: KafkaError = exc.args[0] if exc.args else KafkaError(KafkaError._FAIL)
+        log.warning("link writer: transaction failed (%s); rebuilding from the published state", error)
+        producer = self._producer
+        if producer is not None and error.txn_requires_abort():
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(_TIMEOUT_S)
+        self.state = None
+        self.owning.clear()
+        self._stop.wait(self.settings.kafka_session_timeout_ms / 1000)
+        consumer.poll(0)  # lets a pending revoke run before we claim the log again
+        assigned = [tp for tp in consumer.assignment() if tp.topic == self._links]
+        if assigned and not self._stop.is_set():
+            committed = self._recover(consumer)
+            consumer.seek(TopicPartition(self._links, 0, committed))
+            self.owning.set()
