@@ -1,0 +1,559 @@
+"""The one stage runtime: consume a batch, call the step, produce its outputs, wait for the acknowledgements,
+commit; refused inputs go to ``events.invalid`` with their reason; counters in :class:`RuntimeStats`.
+
+Every stage (the identity resolver and link writer, the segment stage, the ClickHouse sinks) is a
+:class:`~streams.kafka.stage.StageSpec` plus a :class:`~streams.kafka.stage.Step` run by this loop in a
+thread that :mod:`streams.kafka.hosting` starts and stops with the Faust worker
+(docs/decisions/0004-faust-hosts-threaded-stage-loops.md).
+
+Guarantees
+----------
+- At least once: the outputs of a checkpoint are all the records the step emitted since the previous
+  one, and its table write if the step returned one. Its input offsets are committed only once every
+  output of it and of every earlier checkpoint is acknowledged. A stage's outputs are idempotent
+  downstream (message ids, change ids, natural keys), so a replay after a crash is harmless.
+- Nothing is lost on bad input: a refused record goes to ``events.invalid`` (stage, reason, field,
+  source topic, ``partition/offset``, original bytes) as an output of its checkpoint.
+- Backpressure: at most ``max_inflight`` checkpoints wait for the broker or for ClickHouse; beyond that
+  the loop waits. While a table write is retried, the partitions are paused and the consumer only polls
+  to keep its group membership, so memory stays bounded.
+- Rebalance: before partitions go, the step flushes what it holds, the checkpoint is written and
+  committed (within ``_REVOKE_WAIT_S``), then the step drops their state. Offsets are committed only for
+  partitions still assigned.
+- Transactional specs put each turn's outputs in one Kafka transaction, then commit the offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as future_wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.kafka.config import consumer_config, paced_producer_config, producer_config
+from streams.kafka.reading import consume_ready
+from streams.kafka.sending import Sender
+from streams.kafka.stage import Outputs, Refused, StageSpec, Step
+from streams.settings import Settings
+from streams.topics import INVALID_TOPIC
+from streams.wire.codecs import encode_invalid
+
+log = logging.getLogger("streams.kafka.runtime")
+
+_RETRY_MIN_S = 0.2
+_RETRY_MAX_S = 10.0
+_REVOKE_WAIT_S = 10.0
+_STOP_GRACE_S = 15.0
+_POLL_WHILE_PAUSED_S = 0.25
+_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RuntimeStats:
+    """Counters since start (one writer: the stage thread; read from any)."""
+
+    records: int = 0
+    sent: int = 0
+    refused: int = 0
+    checkpoints: int = 0
+    commits_failed: int = 0
+    resent: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class _Checkpoint:
+    """Outputs of one or more turns and the input offsets they cover; the delivery callback of each."""
+
+    __slots__ = ("failed", "offsets", "outstanding", "write")
+
+    def __init__(self, failed: list[tuple[_Checkpoint, Message, str]]) -> None:
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.outstanding = 0
+        self.failed = failed
+        self.write: Future[None] | None = None
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.outstanding -= 1
+        else:  # still outstanding: produced again after a backoff, or the stage stops
+            self.failed.append((self, msg, err.str()))
+
+    def done(self) -> bool:
+        return self.outstanding == 0 and (self.write is None or self.write.done())
+
+
+class StageRuntime:
+    """Runs one stage. :meth:`run` blocks until :meth:`stop` (any thread)."""
+
+    def __init__(self, settings: Settings, spec: StageSpec, step: Step) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.step = step
+        self.runtime_stats = RuntimeStats()
+        self.ready = threading.Event()  # set once the step is ready and partitions are assigned
+        self.abandon = threading.Event()  # table writes give up (set after the stop grace)
+        self._stop = threading.Event()
+        self._invalid_topic = settings.topic(INVALID_TOPIC.name)
+        self._failed: list[tuple[_Checkpoint, Message, str]] = []
+        self._current = _Checkpoint(self._failed)
+        self._sealing: _Checkpoint | None = None  # a checkpoint still writing its outputs
+        self._inflight: deque[_Checkpoint] = deque()
+        self._done: dict[tuple[str, int], int] = {}  # acknowledged, not committed yet
+        self._next_commit = 0.0
+        self._retry_delay = _RETRY_MIN_S
+        self._assigned: set[tuple[str, int]] = set()
+        self._paused = False
+        self._deferred: list[Message] = []
+        self._out = Outputs()
+        self._pool: ThreadPoolExecutor | None = None
+        self._last_error = ""
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self._sender: Sender | None = None
+
+    # -- the Loop protocol of streams.kafka.hosting -------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        spec, settings = self.spec, self.settings
+        gc.set_threshold(spec.gc_young_threshold, 20, 20)
+        client_id = f"omniseg-{spec.name}"
+        consumer = Consumer(consumer_config(settings, spec.group, client_id, **spec.consumer))
+        self.consumer = consumer
+        if not spec.transactional:
+            make = paced_producer_config if spec.paced else producer_config
+            self.producer = Producer(make(settings, client_id, **spec.producer))
+            self._sender = Sender(self.producer, settings.kafka_linger_ms) if spec.paced else None
+        try:
+            self.step.start()
+            consumer.subscribe(list(spec.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+            log.info("%s: consuming %s as group %s", spec.name, ", ".join(spec.topics), spec.group)
+            self._loop(consumer)
+            self._finish()
+        finally:
+            self.abandon.set()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            try:
+                consumer.close()
+            finally:
+                self.step.close()
+                if self.producer is not None:
+                    self.producer.flush(5)
+        stats = self.runtime_stats
+        log.info(
+            "%s stopped: %d records, %d sent, %d refused, %d checkpoints",
+            spec.name,
+            stats.records,
+            stats.sent,
+            stats.refused,
+            stats.checkpoints,
+        )
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _loop(self, consumer: Consumer) -> None:
+        spec, step, out, stats = self.spec, self.step, self._out, self.runtime_stats
+        limit = spec.batch_size
+        while not self._stop.is_set():
+            self._settle()
+            step.before_turn(out)
+            if len(out):
+                self._send(out)
+            if not step.ready():
+                consumer.poll(spec.wait_s)  # not ours to process yet (callbacks run meanwhile)
+                continue
+            messages = self._deferred or consume_ready(consumer, limit, self._wait_s())
+            self._deferred = []
+            handled = len(messages)
+            if handled:
+                records = self._positions(messages)
+                stats.records += len(records)
+                if spec.transactional:
+                    self._transaction(records)
+                    continue
+                step.process(records, out)
+                del records
+                messages.clear()  # released now: a checkpoint or a freeze below would walk them
+                if len(out):
+                    self._send(out)
+            sender = self._sender
+            if sender is not None and handled < limit:
+                sender.drained()  # everything that had arrived is handled: its outputs go now
+            step.after_turn(handled, out)
+            if len(out):
+                self._send(out)
+            if self._sealing is not None and not step.sealing:
+                self._close_sealing()
+            if (handled or self._current.offsets or self._current.outstanding) and step.checkpoint_due(
+                handled
+            ):
+                self._checkpoint()
+            if not self.ready.is_set() and consumer.assignment():
+                self.ready.set()
+
+    def _wait_s(self) -> float:
+        if self.step.sealing:
+            return 0.0  # a checkpoint is being written: keep turning
+        longest = self.step.wait_s(self.spec.wait_s)
+        sender = self._sender
+        return sender.drained_wait_s(longest) if sender is not None else longest
+
+    def _positions(self, messages: list[Message]) -> list[Message]:
+        """Note each record's offset in the current checkpoint; Kafka errors are logged, not handed on."""
+        offsets = self._current.offsets
+        clean = True
+        for msg in messages:
+            if msg.error() is not None:
+                clean = False
+                continue
+            offsets[(msg.topic(), msg.partition())] = msg.offset()  # type: ignore[index,assignment]
+        if clean:
+            return messages
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                self._kafka_error(error)
+        return [msg for msg in messages if msg.error() is None]
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaException(error)
+        text = error.str()
+        if text != self._last_error:
+            self._last_error = text
+            log.warning("%s: Kafka reported: %s", self.spec.name, text)
+
+    def _send(self, out: Outputs, checkpoint: _Checkpoint | None = None) -> None:
+        """Produce ``out`` as outputs of ``checkpoint`` (the current one by default), its ``sealing``
+        records as outputs of the checkpoint being written; empties ``out``."""
+        producer = self.producer
+        assert producer is not None
+        target = checkpoint or self._current
+        produce = producer.produce
+        for topic, key, value in out.sends:
+            produce(topic, value, key, on_delivery=target)
+        for topic, key, value, partition, headers in out.placed:
+            produce(topic, value, key, partition=partition, headers=headers, on_delivery=target)
+        for refused in out.refused:
+            self._refuse(produce, refused, target)
+        count = len(out.sends) + len(out.placed) + len(out.refused)
+        target.outstanding += count
+        if out.sealing:
+            sealing = self._sealing or target
+            for topic, key, value in out.sealing:
+                produce(topic, value, key, on_delivery=sealing)
+            sealing.outstanding += len(out.sealing)
+            count += len(out.sealing)
+        self.runtime_stats.sent += count
+        self.runtime_stats.refused += len(out.refused)
+        out.clear()
+        if count and self._sender is not None:
+            self._sender.pending = True
+
+    def _refuse(self, produce: Any, refused: Refused, target: _Checkpoint) -> None:
+        record = encode_invalid(
+            self.spec.name,
+            refused.reason,
+            source=refused.source,
+            position=f"{refused.partition}/{refused.offset}",
+            original=refused.original,
+            field=refused.field,
+        )
+        produce(self._invalid_topic, record, refused.source.encode(), on_delivery=target)
+        log.warning(
+            "%s: record at %s %d/%d sent to %s: %s",
+            self.spec.name,
+            refused.source,
+            refused.partition,
+            refused.offset,
+            self._invalid_topic,
+            refused.reason[:200],
+        )
+
+    # -- checkpoints and commits --------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        """Close the current checkpoint; it is committed once all its outputs are acknowledged."""
+        while len(self._inflight) >= self.spec.max_inflight and not self._stop.is_set():
+            self._wait_turn()  # backpressure: the broker or ClickHouse is behind
+            self._settle()
+        out = self._out
+        self._close_sealing()  # the previous checkpoint's outputs go first, whole
+        write = self.step.checkpoint(out)
+        checkpoint = self._current
+        if len(out):
+            self._send(out, checkpoint)
+        self._current = _Checkpoint(self._failed)
+        if write is not None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.spec.name}-writer")
+            checkpoint.write = self._pool.submit(write)
+        if self.step.sealing:
+            self._sealing = checkpoint
+        else:
+            self._inflight.append(checkpoint)
+        self.runtime_stats.checkpoints += 1
+
+    def _close_sealing(self) -> None:
+        """Have the step emit the rest of the checkpoint it is writing; it then waits for its acks."""
+        if self._sealing is None:
+            return
+        out = self._out
+        self.step.finish_sealing(out)
+        if len(out):
+            self._send(out)
+        self._inflight.append(self._sealing)
+        self._sealing = None
+
+    def _settle(self) -> None:
+        """Deliver callbacks, produce failed records again (or stop), commit acknowledged checkpoints."""
+        producer = self.producer
+        if producer is not None:
+            producer.poll(0)
+        if self._failed:
+            self._resend()
+        inflight, done = self._inflight, self._done
+        while inflight and inflight[0].done():
+            checkpoint = inflight.popleft()
+            if checkpoint.write is not None:
+                checkpoint.write.result()  # a write that gave up (stopping) raises: nothing committed
+                self._resume()
+            done.update(checkpoint.offsets)
+            self._retry_delay = _RETRY_MIN_S
+        if done and time.monotonic() >= self._next_commit:
+            self._commit(asynchronous=True)
+            self._next_commit = time.monotonic() + self.spec.commit_every_s
+
+    def _resend(self) -> None:
+        failed = list(self._failed)
+        self._failed.clear()
+        reasons = "; ".join(sorted({reason for _, _, reason in failed})[:3])
+        if not self.spec.retry_failed_sends:
+            # Offsets stay uncommitted: a restart replays and publishes again (same ids downstream).
+            raise RuntimeError(f"{self.spec.name}: outputs not acknowledged, not committing: {reasons}")
+        log.warning(
+            "%s: %d records not acknowledged (%s); producing again in %.1fs",
+            self.spec.name,
+            len(failed),
+            reasons,
+            self._retry_delay,
+        )
+        self._stop.wait(self._retry_delay)
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+        producer = self.producer
+        assert producer is not None
+        for checkpoint, msg, _reason in failed:
+            partition = msg.partition()
+            producer.produce(
+                msg.topic() or "",
+                msg.value(),
+                msg.key(),
+                partition=partition if partition is not None and partition >= 0 else -1,
+                headers=msg.headers(),
+                on_delivery=checkpoint,
+            )
+        self.runtime_stats.resent += len(failed)
+        if self._sender is not None:
+            self._sender.pending = True
+
+    def _commit(self, asynchronous: bool) -> None:
+        consumer, done = self.consumer, self._done
+        owned = [TopicPartition(t, p, o + 1) for (t, p), o in done.items() if (t, p) in self._assigned]
+        done.clear()
+        if consumer is None or not owned:
+            return
+        try:
+            if asynchronous:
+                consumer.commit(offsets=owned, asynchronous=True)
+            else:
+                consumer.commit(offsets=owned, asynchronous=False)
+        except KafkaException as exc:
+            # The outputs are acknowledged; a lost commit only means a replay, which dedup absorbs.
+            self.runtime_stats.commits_failed += 1
+            log.warning(
+                "%s: offset commit failed (%s); those records will be read again", self.spec.name, exc
+            )
+
+    def _wait_turn(self) -> None:
+        """One short wait for the broker or ClickHouse; keeps the group membership while paused."""
+        consumer, producer = self.consumer, self.producer
+        assert consumer is not None
+        if not self._paused and self.step.stalled():
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        if self._paused:
+            msg = consumer.poll(_POLL_WHILE_PAUSED_S)
+            if msg is not None:  # only from partitions assigned while paused
+                self._deferred.append(msg)
+            return
+        writes = [c.write for c in self._inflight if c.write is not None and not c.write.done()]
+        if writes:
+            future_wait(writes, timeout=0.01)
+        elif producer is not None:
+            producer.poll(0.01)
+
+    def _resume(self) -> None:
+        if self._paused and self.consumer is not None:
+            self.consumer.resume(self.consumer.assignment())
+            self._paused = False
+
+    def _drain(self, deadline: float) -> bool:
+        """Checkpoint everything the step holds and wait until it is acknowledged (or ``deadline``)."""
+        out = self._out
+        self._close_sealing()
+        self.step.flush(out)
+        if len(out):
+            self._send(out)
+        if self._current.offsets or self._current.outstanding:
+            self._checkpoint()
+        self._close_sealing()
+        while self._inflight or self._failed:
+            if time.monotonic() >= deadline:
+                return False
+            if self.producer is not None:
+                self.producer.flush(0.1)
+            else:
+                self._wait_turn()
+            self._settle()
+        self._commit(asynchronous=False)
+        return True
+
+    def _finish(self) -> None:
+        """Stopping: write and commit everything read so far, giving up after a grace period."""
+        grace = threading.Timer(_STOP_GRACE_S, self.abandon.set)
+        grace.daemon = True
+        grace.start()
+        try:
+            if not self._drain(time.monotonic() + _STOP_GRACE_S + 5):
+                log.error(
+                    "%s: stopping with %d checkpoints not acknowledged; their offsets were not committed, "
+                    "so those records are read again on the next start",
+                    self.spec.name,
+                    len(self._inflight),
+                )
+        except Exception as exc:  # a write that gave up: nothing of it is committed
+            log.error(
+                "%s: stopping with records not written (%s); they are read again on the next start",
+                self.spec.name,
+                exc,
+            )
+        finally:
+            grace.cancel()
+
+    # -- transactional turns (the link writer) ------------------------------------------------------
+
+    def _transaction(self, records: list[Message]) -> None:
+        producer, consumer, out = self.producer, self.consumer, self._out
+        assert producer is not None and consumer is not None
+        offsets, self._current = self._current.offsets, _Checkpoint(self._failed)
+        try:
+            producer.begin_transaction()
+            self.step.process(records, out)
+            self._send(out)
+            producer.commit_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            out.clear()
+            self._failed_transaction(exc)
+            return
+        self._current = _Checkpoint(self._failed)
+        owned = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+        if owned:
+            consumer.commit(offsets=owned, asynchronous=False)
+        self.runtime_stats.checkpoints += 1
+
+    def _failed_transaction(self, exc: KafkaException) -> None:
+        """Its records may be visible but its offsets are not committed: claim the log again."""
+        error: KafkaError = exc.args[0] if exc.args else KafkaError(KafkaError._FAIL)
+        log.warning("%s: transaction failed (%s); recovering from the published state", self.spec.name, error)
+        producer, consumer = self.producer, self.consumer
+        assert consumer is not None
+        if producer is not None and error.txn_requires_abort():
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(_TIMEOUT_S)
+        self.step.failed_transaction()
+        self._stop.wait(self.settings.kafka_session_timeout_ms / 1000)
+        consumer.poll(0)  # lets a pending revoke run before the log is claimed again
+        assigned = [tp for tp in consumer.assignment() if tp.topic in self.spec.topics]
+        if assigned and not self._stop.is_set():
+            starts = self._claim([(tp.topic, tp.partition) for tp in assigned])
+            for (topic, partition), offset in starts.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _new_transactional_producer(self) -> None:
+        """Fence every earlier owner of the transactional id (it aborts what they had open)."""
+        old, self.producer = self.producer, None
+        if old is not None:
+            old.flush(5)
+        producer = Producer(producer_config(self.settings, f"omniseg-{self.spec.name}", **self.spec.producer))
+        producer.init_transactions(_TIMEOUT_S)
+        self.producer = producer
+
+    def _claim(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Take ``partitions`` over: a transactional stage fences earlier owners first; the step
+        restores their state and may say where to start reading."""
+        if self.spec.transactional:
+            self._new_transactional_producer()
+        starts: dict[tuple[str, int], int] = {}
+
+        def seek(topic: str, partition: int, offset: int) -> None:
+            starts[(topic, partition)] = offset
+
+        self.step.assigned(partitions, seek)
+        return starts
+
+    # -- rebalance ----------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        if self._paused:
+            consumer.pause(partitions)
+        starts = self._claim([(tp.topic, tp.partition) for tp in partitions])
+        if starts:
+            for tp in partitions:
+                if (tp.topic, tp.partition) in starts:
+                    tp.offset = starts[(tp.topic, tp.partition)]
+            consumer.assign(partitions)
+        log.info("%s: assigned %d partitions", self.spec.name, len(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        gone = [(tp.topic, tp.partition) for tp in partitions]
+        if self.spec.transactional:
+            self.step.revoked(gone)
+            old, self.producer = self.producer, None
+            if old is not None:
+                old.flush(5)
+        else:
+            # Write and commit what was read from these partitions before another worker takes them.
+            # If that cannot finish in time (ClickHouse down), the new owner re-reads them and the
+            # idempotent outputs absorb the duplicates.
+            try:
+                if not self._drain(time.monotonic() + _REVOKE_WAIT_S):
+                    log.warning(
+                        "%s: partitions revoked before their outputs were acknowledged", self.spec.name
+                    )
+            except Exception as exc:
+                log.warning("%s: partitions revoked before their rows were written: %s", self.spec.name, exc)
+            self.step.revoked(gone)
+        self._assigned.difference_update(gone)
+
+    def describe(self) -> dict[str, Any]:
+        return {"stage": self.spec.name, **vars(self.runtime_stats)}
