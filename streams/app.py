@@ -1,29 +1,23 @@
 """The Faust application: one per worker process, built from the settings by :func:`create_app`.
 
-It hosts the history sink (:mod:`streams.sinks.events`) as a Faust service; other agents register
-on the same app. Local defaults suit Tansu: short session timeouts (a group join waits about half of
-it), no web server unless a port is given (two workers on one host must not clash), and Faust's own
-loggers at WARNING so the hot path stays quiet.
+Every stage (sinks, identity resolver and link writer, segment stage) runs as a Faust service
+(:class:`streams.kafka.hosting.StageService`) of the same app, as the settings enable them. Local
+defaults suit Tansu: short session timeouts (a group join waits about half of it), no web server
+unless a port is given (two workers on one host must not clash), and Faust's own loggers at WARNING
+so the hot path stays quiet.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import faust
 
-from streams.kafka.hosting import Loop, ThreadedLoops
+from streams.kafka.hosting import Loop, StageService
 from streams.settings import Settings
-from streams.sinks.events import HistorySink
 
 log = logging.getLogger("streams.app")
-
-
-class HistorySinkService(ThreadedLoops):
-    """Runs :class:`HistorySink` in a thread for the lifetime of the Faust worker."""
-
-    def make_loops(self) -> list[tuple[str, Loop]]:
-        return [("history-sink", HistorySink(self.settings))]
 
 
 def create_app(
@@ -53,25 +47,27 @@ def create_app(
         web_host="127.0.0.1",
         producer_acks=-1,
     )
+    stages: list[tuple[str, Callable[[Settings], Loop]]] = []
     if settings.sink_enabled if history_sink is None else history_sink:
-        service = HistorySinkService.bound(settings)
-        app.service(service)
-        # The identity tables (migration 0003) are filled by their own sink, with its own group.
-        from streams.sinks.identity import identity_sink_service_for
+        from streams.sinks.events import HistorySink
+        from streams.sinks.identity import IdentitySink
+        from streams.sinks.segments import SegmentsSink
 
-        app.service(identity_sink_service_for(settings))
-        # Segment membership history, definitions and products (migrations 0005-0006).
-        from streams.sinks.segments import SegmentsSinkService
-
-        app.service(SegmentsSinkService.bound(settings))
+        # events / invalid_events, the identity tables (0003) and the segment tables (0005-0006).
+        stages += [
+            ("history-sink", HistorySink),
+            ("identity-sink", IdentitySink),
+            ("segments-sink", SegmentsSink),
+        ]
     if settings.identity_enabled if identity is None else identity:
-        # Identity resolver + link writer (streams/stages/identity/resolver*.py), OMNISEG_IDENTITY_ENABLED.
-        from streams.stages.identity.service import identity_service_for
+        from streams.stages.identity.link_writer import LinkWriter
+        from streams.stages.identity.resolver import Resolver
 
-        app.service(identity_service_for(settings))
+        stages += [("identity-resolver", Resolver), ("identity-link-writer", LinkWriter)]
     if settings.segments_enabled if segments is None else segments:
-        # Profiles and segment membership (streams/stages/segments/stage.py), OMNISEG_SEGMENTS_ENABLED.
-        from streams.stages.segments.stage import SegmentStageService
+        from streams.stages.segments.stage import SegmentStage
 
-        app.service(SegmentStageService.bound(settings))
+        stages += [("segments", SegmentStage)]
+    for name, factory in stages:
+        app.service(StageService.for_stage(settings, name, factory))
     return app

@@ -56,3 +56,13 @@ def paced_producer_config(settings: Settings, client_id: str, **extra: Any) -> d
     """:func:`producer_config` for a stage's producer: librdkafka lingers ``kafka_linger_ms``, and the
     stage's :class:`streams.kafka.sending.Sender` sends sooner when the stage has drained its input."""
     return producer_config(settings, client_id, **{"linger.ms": settings.kafka_linger_ms, **extra})
+
+
+# A ClickHouse sink's consumer: big fetches (it inserts in batches of thousands), and the broker may
+# hold a fetch up to 250 ms when there is little data. Every empty fetch costs the broker CPU, and a
+# sink flushes every ``sink_flush_interval_s`` anyway, so this bounds visibility latency well enough.
+SINK_CONSUMER: dict[str, Any] = {
+    "fetch.wait.max.ms": 250,
+    "fetch.max.bytes": 16 * 1024 * 1024,
+    "max.partition.fetch.bytes": 4 * 1024 * 1024,
+}

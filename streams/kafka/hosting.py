@@ -1,8 +1,9 @@
-"""A Faust service that runs blocking consumer loops in threads for the lifetime of the worker.
+"""A Faust service that runs stage loops in threads for the lifetime of the worker.
 
-The sinks and identity stages are confluent-kafka loops (see ``streams/sinks/events.py`` for why).
-A dead loop thread must not leave a worker that looks healthy but does nothing, so the service
-crashes the worker when a loop exits without being asked to stop.
+Every stage is a blocking confluent-kafka loop (:mod:`streams.kafka.runtime`; why not per-event Faust
+agents: docs/decisions/0004-faust-hosts-threaded-stage-loops.md). A dead loop thread must not leave a
+worker that looks healthy but does nothing, so the service crashes the worker when a loop exits
+without being asked to stop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from mode import Service
@@ -21,8 +23,8 @@ log = logging.getLogger("streams.kafka.hosting")
 # Stopping waits for each loop to flush and commit; loops give up on their outputs on their own.
 STOP_TIMEOUT_S = 30.0
 # The young-generation GC threshold the resolver and the sinks set for their shared process: a pass
-# stops every thread of it, and its length grows with the young objects (the default 700 made the
-# sinks' batch building ~30% slower; 50,000 paused the resolver for 25-45 ms of CPU per pass).
+# stops every thread of it and its length grows with the young objects, so the default makes batch
+# building slow and a much higher one makes long pauses (docs/decisions/0005-gc-and-long-lived-state.md).
 GC_YOUNG_THRESHOLD = 10_000
 
 
@@ -83,3 +85,21 @@ class ThreadedLoops(Service):
             await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
             if thread.is_alive():
                 log.error("%s did not stop within %.0fs", thread.name, STOP_TIMEOUT_S)
+
+
+class StageService(ThreadedLoops):
+    """Runs one stage (``factory(settings)``) in a thread named ``name``."""
+
+    name: str
+    factory: Callable[[Settings], Loop]
+
+    def make_loops(self) -> list[tuple[str, Loop]]:
+        return [(self.name, self.factory(self.settings))]
+
+    @classmethod
+    def for_stage(
+        cls, settings: Settings, name: str, factory: Callable[[Settings], Loop]
+    ) -> type[ThreadedLoops]:
+        """The service class to register with ``app.service``."""
+        attrs = {"settings": settings, "name": name, "factory": staticmethod(factory)}
+        return type(f"StageService[{name}]", (cls,), attrs)

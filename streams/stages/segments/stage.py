@@ -68,7 +68,6 @@ from streams.domain.segments.engine import Change, ProductLookup, SegmentEngine
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.profile import Profile
 from streams.kafka.config import consumer_config, paced_producer_config
-from streams.kafka.hosting import Loop, ThreadedLoops
 from streams.kafka.partitioner import murmur2_partition
 from streams.kafka.reading import consume_ready, partitions_of, read_to_end
 from streams.kafka.sending import Sender
@@ -728,10 +727,3 @@ class SegmentStage:
             del self.merged_into[person]
         self._timers = [(due, p) for due, p in self._timers if p in self.profiles]
         heapq.heapify(self._timers)
-
-
-class SegmentStageService(ThreadedLoops):
-    """Runs :class:`SegmentStage` in a thread for the lifetime of the Faust worker."""
-
-    def make_loops(self) -> list[tuple[str, Loop]]:
-        return [("segments", SegmentStage(self.settings))]
