@@ -90,6 +90,22 @@ class _Checkpoint:
         return self.outstanding == 0 and (self.write is None or self.write.done())
 
 
+class _Claim:
+    """:class:`~streams.kafka.stage.Claim` on the runtime's consumer."""
+
+    def __init__(self, consumer: Consumer | None) -> None:
+        self._consumer = consumer
+        self.starts: dict[tuple[str, int], int] = {}
+
+    def committed(self, topic: str, partition: int) -> int:
+        assert self._consumer is not None
+        tp = self._consumer.committed([TopicPartition(topic, partition)], _TIMEOUT_S)[0]
+        return tp.offset if tp.offset >= 0 else 0
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.starts[(topic, partition)] = offset
+
+
 class StageRuntime:
     """Runs one stage. :meth:`run` blocks until :meth:`stop` (any thread)."""
 
@@ -175,7 +191,9 @@ class StageRuntime:
             if len(out):
                 self._send(out)
             if not step.ready():
-                consumer.poll(spec.wait_s)  # not ours to process yet (callbacks run meanwhile)
+                msg = consumer.poll(spec.wait_s)  # rebalance callbacks run meanwhile
+                if msg is not None:
+                    self._deferred.append(msg)  # kept for when the step is ready
                 continue
             messages = self._deferred or consume_ready(consumer, limit, self._wait_s())
             self._deferred = []
@@ -508,13 +526,9 @@ class StageRuntime:
         restores their state and may say where to start reading."""
         if self.spec.transactional:
             self._new_transactional_producer()
-        starts: dict[tuple[str, int], int] = {}
-
-        def seek(topic: str, partition: int, offset: int) -> None:
-            starts[(topic, partition)] = offset
-
-        self.step.assigned(partitions, seek)
-        return starts
+        claim = _Claim(self.consumer)
+        self.step.assigned(partitions, claim)
+        return claim.starts
 
     # -- rebalance ----------------------------------------------------------------------------------
 

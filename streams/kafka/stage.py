@@ -132,6 +132,18 @@ class StageSpec:
     gc_young_threshold: int = 10_000
 
 
+class Claim(Protocol):
+    """What a step may ask about partitions it is given, and where it may have them read from."""
+
+    def committed(self, topic: str, partition: int) -> int:
+        """The group's committed offset (0 when none)."""
+        ...
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Start reading this partition at ``offset``."""
+        ...
+
+
 class Step:
     """A stage's logic between the runtime's Kafka calls. Subclasses override what they need."""
 
@@ -177,8 +189,9 @@ class Step:
         """Whether a table write is being retried (the runtime then pauses its partitions)."""
         return False
 
-    def assigned(self, partitions: list[tuple[str, int]], seek: Callable[[str, int, int], None]) -> None:
-        """Partitions were assigned (restore their state; ``seek(topic, partition, offset)``)."""
+    def assigned(self, partitions: list[tuple[str, int]], claim: Claim) -> None:
+        """Partitions were assigned: restore their state (``claim`` tells where the group stands and
+        where to start reading)."""
 
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions were revoked after their checkpoint was committed: drop their state."""

@@ -30,20 +30,22 @@ own); they carry the messageId, and replays give the same person.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from streams.domain.identity import IdentityRules, PersonRecord
 from streams.domain.resolution import FastExtractor, LinkState, invalid_reason
-from streams.kafka.config import consumer_config, producer_config
+from streams.kafka.config import consumer_config
 from streams.kafka.partitioner import murmur2_partition
 from streams.kafka.reading import partitions_of, read_to_end
+from streams.kafka.runtime import StageRuntime
+from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
 from streams.stages.identity.positions import POSITION_HEADER, encode_position, position_of
 from streams.topics import (
@@ -51,14 +53,12 @@ from streams.topics import (
     IDENTITY_CHANGES_TOPIC,
     IDENTITY_LINKS_TOPIC,
     IDENTITY_PERSONS_TOPIC,
-    INVALID_TOPIC,
     RESOLVED_TOPIC,
 )
 from streams.wire.codecs import (
     IDENTITY_ASSIGNMENT_CODEC,
     IDENTITY_CHANGE_CODEC,
     IDENTITY_PERSON_CODEC,
-    INVALID_CODEC,
     SerializationError,
 )
 from streams.wire.identity import (
@@ -73,6 +73,8 @@ from streams.wire.identity import (
 
 log = logging.getLogger("streams.stages.identity.link_writer")
 
+_TIMEOUT_S = 60.0
+
 
 def writer_group(settings: Settings) -> str:
     return f"{settings.identity_group}.links"
@@ -82,8 +84,18 @@ def writer_transactional_id(settings: Settings) -> str:
     return f"{settings.identity_group}.link-writer"
 
 
-_TIMEOUT_S = 60.0
-_OFFSET_INVALID = -1001
+def link_writer_spec(settings: Settings) -> StageSpec:
+    """The link writer's declaration: ``identity.links`` in, one transaction per batch out."""
+    return StageSpec(
+        name="identity",
+        group=writer_group(settings),
+        topics=[settings.topic(IDENTITY_LINKS_TOPIC.name)],
+        batch_size=settings.identity_batch_size,
+        producer={"transactional.id": writer_transactional_id(settings)},
+        paced=False,
+        wait_s=0.02,
+        transactional=True,
+    )
 
 
 @dataclass
@@ -98,100 +110,38 @@ class WriterStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
-class LinkWriter:
-    """Consume ``identity.links`` -> link -> publish in a transaction -> commit. :meth:`run` blocks."""
+class LinkStep(Step):
+    """Links each event on the graph it owns and emits the records the link decides."""
 
-    def __init__(self, settings: Settings, rules: IdentityRules | None = None) -> None:
+    def __init__(self, settings: Settings, rules: IdentityRules) -> None:
         self.settings = settings
-        self.rules = rules or IdentityRules.from_yaml(settings.identity_rules_path)
+        self.rules = rules
         self.stats = WriterStats()
-        self.owning = threading.Event()  # set while this writer owns the link log
         self.state: LinkState | None = None
-        self._stop = threading.Event()
-        self._extractor = FastExtractor(self.rules)
+        self.owning: Any = None  # threading.Event, set by LinkWriter
+        self._extractor = FastExtractor(rules)
         t = settings.topic
         self._links = t(IDENTITY_LINKS_TOPIC.name)
         self._resolved = t(RESOLVED_TOPIC.name)
         self._changes = t(IDENTITY_CHANGES_TOPIC.name)
         self._assignments = t(IDENTITY_ASSIGNMENTS_TOPIC.name)
         self._persons = t(IDENTITY_PERSONS_TOPIC.name)
-        self._invalid = t(INVALID_TOPIC.name)
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
         self._partitions: dict[str, int] = {}
         self._published: dict[tuple[str, int], tuple[int, int]] = {}  # newest position per partition
         self._replay_until = -1  # links offsets up to this one may have been published already
         self._next_offset = 0
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:
-        group = writer_group(self.settings)
-        consumer = Consumer(consumer_config(self.settings, group, "omniseg-link-writer"))
-        self._consumer = consumer
-        consumer.subscribe([self._links], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        try:
-            while not self._stop.is_set():
-                messages = consumer.consume(self.settings.identity_batch_size, 0.02)
-                if messages and self.state is not None:
-                    self._process(consumer, messages)
-        finally:
-            try:
-                consumer.close()
-            finally:
-                self._drop_producer()
+    def ready(self) -> bool:
+        return self.state is not None
 
     # -- ownership ----------------------------------------------------------------------------------
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not partitions:
-            return
+    def assigned(self, partitions: list[tuple[str, int]], claim: Claim) -> None:
+        """The runtime fenced earlier owners (a new transactional producer); rebuild the state as of
+        the committed offset and read on from there."""
         started = time.monotonic()
-        committed = self._recover(consumer)
-        for tp in partitions:
-            tp.offset = committed
-        consumer.assign(partitions)
-        self.stats.rebuild_s = time.monotonic() - started
-        self.owning.set()
-        log.info(
-            "link writer: owner of %s from offset %d; state rebuilt in %.2fs (%d identifiers)",
-            self._links,
-            committed,
-            self.stats.rebuild_s,
-            len(self.state.graph) if self.state else 0,
-        )
-
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if partitions:
-            self.owning.clear()
-            self.state = None
-            self._drop_producer()
-
-    def _drop_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(5)
-
-    def _recover(self, consumer: Consumer) -> int:
-        """Fence older owners, rebuild the state as of the committed offset; returns that offset."""
         self.stats.recoveries += 1
-        self._drop_producer()
-        producer = Producer(
-            producer_config(
-                self.settings,
-                "omniseg-link-writer",
-                **{"transactional.id": writer_transactional_id(self.settings)},
-            )
-        )
-        producer.init_transactions(_TIMEOUT_S)  # aborts and fences whatever an earlier owner had open
-        self._producer = producer
-        tp = consumer.committed([TopicPartition(self._links, 0)], _TIMEOUT_S)[0]
-        committed = tp.offset if tp.offset >= 0 else 0
+        committed = claim.committed(self._links, 0)
         reader = Consumer(
             consumer_config(
                 self.settings,
@@ -214,7 +164,29 @@ class LinkWriter:
         self._next_offset = committed
         gc.collect()
         gc.freeze()  # the rebuilt graph is long-lived: keep it out of every later full GC pass
-        return committed
+        for topic, partition in partitions:
+            claim.seek(topic, partition, committed)
+        self.stats.rebuild_s = time.monotonic() - started
+        if self.owning is not None:
+            self.owning.set()
+        log.info(
+            "link writer: owner of %s from offset %d; state rebuilt in %.2fs (%d identifiers)",
+            self._links,
+            committed,
+            self.stats.rebuild_s,
+            len(self.state.graph),
+        )
+
+    def revoked(self, partitions: list[tuple[str, int]]) -> None:
+        self._release()
+
+    def failed_transaction(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.owning is not None:
+            self.owning.clear()
+        self.state = None
 
     def _rebuild(
         self, reader: Consumer, committed: int, published: dict[tuple[str, int], tuple[int, int]]
@@ -263,54 +235,42 @@ class LinkWriter:
 
     # -- linking ------------------------------------------------------------------------------------
 
-    def _process(self, consumer: Consumer, messages: list[Message]) -> None:
-        producer = self._producer
+    def process(self, records: list[Any], out: Outputs) -> None:
         state = self.state
-        assert producer is not None and state is not None
+        assert state is not None
         last = -1
-        producer.begin_transaction()
-        try:
-            for msg in messages:
-                error = msg.error()
-                if error is not None:
-                    if error.fatal():
-                        raise KafkaException(error)
-                    log.warning("link writer: Kafka reported: %s", error.str())
-                    continue
-                offset: int = msg.offset()  # type: ignore[assignment]
-                if offset < self._next_offset:
-                    continue  # already handled (a fetch from before a seek)
-                self._link_one(producer, state, offset, msg.value() or b"")
-                last = offset
-            producer.commit_transaction(_TIMEOUT_S)
-        except KafkaException as exc:
-            self._abandon(consumer, exc)
-            return
+        for msg in records:
+            offset: int = msg.offset()
+            if offset < self._next_offset:
+                continue  # already handled (a fetch from before a seek)
+            self._link_one(out, state, offset, msg.value() or b"")
+            last = offset
         if last >= 0:
             self._next_offset = last + 1
-            consumer.commit(offsets=[TopicPartition(self._links, 0, last + 1)], asynchronous=False)
             self.stats.batches += 1
 
-    def _link_one(self, producer: Producer, state: LinkState, offset: int, value: bytes) -> None:
+    def _link_one(self, out: Outputs, state: LinkState, offset: int, value: bytes) -> None:
         try:
             row = EVENT_DECODER.decode(value)
         except SerializationError as exc:
-            self._invalid_record(producer, offset, value, str(exc))
+            out.refused.append(Refused(self._links, 0, offset, value, str(exc)))
             return
         values, tracking = raw_ids(row)
         extracted = self._extractor.extract(values, tracking)
         if not extracted.identifiers:
-            self._invalid_record(producer, offset, value, invalid_reason(extracted.rejected))
+            out.refused.append(Refused(self._links, 0, offset, value, invalid_reason(extracted.rejected)))
             return
         view = EventView(row)
         result = state.apply(
             extracted.identifiers, view.received_at_ms, view.message_id, view.channel, version=offset
         )
         now_ms = int(time.time() * 1000)
-        producer.produce(
-            self._resolved,
-            resolved_event(result.person_id, result.identifiers, now_ms, event_body(value)),
-            result.person_id.encode(),
+        out.sends.append(
+            (
+                self._resolved,
+                result.person_id.encode(),
+                resolved_event(result.person_id, result.identifiers, now_ms, event_body(value)),
+            )
         )
         self.stats.linked += 1
         index = 0
@@ -320,7 +280,7 @@ class LinkWriter:
             (result.persons, self._persons, IDENTITY_PERSON_CODEC, "personId"),
         ):
             for record in records:
-                self._produce_owned(producer, topic, codec.encode(record), record[key_field], offset, index)
+                self._place_owned(out, topic, codec.encode(record), record[key_field], offset, index)
                 index += 1
         for change in result.changes:
             if change["kind"] == "merged":
@@ -328,9 +288,7 @@ class LinkWriter:
             else:
                 self.stats.rejections += 1
 
-    def _produce_owned(
-        self, producer: Producer, topic: str, value: bytes, key: str, offset: int, index: int
-    ) -> None:
+    def _place_owned(self, out: Outputs, topic: str, value: bytes, key: str, offset: int, index: int) -> None:
         key_bytes = key.encode()
         partition = murmur2_partition(key_bytes, self._partitions[topic])
         if offset <= self._replay_until:
@@ -338,44 +296,27 @@ class LinkWriter:
             if newest is not None and (offset, index) <= newest:
                 self.stats.skipped_on_replay += 1
                 return  # published before a crash, and its offset commit was lost
-        producer.produce(
-            topic,
-            value,
-            key_bytes,
-            partition=partition,
-            headers=[(POSITION_HEADER, encode_position(offset, index))],
+        out.placed.append(
+            (topic, key_bytes, value, partition, [(POSITION_HEADER, encode_position(offset, index))])
         )
 
-    def _invalid_record(self, producer: Producer, offset: int, value: bytes, reason: str) -> None:
-        record = {
-            "stage": "identity",
-            "reason": reason,
-            "field": None,
-            "source": self._links,
-            "position": f"0/{offset}",
-            "original": value,
-            "receivedAt": int(time.time() * 1000),
-        }
-        producer.produce(self._invalid, INVALID_CODEC.encode(record), self._links.encode())
 
-    def _abandon(self, consumer: Consumer, exc: KafkaException) -> None:
-        """A transaction failed: its records may be visible (Tansu) but its offset is not committed.
+class LinkWriter(StageRuntime):
+    """The link writer stage: :class:`LinkStep` run by the stage runtime, one transaction per batch."""
 
-        Rebuild as on a new assignment (if this worker still owns the log), which republishes exactly
-        what is missing.
-        """
-        error: KafkaError = exc.args[0] if exc.args else KafkaError(KafkaError._FAIL)
-        log.warning("link writer: transaction failed (%s); rebuilding from the published state", error)
-        producer = self._producer
-        if producer is not None and error.txn_requires_abort():
-            with contextlib.suppress(KafkaException):
-                producer.abort_transaction(_TIMEOUT_S)
-        self.state = None
-        self.owning.clear()
-        self._stop.wait(self.settings.kafka_session_timeout_ms / 1000)
-        consumer.poll(0)  # lets a pending revoke run before we claim the log again
-        assigned = [tp for tp in consumer.assignment() if tp.topic == self._links]
-        if assigned and not self._stop.is_set():
-            committed = self._recover(consumer)
-            consumer.seek(TopicPartition(self._links, 0, committed))
-            self.owning.set()
+    step: LinkStep
+
+    def __init__(self, settings: Settings, rules: IdentityRules | None = None) -> None:
+        rules = rules or IdentityRules.from_yaml(settings.identity_rules_path)
+        self.rules = rules
+        super().__init__(settings, link_writer_spec(settings), LinkStep(settings, rules))
+        self.owning = threading.Event()  # set while this writer owns the link log
+        self.step.owning = self.owning
+
+    @property
+    def stats(self) -> WriterStats:
+        return self.step.stats
+
+    @property
+    def state(self) -> LinkState | None:
+        return self.step.state
