@@ -173,7 +173,7 @@ class Step:
 
     def checkpoint_due(self, handled: int) -> bool:
         """Whether the outputs so far should become a checkpoint (committed once acknowledged)."""
-        return True
+        return handled > 0
 
     def checkpoint(self, out: Outputs) -> TableWrite | None:
         """Close the current checkpoint: emit what it must still write; or return a table write."""
