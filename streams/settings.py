@@ -92,8 +92,7 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
     # How long the pipeline's producers gather records into one batch. Fewer, larger produce requests
-    # cost the broker far less (Tansu here: 5 ms -> 40% of a core at 5,000 records/s, 50 ms -> 10%);
-    # each hop's latency grows by at most this much.
+    # cost the broker far less CPU (BENCHMARKS.md); each hop's latency grows by at most this much.
     kafka_linger_ms: int = Field(default=50, ge=0, le=1000)
     topic_prefix: str = ""
 
@@ -136,10 +135,9 @@ class Settings(BaseSettings):
     segments_group: str = "omniseg-segments"
     segments_batch_size: int = Field(default=5_000, ge=1)
     # Profiles touched since the last flush go to segments.state, then offsets are committed. A
-    # profile touched several times in one interval is written once: under load, 5 s measured more
-    # events/s for the segment process than 2 s (ABBA, BENCHMARKS.md, 29 Nov morning). A crash
-    # replays at most this much input (skipped by profiles whose state has it; changes repeat with
-    # the same ids).
+    # profile touched several times in one interval is written once, so a longer interval costs less
+    # under load (BENCHMARKS.md). A crash replays at most this much input (skipped by profiles whose
+    # state has it; changes repeat with the same ids).
     segments_state_flush_s: float = Field(default=5.0, gt=0)
     # Window expiry timers are checked this often (invariant 5: within 1 s).
     segments_timer_interval_s: float = Field(default=0.2, gt=0, le=1.0)

@@ -24,7 +24,7 @@ def consume_ready(consumer: Consumer, limit: int, wait_s: float) -> list[Message
     if messages or wait_s <= 0:
         return messages
     # librdkafka counts whole milliseconds: a shorter wait would return at once, and a loop waiting
-    # out the last fraction of a millisecond would spin (seen as dozens of empty turns per send).
+    # out the last fraction of a millisecond would spin.
     messages = consumer.consume(1, max(wait_s, _SHORTEST_WAIT_S))
     if messages and limit > 1:
         messages += consumer.consume(limit - 1, 0)
@@ -56,8 +56,8 @@ def read_to_end(
     partition reached its end (the last stable offset under read_committed); returns the count.
 
     ``consumer`` must have ``enable.partition.eof`` on. The end is the one the fetch reports: Tansu
-    answers ListOffsets (``get_watermark_offsets``) with too low an offset after batched produces
-    (measured: 1001 for 2000 records), so watermarks are never used. Raises ``TimeoutError`` naming
+    answers ListOffsets (``get_watermark_offsets``) with too low an offset after batched produces,
+    so watermarks are never used. Raises ``TimeoutError`` naming
     the partitions that did not reach their end.
     """
     wanted = list(partitions)

@@ -30,10 +30,9 @@ class Sender:
     a drained turn holds back goes when the gap is over (the stage waits for input at most that long,
     :meth:`drained_wait_s`, and a turn that found nothing has drained too).
 
-    A stage under a backlog never drains, so it never flushes. A flush blocks for 2-3 ms (its 1 ms
-    timeout, served in 1 ms steps, plus the delivery callbacks it runs), and sending every interval
-    by flushing cost the segment stage about 5% of its wall time and more of its CPU (measured:
-    BENCHMARKS.md). A record waits at most the interval plus one loop turn.
+    A stage under a backlog never drains, so it never flushes: a flush blocks for its 1 ms timeout
+    plus the delivery callbacks it runs, and sending every interval by flushing would cost a busy
+    stage a noticeable share of its time. A record waits at most the interval plus one loop turn.
 
     :meth:`tick` sends on a schedule instead: for a producer with a long linger (``PACED_LINGER_MS``)
     that must send every interval whatever happens, like the bench's load generators.

@@ -30,34 +30,41 @@ class RecordLike(Protocol):
     def value(self) -> bytes | None: ...
 
 
-@dataclass
 class Record:
     """A consumed record without a broker (tests, replays): the accessors of ``confluent_kafka.Message``."""
 
-    topic_: str
-    value_: bytes | None
-    key_: bytes | None = None
-    partition_: int = 0
-    offset_: int = 0
-    headers_: list[tuple[str, bytes]] = field(default_factory=list)
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_topic", "_value")
+
+    def __init__(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        partition: int = 0,
+        offset: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self._topic, self._value, self._key = topic, value, key
+        self._partition, self._offset, self._headers = partition, offset, headers or []
 
     def topic(self) -> str:
-        return self.topic_
+        return self._topic
 
     def partition(self) -> int:
-        return self.partition_
+        return self._partition
 
     def offset(self) -> int:
-        return self.offset_
+        return self._offset
 
     def key(self) -> bytes | None:
-        return self.key_
+        return self._key
 
     def value(self) -> bytes | None:
-        return self.value_
+        return self._value
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return self.headers_
+        return self._headers
 
     def error(self) -> None:
         return None

@@ -50,8 +50,8 @@ class SegmentEvent:
 
 def slot_setters(cls: type, count: int) -> tuple[Callable[[type], Any], list[Callable[[Any, Any], None]]]:
     """(``cls.__new__``, each field's setter in order), for constructors that skip the
-    frozen dataclass's generated ``__init__``: it sets each field with ``object.__setattr__``, about
-    3 times slower, and mypyc leaves it uncompiled. Built once per class, checked against its fields.
+    frozen dataclass's generated ``__init__``: it sets each field with ``object.__setattr__``, much
+    slower, and mypyc leaves it uncompiled. Built once per class, checked against its fields.
     """
     names = [f.name for f in fields(cls)]
     slots = getattr(cls, "__slots__", None)  # a compiled (native) class has none

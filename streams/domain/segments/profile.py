@@ -96,8 +96,7 @@ class Profile:
 
     def to_json(self) -> bytes:
         # Every field by name (tests/unit/test_profile_state.py checks none is missing); runs for every
-        # profile an epoch touched. Under mypyc this measured 5.86 µs against 6.26 for a getattr loop
-        # over the fields (one profile, hot).
+        # profile a checkpoint touched, and a literal dict is cheaper than a getattr loop over the fields.
         return orjson.dumps(
             {
                 "person_id": self.person_id,

@@ -9,7 +9,7 @@ every changed identifier (``identity.assignments``) and every changed person (``
 Exactly once, without trusting transaction isolation
 ----------------------------------------------------
 Tansu accepts transactions and fences an old producer, but serves records of aborted and open
-transactions to read_committed readers (measured; docs/identity.md). So the writer does not rely on
+transactions to read_committed readers (docs/identity.md). So the writer does not rely on
 isolation. Every record it owns on changes/assignments/persons carries a header
 ``(links offset, index)``; a link's records are a pure function of the state before it and the event.
 On (re)assignment the writer:
