@@ -30,14 +30,14 @@ import gc
 import logging
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as future_wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streams.kafka.checkpoints import Checkpoint, CheckpointQueue
 from streams.kafka.config import consumer_config, paced_producer_config, producer_config
 from streams.kafka.reading import consume_ready
 from streams.kafka.sending import Sender
@@ -69,27 +69,6 @@ class RuntimeStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
-class _Checkpoint:
-    """Outputs of one or more turns and the input offsets they cover; the delivery callback of each."""
-
-    __slots__ = ("failed", "offsets", "outstanding", "write")
-
-    def __init__(self, failed: list[tuple[_Checkpoint, Message, str]]) -> None:
-        self.offsets: dict[tuple[str, int], int] = {}
-        self.outstanding = 0
-        self.failed = failed
-        self.write: Future[None] | None = None
-
-    def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self.outstanding -= 1
-        else:  # still outstanding: produced again after a backoff, or the stage stops
-            self.failed.append((self, msg, err.str()))
-
-    def done(self) -> bool:
-        return self.outstanding == 0 and (self.write is None or self.write.done())
-
-
 class _Claim:
     """:class:`~streams.kafka.stage.Claim` on the runtime's consumer."""
 
@@ -118,11 +97,10 @@ class StageRuntime:
         self.abandon = threading.Event()  # table writes give up (set after the stop grace)
         self._stop = threading.Event()
         self._invalid_topic = settings.topic(INVALID_TOPIC.name)
-        self._failed: list[tuple[_Checkpoint, Message, str]] = []
-        self._current = _Checkpoint(self._failed)
-        self._sealing: _Checkpoint | None = None  # a checkpoint still writing its outputs
-        self._inflight: deque[_Checkpoint] = deque()
-        self._done: dict[tuple[str, int], int] = {}  # acknowledged, not committed yet
+        self._failed: list[tuple[Checkpoint, Message, str]] = []
+        self._current = Checkpoint(self._failed)
+        self._sealing: Checkpoint | None = None  # a checkpoint still writing its outputs
+        self._inflight = CheckpointQueue()
         self._next_commit = 0.0
         self._retry_delay = _RETRY_MIN_S
         self._assigned: set[tuple[str, int]] = set()
@@ -256,7 +234,7 @@ class StageRuntime:
             self._last_error = text
             log.warning("%s: Kafka reported: %s", self.spec.name, text)
 
-    def _send(self, out: Outputs, checkpoint: _Checkpoint | None = None) -> None:
+    def _send(self, out: Outputs, checkpoint: Checkpoint | None = None) -> None:
         """Produce ``out`` as outputs of ``checkpoint`` (the current one by default), its ``sealing``
         records as outputs of the checkpoint being written; empties ``out``."""
         producer = self.producer
@@ -283,7 +261,7 @@ class StageRuntime:
         if count and self._sender is not None:
             self._sender.pending = True
 
-    def _refuse(self, produce: Any, refused: Refused, target: _Checkpoint) -> None:
+    def _refuse(self, produce: Any, refused: Refused, target: Checkpoint) -> None:
         record = encode_invalid(
             self.spec.name,
             refused.reason,
@@ -316,7 +294,7 @@ class StageRuntime:
         checkpoint = self._current
         if len(out):
             self._send(out, checkpoint)
-        self._current = _Checkpoint(self._failed)
+        self._current = Checkpoint(self._failed)
         if write is not None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.spec.name}-writer")
@@ -324,7 +302,7 @@ class StageRuntime:
         if self.step.sealing:
             self._sealing = checkpoint
         else:
-            self._inflight.append(checkpoint)
+            self._inflight.close(checkpoint)
         self.runtime_stats.checkpoints += 1
 
     def _close_sealing(self) -> None:
@@ -335,7 +313,7 @@ class StageRuntime:
         self.step.finish_sealing(out)
         if len(out):
             self._send(out)
-        self._inflight.append(self._sealing)
+        self._inflight.close(self._sealing)
         self._sealing = None
 
     def _settle(self) -> None:
@@ -345,15 +323,12 @@ class StageRuntime:
             producer.poll(0)
         if self._failed:
             self._resend()
-        inflight, done = self._inflight, self._done
-        while inflight and inflight[0].done():
-            checkpoint = inflight.popleft()
-            if checkpoint.write is not None:
-                checkpoint.write.result()  # a write that gave up (stopping) raises: nothing committed
-                self._resume()
-            done.update(checkpoint.offsets)
+        settled, writes = self._inflight.settle()
+        if settled:
             self._retry_delay = _RETRY_MIN_S
-        if done and time.monotonic() >= self._next_commit:
+        if writes:
+            self._resume()  # a table write finished: read on
+        if time.monotonic() >= self._next_commit:
             self._commit(asynchronous=True)
             self._next_commit = time.monotonic() + self.spec.commit_every_s
 
@@ -390,9 +365,8 @@ class StageRuntime:
             self._sender.pending = True
 
     def _commit(self, asynchronous: bool) -> None:
-        consumer, done = self.consumer, self._done
+        consumer, done = self.consumer, self._inflight.take()
         owned = [TopicPartition(t, p, o + 1) for (t, p), o in done.items() if (t, p) in self._assigned]
-        done.clear()
         if consumer is None or not owned:
             return
         try:
@@ -419,7 +393,7 @@ class StageRuntime:
             if msg is not None:  # only from partitions assigned while paused
                 self._deferred.append(msg)
             return
-        writes = [c.write for c in self._inflight if c.write is not None and not c.write.done()]
+        writes = self._inflight.pending_writes()
         if writes:
             future_wait(writes, timeout=0.01)
         elif producer is not None:
@@ -478,7 +452,7 @@ class StageRuntime:
     def _transaction(self, records: list[Message]) -> None:
         producer, consumer, out = self.producer, self.consumer, self._out
         assert producer is not None and consumer is not None
-        offsets, self._current = self._current.offsets, _Checkpoint(self._failed)
+        offsets, self._current = self._current.offsets, Checkpoint(self._failed)
         try:
             producer.begin_transaction()
             self.step.process(records, out)
@@ -488,7 +462,7 @@ class StageRuntime:
             out.clear()
             self._failed_transaction(exc)
             return
-        self._current = _Checkpoint(self._failed)
+        self._current = Checkpoint(self._failed)
         owned = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items() if (t, p) in self._assigned]
         if owned:
             consumer.commit(offsets=owned, asynchronous=False)
