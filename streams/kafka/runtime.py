@@ -33,23 +33,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as future_wait
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.kafka.checkpoints import Checkpoint, CheckpointQueue
 from streams.kafka.config import consumer_config, paced_producer_config, producer_config
+from streams.kafka.outbox import Outbox
 from streams.kafka.reading import consume_ready
 from streams.kafka.sending import Sender
-from streams.kafka.stage import Outputs, Refused, StageSpec, Step
+from streams.kafka.stage import Outputs, StageSpec, Step
 from streams.settings import Settings
 from streams.topics import INVALID_TOPIC
-from streams.wire.codecs import encode_invalid
 
 log = logging.getLogger("streams.kafka.runtime")
 
-_RETRY_MIN_S = 0.2
-_RETRY_MAX_S = 10.0
 _REVOKE_WAIT_S = 10.0
 _STOP_GRACE_S = 15.0
 _POLL_WHILE_PAUSED_S = 0.25
@@ -65,7 +62,6 @@ class RuntimeStats:
     refused: int = 0
     checkpoints: int = 0
     commits_failed: int = 0
-    resent: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -96,13 +92,14 @@ class StageRuntime:
         self.ready = threading.Event()  # set once the step is ready and partitions are assigned
         self.abandon = threading.Event()  # table writes give up (set after the stop grace)
         self._stop = threading.Event()
-        self._invalid_topic = settings.topic(INVALID_TOPIC.name)
-        self._failed: list[tuple[Checkpoint, Message, str]] = []
+        self._outbox = Outbox(
+            spec.name, settings.topic(INVALID_TOPIC.name), retry=spec.retry_failed_sends, stop=self._stop
+        )
+        self._failed = self._outbox.failed
         self._current = Checkpoint(self._failed)
         self._sealing: Checkpoint | None = None  # a checkpoint still writing its outputs
         self._inflight = CheckpointQueue()
         self._next_commit = 0.0
-        self._retry_delay = _RETRY_MIN_S
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._deferred: list[Message] = []
@@ -110,8 +107,15 @@ class StageRuntime:
         self._pool: ThreadPoolExecutor | None = None
         self._last_error = ""
         self.consumer: Consumer | None = None
-        self.producer: Producer | None = None
         self._sender: Sender | None = None
+
+    @property
+    def producer(self) -> Producer | None:
+        return self._outbox.producer
+
+    @producer.setter
+    def producer(self, producer: Producer | None) -> None:
+        self._outbox.producer = producer
 
     # -- the Loop protocol of streams.kafka.hosting -------------------------------------------------
 
@@ -235,51 +239,13 @@ class StageRuntime:
             log.warning("%s: Kafka reported: %s", self.spec.name, text)
 
     def _send(self, out: Outputs, checkpoint: Checkpoint | None = None) -> None:
-        """Produce ``out`` as outputs of ``checkpoint`` (the current one by default), its ``sealing``
-        records as outputs of the checkpoint being written; empties ``out``."""
-        producer = self.producer
-        assert producer is not None
-        target = checkpoint or self._current
-        produce = producer.produce
-        for topic, key, value in out.sends:
-            produce(topic, value, key, on_delivery=target)
-        for topic, key, value, partition, headers in out.placed:
-            produce(topic, value, key, partition=partition, headers=headers, on_delivery=target)
-        for refused in out.refused:
-            self._refuse(produce, refused, target)
-        count = len(out.sends) + len(out.placed) + len(out.refused)
-        target.outstanding += count
-        if out.sealing:
-            sealing = self._sealing or target
-            for topic, key, value in out.sealing:
-                produce(topic, value, key, on_delivery=sealing)
-            sealing.outstanding += len(out.sealing)
-            count += len(out.sealing)
+        """Produce ``out`` as outputs of ``checkpoint`` (the current one by default); empties ``out``."""
+        refused = len(out.refused)
+        count = self._outbox.send(out, checkpoint or self._current, self._sealing)
         self.runtime_stats.sent += count
-        self.runtime_stats.refused += len(out.refused)
-        out.clear()
+        self.runtime_stats.refused += refused
         if count and self._sender is not None:
             self._sender.pending = True
-
-    def _refuse(self, produce: Any, refused: Refused, target: Checkpoint) -> None:
-        record = encode_invalid(
-            self.spec.name,
-            refused.reason,
-            source=refused.source,
-            position=f"{refused.partition}/{refused.offset}",
-            original=refused.original,
-            field=refused.field,
-        )
-        produce(self._invalid_topic, record, refused.source.encode(), on_delivery=target)
-        log.warning(
-            "%s: record at %s %d/%d sent to %s: %s",
-            self.spec.name,
-            refused.source,
-            refused.partition,
-            refused.offset,
-            self._invalid_topic,
-            refused.reason[:200],
-        )
 
     # -- checkpoints and commits --------------------------------------------------------------------
 
@@ -321,48 +287,16 @@ class StageRuntime:
         producer = self.producer
         if producer is not None:
             producer.poll(0)
-        if self._failed:
-            self._resend()
+        if self._outbox.failed and self._outbox.resend() and self._sender is not None:
+            self._sender.pending = True
         settled, writes = self._inflight.settle()
         if settled:
-            self._retry_delay = _RETRY_MIN_S
+            self._outbox.acknowledged()
         if writes:
             self._resume()  # a table write finished: read on
         if time.monotonic() >= self._next_commit:
             self._commit(asynchronous=True)
             self._next_commit = time.monotonic() + self.spec.commit_every_s
-
-    def _resend(self) -> None:
-        failed = list(self._failed)
-        self._failed.clear()
-        reasons = "; ".join(sorted({reason for _, _, reason in failed})[:3])
-        if not self.spec.retry_failed_sends:
-            # Offsets stay uncommitted: a restart replays and publishes again (same ids downstream).
-            raise RuntimeError(f"{self.spec.name}: outputs not acknowledged, not committing: {reasons}")
-        log.warning(
-            "%s: %d records not acknowledged (%s); producing again in %.1fs",
-            self.spec.name,
-            len(failed),
-            reasons,
-            self._retry_delay,
-        )
-        self._stop.wait(self._retry_delay)
-        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
-        producer = self.producer
-        assert producer is not None
-        for checkpoint, msg, _reason in failed:
-            partition = msg.partition()
-            producer.produce(
-                msg.topic() or "",
-                msg.value(),
-                msg.key(),
-                partition=partition if partition is not None and partition >= 0 else -1,
-                headers=msg.headers(),
-                on_delivery=checkpoint,
-            )
-        self.runtime_stats.resent += len(failed)
-        if self._sender is not None:
-            self._sender.pending = True
 
     def _commit(self, asynchronous: bool) -> None:
         consumer, done = self.consumer, self._inflight.take()
@@ -542,6 +476,3 @@ class StageRuntime:
                 log.warning("%s: partitions revoked before their rows were written: %s", self.spec.name, exc)
             self.step.revoked(gone)
         self._assigned.difference_update(gone)
-
-    def describe(self) -> dict[str, Any]:
-        return {"stage": self.spec.name, **vars(self.runtime_stats)}
