@@ -28,18 +28,14 @@ keeps a pointer (merged person -> survivor, persisted in ``segments.state``), an
 ``merge_in`` keyed by the survivor, whose owner folds it in and re-evaluates (a merge can move the
 survivor into a segment). Later events still carrying the merged id are forwarded the same way.
 
-Timers
-------
-Each profile knows its next deadline (window expiry, recency, days-since thresholds). A heap of
-(deadline, person) is checked every turn, and an idle turn waits at most
-``segments_timer_interval_s``, so windows expire within about that long of their deadline with no new
-event (invariant 5).
+Timers: each profile knows its next deadline (window expiry, recency, days-since thresholds); they
+are checked every turn and an idle turn waits at most ``segments_timer_interval_s``, so windows expire
+within about that long of their deadline with no new event (invariant 5).
 """
 
 from __future__ import annotations
 
 import gc
-import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -54,6 +50,7 @@ from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
 from streams.stages.segments.definitions import DefinitionsFollower
 from streams.state.profiles import ProfileStore
+from streams.state.timers import Timers
 from streams.topics import (
     IDENTITY_CHANGES_TOPIC,
     RESOLVED_TOPIC,
@@ -150,7 +147,7 @@ class SegmentStep(Step):
         self.profiles = self.store.profiles
         self.merged_into = self.store.merged_into
         self._dirty = self.store.dirty
-        self._timers: list[tuple[int, str]] = []
+        self._timers = Timers()
         self._to_write: list[str] = []  # the checkpoint being written, a slice per turn
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
@@ -265,7 +262,7 @@ class SegmentStep(Step):
         wanted = set(numbers)
         for person, profile in self.profiles.items():
             if profile.due and self.store.partition(person) in wanted:
-                heapq.heappush(self._timers, (profile.due, person))
+                self._timers.schedule(profile.due, person)
         # Timers that fell due meanwhile fire now; their changes go out with this turn's outputs.
         self._fire_timers(self.now_ms())
         log.info(
@@ -280,8 +277,7 @@ class SegmentStep(Step):
         if not numbers:
             return
         self.store.drop(numbers)
-        self._timers = [(due, p) for due, p in self._timers if p in self.profiles]
-        heapq.heapify(self._timers)
+        self._timers.keep(self.profiles.__contains__)
 
     # -- profiles -----------------------------------------------------------------------------------
 
@@ -324,7 +320,7 @@ class SegmentStep(Step):
         if target is not None:
             self._forward("event", target, now, from_person=person, event=value)
             return
-        profile = self._profile(person)
+        profile = self.store.profile(person)
         if profile.offsets.get(source, -1) >= offset:
             self.stats.skipped_replays += 1
             return
@@ -339,7 +335,7 @@ class SegmentStep(Step):
         if changes:
             self._publish(profile, changes, now)
         if profile.due and profile.due != due:
-            heapq.heappush(self._timers, (profile.due, profile.person_id))
+            self._timers.schedule(profile.due, profile.person_id)
 
     def _on_forward(self, value: bytes, offset: int, now: int) -> None:
         kind, person, from_person, into_person, state, event = decode_forward(value)
@@ -353,7 +349,7 @@ class SegmentStep(Step):
         if kind == "event" and event is not None:
             self._on_resolved(event, offset, now, _FORWARD, person=person)
             return
-        profile = self._profile(person)
+        profile = self.store.profile(person)
         if profile.offsets.get(_FORWARD, -1) >= offset:
             self.stats.skipped_replays += 1
             return
@@ -368,7 +364,7 @@ class SegmentStep(Step):
             if changes:
                 self._publish(profile, changes, now)
             if profile.due:
-                heapq.heappush(self._timers, (profile.due, person))
+                self._timers.schedule(profile.due, person)
 
     def _on_identity_change(self, value: bytes, now: int) -> None:
         kind, survivor, merged = decode_merge(value)
@@ -409,13 +405,9 @@ class SegmentStep(Step):
         self._outputs().sends.append((self._topics["forward"], person.encode(), record))
         self.stats.forwarded += 1
 
-    def _profile(self, person: str) -> Profile:
-        return self.store.profile(person)
-
     def _fire_timers(self, now: int) -> None:
         timers = self._timers
-        while timers and timers[0][0] <= now:
-            due, person = heapq.heappop(timers)
+        for due, person in timers.due(now):
             profile = self.profiles.get(person)
             if profile is None or profile.due != due:
                 continue  # stale entry: the deadline moved or the person left
@@ -425,7 +417,7 @@ class SegmentStep(Step):
                 self.stats.timer_changes += len(changes)
                 self._publish(profile, changes, now)
             if profile.due:
-                heapq.heappush(timers, (profile.due, person))
+                timers.schedule(profile.due, person)
 
     def _redefine(self, changed: set[str]) -> None:
         assert self._definitions is not None
@@ -449,7 +441,7 @@ class SegmentStep(Step):
                 self._publish(profile, changes, now)
                 self._dirty.add(profile.person_id)
             if profile.due:
-                heapq.heappush(self._timers, (profile.due, profile.person_id))
+                self._timers.schedule(profile.due, profile.person_id)
             if index and index % 100_000 == 0:
                 log.info("segments: re-evaluated %d of %d profiles", index, len(self.profiles))
         self.stats.definitions_applied += 1
@@ -497,10 +489,6 @@ class SegmentStage(StageRuntime):
     @property
     def stats(self) -> SegmentStats:
         return self.step.stats
-
-    @property
-    def engine(self) -> SegmentEngine:
-        return self.step.engine
 
     @property
     def profiles(self) -> dict[str, Profile]:
