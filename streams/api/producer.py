@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streams.kafka.config import producer_config as kafka_producer_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,20 +77,19 @@ class _Countdown:
 
 
 def producer_config(settings: Settings, client_id: str = "omniseg-collector") -> dict[str, Any]:
-    """Idempotent, acks=all, lz4. murmur2 partitioning matches Java clients, aiokafka and Faust, so a key
-    lands on the same partition whoever produced it."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "client.id": client_id,
-        "enable.idempotence": True,
-        "acks": "all",
-        "compression.type": "lz4",
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,
-        # librdkafka gives up on a record when the request that carried it has already answered 503.
-        "message.timeout.ms": max(1000, int(settings.produce_timeout_s * 1000)),
-        "queue.buffering.max.messages": 500_000,
-    }
+    """The pipeline's producer settings (:func:`streams.kafka.config.producer_config`: idempotent,
+    acks=all, lz4, murmur2 like Java clients and Faust) with a short linger, because a collector call
+    waits for its records' acknowledgement."""
+    return kafka_producer_config(
+        settings,
+        client_id,
+        **{
+            "linger.ms": 5,
+            # librdkafka gives up on a record when the request that carried it has already answered 503.
+            "message.timeout.ms": max(1000, int(settings.produce_timeout_s * 1000)),
+            "queue.buffering.max.messages": 500_000,
+        },
+    )
 
 
 class AsyncProducer:
