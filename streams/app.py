@@ -10,7 +10,9 @@ so the hot path stays quiet.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import faust
 
@@ -46,6 +48,9 @@ def create_app(
         web_port=web_port or 6066,
         web_host="127.0.0.1",
         producer_acks=-1,
+        # Faust keeps nothing there (memory store), but makes the directory: keep it out of the
+        # directory the worker was started in.
+        datadir=str(Path(tempfile.gettempdir()) / "omniseg-faust" / "{conf.name}-data"),
     )
     stages: list[tuple[str, Callable[[Settings], Loop]]] = []
     if settings.sink_enabled if history_sink is None else history_sink:
