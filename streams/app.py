@@ -36,6 +36,8 @@ def create_app(
     ``sink_group`` itself, and the two must differ (Faust joins its group with its own assignor
     protocol, which a plain consumer in the same group would conflict with).
     """
+    faust_dir = Path(tempfile.gettempdir()) / "omniseg-faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.sink_group}.app",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -50,7 +52,7 @@ def create_app(
         producer_acks=-1,
         # Faust keeps nothing there (memory store), but makes the directory: keep it out of the
         # directory the worker was started in.
-        datadir=str(Path(tempfile.gettempdir()) / "omniseg-faust" / "{conf.name}-data"),
+        datadir=str(faust_dir / "{conf.name}-data"),
     )
     stages: list[tuple[str, Callable[[Settings], Loop]]] = []
     if settings.sink_enabled if history_sink is None else history_sink:
