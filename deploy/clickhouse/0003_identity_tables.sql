@@ -1,4 +1,4 @@
--- Identity resolution in the warehouse. Written by the identity sink (streams/sinks/identity.py)
+-- Identity resolution in the warehouse. Written by the identity sink (streams/agents/identity_sink.py)
 -- from the topics identity.assignments, identity.changes and events.resolved. Delivery is at least
 -- once: every table below is a ReplacingMergeTree whose sorting key is the record's natural key, and
 -- the views of 0004 read them exactly (FINAL or argMax), so a replayed record is never counted twice.

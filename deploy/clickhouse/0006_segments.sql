@@ -1,4 +1,4 @@
--- Segments in the warehouse, written by the segments sink (streams/sinks/segments.py) from
+-- Segments in the warehouse, written by the segments sink (streams/agents/segments_sink.py) from
 -- segments.changes and segments.definitions. Delivery is at least once and a change published again
 -- after a worker crash keeps its change_id and seq, so segment_changes is a ReplacingMergeTree keyed by
 -- (segment_id, subject, person_id, seq): a replay collapses, and the views below read it exactly.
