@@ -51,6 +51,8 @@ _REVOKE_WAIT_S = 10.0
 _STOP_GRACE_S = 15.0
 _POLL_WHILE_PAUSED_S = 0.25
 _TIMEOUT_S = 60.0
+# The most records one read gathers (a sink's batch may take several).
+_GATHER_MAX = 10_000
 
 
 @dataclass
@@ -177,7 +179,7 @@ class StageRuntime:
                 if msg is not None:
                     self._deferred.append(msg)  # kept for when the step is ready
                 continue
-            messages = self._deferred or consume_ready(consumer, limit, self._wait_s())
+            messages = self._deferred or self._read(consumer, limit)
             self._deferred = []
             handled = len(messages)
             if handled:
@@ -205,6 +207,11 @@ class StageRuntime:
                 self._checkpoint()
             if not self.ready.is_set() and consumer.assignment():
                 self.ready.set()
+
+    def _read(self, consumer: Consumer, limit: int) -> list[Message]:
+        if self.spec.gather:
+            return consumer.consume(min(limit, _GATHER_MAX), self._wait_s())
+        return consume_ready(consumer, limit, self._wait_s())
 
     def _wait_s(self) -> float:
         if self.step.sealing:

@@ -126,6 +126,9 @@ class StageSpec:
     paced: bool = True
     # How long a turn waits for records when nothing has arrived.
     wait_s: float = 0.02
+    # A turn reads until it has ``batch_size`` records or its wait is over (a sink filling a batch),
+    # instead of taking whatever has arrived (a stage passing records on as soon as it can).
+    gather: bool = False
     # Checkpoints whose outputs are not all acknowledged before the loop waits for the broker.
     max_inflight: int = 32
     # Offsets of acknowledged checkpoints are committed at most this often (a lost commit is a replay).

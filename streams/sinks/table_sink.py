@@ -86,6 +86,7 @@ def sink_spec(settings: Settings, name: str, group: str, topics: Sequence[str]) 
         consumer=dict(SINK_CONSUMER),
         paced=False,
         wait_s=settings.sink_flush_interval_s,
+        gather=True,
         max_inflight=1,
         commit_every_s=0.0,
         retry_failed_sends=True,

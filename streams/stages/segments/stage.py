@@ -223,6 +223,7 @@ class SegmentStep(Step):
             self._write_slice(out, max(_STATES_PER_TURN, handled))
         if time.monotonic() >= self._next_freeze:
             self._freeze()
+            self._next_freeze = time.monotonic() + _FREEZE_EVERY_S
 
     def checkpoint_due(self, handled: int) -> bool:
         now = time.monotonic()
@@ -241,6 +242,7 @@ class SegmentStep(Step):
         self.sealing = bool(self._to_write)
         self._next_flush = time.monotonic() + self.settings.segments_state_flush_s
         self._freeze()
+        self._next_freeze = time.monotonic() + _FREEZE_EVERY_S
         return None
 
     def finish_sealing(self, out: Outputs) -> None:
