@@ -105,6 +105,10 @@ class StageRuntime:
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._deferred: list[Message] = []
+        # While a revocation or a stop drains: the time to give up waiting, and whether the consumer
+        # may be polled (not from inside its own rebalance callback).
+        self._give_up_at: float | None = None
+        self._in_callback = False
         self._out = Outputs()
         self._pool: ThreadPoolExecutor | None = None
         self._last_error = ""
@@ -259,6 +263,8 @@ class StageRuntime:
     def _checkpoint(self) -> None:
         """Close the current checkpoint; it is committed once all its outputs are acknowledged."""
         while len(self._inflight) >= self.spec.max_inflight and not self._stop.is_set():
+            if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                break  # a revocation or a stop that cannot wait any longer
             self._wait_turn()  # backpressure: the broker or ClickHouse is behind
             self._settle()
         out = self._out
@@ -329,7 +335,7 @@ class StageRuntime:
         if not self._paused and self.step.stalled():
             consumer.pause(consumer.assignment())
             self._paused = True
-        if self._paused:
+        if self._paused and not self._in_callback:
             msg = consumer.poll(_POLL_WHILE_PAUSED_S)
             if msg is not None:  # only from partitions assigned while paused
                 self._deferred.append(msg)
@@ -347,6 +353,13 @@ class StageRuntime:
 
     def _drain(self, deadline: float) -> bool:
         """Checkpoint everything the step holds and wait until it is acknowledged (or ``deadline``)."""
+        self._give_up_at = deadline
+        try:
+            return self._drain_until(deadline)
+        finally:
+            self._give_up_at = None
+
+    def _drain_until(self, deadline: float) -> bool:
         out = self._out
         self._close_sealing()
         self.step.flush(out)
@@ -474,6 +487,7 @@ class StageRuntime:
             # Write and commit what was read from these partitions before another worker takes them.
             # If that cannot finish in time (ClickHouse down), the new owner re-reads them and the
             # idempotent outputs absorb the duplicates.
+            self._in_callback = True
             try:
                 if not self._drain(time.monotonic() + _REVOKE_WAIT_S):
                     log.warning(
@@ -481,5 +495,7 @@ class StageRuntime:
                     )
             except Exception as exc:
                 log.warning("%s: partitions revoked before their rows were written: %s", self.spec.name, exc)
+            finally:
+                self._in_callback = False
             self.step.revoked(gone)
         self._assigned.difference_update(gone)
