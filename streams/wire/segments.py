@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from streams.domain.segments.engine import Change
+from streams.domain.segments.changes import Change
 from streams.domain.segments.events import SegmentEvent, line_item, segment_event
 from streams.domain.segments.profile import FORMAT, Profile
 from streams.wire.codecs import (

@@ -15,7 +15,8 @@ import pytest
 from streams.domain.catalog import Catalog, Product
 from streams.domain.events import Event
 from streams.domain.identifiers import NormalisationRules, extract
-from streams.domain.segments.engine import Change, SegmentEngine
+from streams.domain.segments.changes import Change
+from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import LineItem, SegmentEvent
 from streams.domain.segments.loader import load_definitions
 from streams.domain.segments.model import SegmentDefinition

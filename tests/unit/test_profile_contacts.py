@@ -3,9 +3,10 @@ copies them, so the merged profile and the survivor never share an entry."""
 
 from __future__ import annotations
 
-from streams.domain.segments.engine import SegmentEngine, combine
+from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent, segment_event
 from streams.domain.segments.loader import load_definitions
+from streams.domain.segments.merge import combine
 from streams.domain.segments.profile import Profile
 
 _DEFINITION = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.domain.segments.engine import _reaching, derived_value
+from streams.domain.segments.derived import derived_value, reaching
 from streams.domain.segments.model import DAY_MS
 from streams.domain.segments.profile import Profile
 
@@ -21,7 +21,7 @@ def test_a_lapse_ratio_of_one_half_fires_at_the_exact_millisecond() -> None:
     last, gap = 10 * DAY_MS, 4_050_500
     profile = _lapse_profile(last, gap)
     interval = gap / DAY_MS
-    at = last + _reaching(0.5, interval)
+    at = last + reaching(0.5, interval)
     assert derived_value(profile, "lapse_ratio", at) >= 0.5
     assert derived_value(profile, "lapse_ratio", at - 1) < 0.5
     assert at == last + 2_025_250
@@ -34,7 +34,7 @@ def test_a_lapse_ratio_of_one_half_fires_at_the_exact_millisecond() -> None:
 def test_lapse_deadline_is_the_first_millisecond_at_the_threshold(threshold: float, gap: int) -> None:
     last = 1_000 * DAY_MS
     profile = _lapse_profile(last, gap)
-    at = last + _reaching(threshold, gap / DAY_MS)
+    at = last + reaching(threshold, gap / DAY_MS)
     assert derived_value(profile, "lapse_ratio", at) >= threshold
     assert derived_value(profile, "lapse_ratio", at - 1) < threshold
 
@@ -43,6 +43,6 @@ def test_lapse_deadline_is_the_first_millisecond_at_the_threshold(threshold: flo
 def test_days_deadline_is_the_first_millisecond_at_the_threshold(threshold: float) -> None:
     profile = Profile("p")
     profile.first_seen = 5 * DAY_MS
-    at = profile.first_seen + _reaching(threshold)
+    at = profile.first_seen + reaching(threshold)
     assert derived_value(profile, "days_since_first_seen", at) >= threshold
     assert derived_value(profile, "days_since_first_seen", at - 1) < threshold

@@ -9,37 +9,32 @@ from array import array
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.domain.segments.engine import (
-    Change,
-    SegmentEngine,
-    _argmax,
-    _bump,
-    _change,
-    _ordering,
-    _seen,
-    _utc_time,
-)
+from streams.domain.segments.changes import Change, make_change
+from streams.domain.segments.comparisons import ordering
+from streams.domain.segments.derived import argmax, bump_count
+from streams.domain.segments.engine import SegmentEngine, seen_before
 from streams.domain.segments.events import SegmentEvent, local_time
 from streams.domain.segments.model import Comparison, SegmentDefinition
+from streams.domain.segments.preparation import utc_time
 from streams.domain.segments.profile import Profile
 
 
 @settings(max_examples=2000, deadline=None)
 @given(st.integers(-(2**41), 2**42))
 def test_utc_time_by_arithmetic_equals_local_time(ts: int) -> None:
-    assert _utc_time(ts) == local_time(ts, None, "UTC")
+    assert utc_time(ts) == local_time(ts, None, "UTC")
 
 
 def test_utc_time_at_day_and_month_edges() -> None:
     for ts in (0, -1, 86_399_999, 86_400_000, 951_782_400_000, 1_709_164_800_000 - 1, 1_709_164_800_000):
-        assert _utc_time(ts) == local_time(ts, None, "UTC")
+        assert utc_time(ts) == local_time(ts, None, "UTC")
 
 
 def _leader_changed(counts: dict[str, int], key: str) -> bool:
     """The plain definition: the most frequent key (ties: the smallest) before and after counting."""
-    before = _argmax(counts)
+    before = argmax(counts)
     counts[key] = counts.get(key, 0) + 1
-    return before != _argmax(counts)
+    return before != argmax(counts)
 
 
 @settings(max_examples=500, deadline=None)
@@ -48,19 +43,19 @@ def test_bump_reports_a_new_leader(keys: list[str]) -> None:
     counts: dict[str, int] = {}
     plain: dict[str, int] = {}
     for key in keys:
-        assert _bump(counts, key) == _leader_changed(plain, key)
+        assert bump_count(counts, key) == _leader_changed(plain, key)
     assert counts == plain
 
 
 def test_argmax_takes_the_smallest_of_the_most_frequent() -> None:
-    assert _argmax({}) is None
-    assert _argmax({"web": 2, "app": 2, "email": 1}) == "app"
-    assert _argmax({"web": 3, "app": 2}) == "web"
+    assert argmax({}) is None
+    assert argmax({"web": 2, "app": 2, "email": 1}) == "app"
+    assert argmax({"web": 3, "app": 2}) == "web"
 
 
 def test_change_built_through_its_slots_equals_the_dataclass() -> None:
     args = ("p", "s", "product:x", True, 3, 1_700_000_000_000, "event", "entered: event 'x'", "m", 2)
-    made = _change(*args)
+    made = make_change(*args)
     assert type(made) is Change
     assert made == Change(*args)
     assert dataclasses.astuple(made) == args
@@ -75,7 +70,7 @@ def test_change_built_through_its_slots_equals_the_dataclass() -> None:
 )
 def test_ordering_agrees_with_the_comparison(op_name: str, bound: float, value: float) -> None:
     comparison = Comparison.model_validate({op_name: [bound, bound + 1] if op_name == "between" else bound})
-    op, limit = _ordering(comparison)
+    op, limit = ordering(comparison)
     if op is not None:
         assert op(value, limit) == comparison.test(value)
     else:
@@ -86,9 +81,9 @@ def test_ordering_agrees_with_the_comparison(op_name: str, bound: float, value: 
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=70), st.integers(-(2**63), 2**63 - 1))
 def test_seen_equals_membership(values: list[int], digest: int) -> None:
     seen = array("q", values)
-    assert _seen(seen, digest) == (digest in seen)
+    assert seen_before(seen, digest) == (digest in seen)
     if values:
-        assert _seen(seen, values[-1])
+        assert seen_before(seen, values[-1])
 
 
 def test_seen_ignores_bytes_across_two_entries() -> None:
@@ -96,7 +91,7 @@ def test_seen_ignores_bytes_across_two_entries() -> None:
     raw = seen.tobytes()
     across = int.from_bytes(raw[4:12], sys.byteorder, signed=True)  # half of one entry, half of the next
     assert across not in seen
-    assert not _seen(seen, across)
+    assert not seen_before(seen, across)
 
 
 def test_an_event_evaluates_only_the_behaviour_rules_whose_filters_it_passed() -> None:
@@ -118,8 +113,8 @@ def test_an_event_evaluates_only_the_behaviour_rules_whose_filters_it_passed() -
     profile = Profile("p")
     page = SegmentEvent(message_id="m1", timestamp_ms=now, name="page", channel="app")
     assert [c.segment_id for c in engine.apply(profile, page, now)] == ["app-views", "app-fan", "ever-viewed"]
-    assert not engine._plans  # the first event of a profile evaluates every segment (its own plans)
+    assert not engine.planner._plans  # the first event of a profile evaluates every segment (its own plans)
     web = SegmentEvent(message_id="m2", timestamp_ms=now + 1, name="page", channel="web")
     assert [c.segment_id for c in engine.apply(profile, web, now + 1)] == ["web-views"]
-    (plan,) = engine._plans.values()  # the one plan the second event used
+    (plan,) = engine.planner._plans.values()  # the one plan the second event used
     assert sorted(step[0] for step in plan) == ["ever-viewed", "web-views"]

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from streams.domain.catalog import Catalog, Product
-from streams.domain.segments.engine import Change, SegmentEngine
+from streams.domain.segments.changes import Change
+from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import LineItem, SegmentEvent
 from streams.domain.segments.model import SegmentDefinition
 from streams.domain.segments.profile import Profile

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.domain.segments.engine import Change, SegmentEngine
+from streams.domain.segments.changes import Change
+from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.model import DAY_MS, SegmentDefinition
 from streams.domain.segments.profile import Profile

@@ -42,8 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.domain.segments.engine import Change, ProductLookup, SegmentEngine
+from streams.domain.segments.changes import Change
+from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
+from streams.domain.segments.preparation import ProductLookup
 from streams.domain.segments.profile import Profile
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
