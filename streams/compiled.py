@@ -71,8 +71,6 @@ MODULES: tuple[str, ...] = (
 PACKAGE_ROOT = Path(__file__).resolve().parent  # .../streams
 DEFAULT_DIR = PACKAGE_ROOT / "_compiled"
 MANIFEST = "manifest.json"
-# The generated module of Avro readers that streams.wire.row_decoder looks up.
-PRECOMPILED_MODULE = "omniseg_avro_readers"
 DISABLE_ENV = "OMNISEG_PURE_PYTHON"
 FORMAT = 2
 
@@ -207,6 +205,8 @@ def _generated_readers() -> str:
 
 def build(directory: Path = DEFAULT_DIR, *, echo: Any = print) -> Path:
     """Compile :data:`MODULES` with mypyc into ``directory`` (replaced as a whole when done)."""
+    from streams.wire.row_decoder import PRECOMPILED_MODULE
+
     try:
         from mypyc.build import mypycify
         from setuptools import Distribution

@@ -26,13 +26,13 @@ from streams.sinks.events_table import (
     EVENT_COLUMNS,
     INVALID_COLUMNS,
     EventColumns,
-    EventDecoder,
     InvalidColumns,
 )
 from streams.sinks.table_sink import TableSink, TableSinkStep, sink_spec
 from streams.topics import INVALID_TOPIC
 from streams.warehouse.writer import ClickHouseWriter
 from streams.wire.codecs import INVALID_CODEC, SerializationError
+from streams.wire.row_decoder import EventDecoder
 
 log = logging.getLogger("streams.sinks.events")
 

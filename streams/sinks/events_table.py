@@ -3,10 +3,9 @@
 Pure conversion: no Kafka, no ClickHouse client, no asyncio. The sink hands each record's bytes here and
 gets columns ready for ``client.execute("INSERT INTO events (...) VALUES", columns, columnar=True)``.
 
-Records written with the current event schema take the fast path (the compiled tuple reader in
-``row_decoder``, about 2.5x cheaper than fastavro with logical types). Records from an older writer
-schema in ``schemas/history/`` are resolved by ``EVENT_CODEC`` and brought into the same tuple shape, so
-both paths fill the columns through one function.
+Records arrive decoded into tuples (``streams.wire.row_decoder.EventDecoder``: the compiled reader for
+the current schema, older writer schemas resolved into the same shape), so every record fills the
+columns through one function.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from streams.wire.codecs import EVENT_CODEC, HEADER_LEN, MAGIC, AvroCodec, SerializationError
-from streams.wire.row_decoder import CorruptRecord, TupleReader, compile_reader, read_body
+from streams.wire.codecs import EVENT_CODEC
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "message_id", "type", "channel", "source", "event", "name",
@@ -54,57 +52,6 @@ def _record_schema(field_type: Any) -> dict[str, Any]:
         return _record_schema(field_type["items"])
     assert isinstance(field_type, dict) and field_type["type"] == "record", field_type
     return field_type
-
-
-def _to_tuple(schema: Any, value: Any) -> Any:
-    """A fastavro-decoded value (dicts, datetimes) in the compiled reader's shape (tuples, ms longs)."""
-    if value is None:
-        return None
-    if isinstance(schema, list):
-        branches = [branch for branch in schema if branch != "null"]
-        if len(branches) != 1:
-            raise SerializationError("only [null, X] unions are supported in event records")
-        return _to_tuple(branches[0], value)
-    if isinstance(schema, dict):
-        kind = schema["type"]
-        if kind == "record":
-            return tuple(_to_tuple(f["type"], value.get(f["name"])) for f in schema["fields"])
-        if kind == "array":
-            return [_to_tuple(schema["items"], item) for item in value]
-        if isinstance(value, datetime):
-            return int(value.timestamp() * 1000)
-    return value
-
-
-class EventDecoder:
-    """Decodes Avro single-object event bytes into row tuples (current schema field order)."""
-
-    def __init__(self, codec: AvroCodec = EVENT_CODEC) -> None:
-        self._codec = codec
-        self._schema: dict[str, Any] = codec.current.parsed
-        self._fingerprint = codec.current.fingerprint
-        self._reader: TupleReader = compile_reader(self._schema)
-
-    @property
-    def schema(self) -> dict[str, Any]:
-        return self._schema
-
-    def decode(self, data: bytes) -> tuple[Any, ...]:
-        """One record as a tuple; raises ``SerializationError`` saying why it is not a valid event."""
-        if len(data) < HEADER_LEN or data[:2] != MAGIC:
-            raise SerializationError(
-                f"not an Avro single-object record (expected header C3 01, got {data[:2].hex() or 'nothing'})"
-            )
-        if data[2:HEADER_LEN] == self._fingerprint:
-            try:
-                row: tuple[Any, ...] = read_body(self._reader, data, HEADER_LEN)
-            except CorruptRecord as exc:
-                raise SerializationError(f"corrupt {self._schema['name']} record: {exc}") from exc
-            return row
-        # An older writer schema (or an unknown fingerprint, which the codec reports clearly).
-        resolved = self._codec.decode(data)
-        converted: tuple[Any, ...] = _to_tuple(self._schema, resolved)
-        return converted
 
 
 def _layout(schema: dict[str, Any]) -> dict[str, int]:

@@ -24,11 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 from streams.settings import Settings
-from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.identity_tables import IdentityBatch
 from streams.sinks.table_sink import TableSink, TableSinkStep, sink_spec
 from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_CHANGES_TOPIC, RESOLVED_TOPIC
 from streams.warehouse.writer import ClickHouseWriter
 from streams.wire.codecs import IDENTITY_ASSIGNMENT_CODEC, IDENTITY_CHANGE_CODEC
+from streams.wire.row_decoder import ResolvedDecoder
 
 
 def identity_sink_group(settings: Settings) -> str:

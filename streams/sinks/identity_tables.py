@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 
 from streams.domain.revenue import STATED_KEYS, event_value, moves_revenue, signed_revenue
-from streams.sinks.events_table import EventDecoder
 from streams.wire.codecs import RESOLVED_CODEC
 
 ASSIGNMENT_COLUMNS: tuple[str, ...] = (
@@ -146,17 +145,6 @@ class _ResolvedLayout:
     e_lines: int
     e_timestamp: int
     e_receivedAt: int
-
-
-class ResolvedDecoder:
-    """``events.resolved`` bytes -> a row tuple (compiled fast path for the current schema)."""
-
-    def __init__(self) -> None:
-        self._decoder = EventDecoder(RESOLVED_CODEC)
-
-    def decode(self, data: bytes) -> tuple[Any, ...]:
-        """Raises ``SerializationError`` saying why the bytes are not a resolved event."""
-        return self._decoder.decode(data)
 
 
 class IdentityBatch:

@@ -1,6 +1,6 @@
 """Bytes in and out of identity resolution, without per-event dicts or pydantic.
 
-- Events are read with the history sink's compiled tuple reader (:class:`EventDecoder`), and only the
+- Events are read with the compiled tuple reader (``row_decoder.EventDecoder``), and only the
   identifier fields are looked at (:func:`raw_ids`).
 - A ResolvedEvent is built by concatenation. An Avro record body is the concatenation of its fields'
   encodings, and ResolvedEvent's last field is the Event record, so its body is
@@ -17,7 +17,6 @@ from typing import Any
 
 import fastavro
 
-from streams.sinks.events_table import EventDecoder
 from streams.wire.codecs import (
     EVENT_CODEC,
     HEADER_LEN,
@@ -28,7 +27,7 @@ from streams.wire.codecs import (
     AvroCodec,
     SerializationError,
 )
-from streams.wire.row_decoder import CorruptRecord, TupleReader, compile_reader, read_body
+from streams.wire.row_decoder import CorruptRecord, EventDecoder, TupleReader, compile_reader, read_body
 
 _EVENT_FIELDS = [f["name"] for f in EVENT_CODEC.current.parsed["fields"]]
 _I_MESSAGE_ID = _EVENT_FIELDS.index("messageId")

@@ -1,6 +1,11 @@
-"""A compiled, logical-type-free Avro body reader that yields nested tuples instead of dicts.
+"""Topic records as row tuples: a compiled, logical-type-free Avro body reader that yields nested
+tuples instead of dicts, and the decoders of ``events.*`` and ``events.resolved`` built on it.
 
-The history sink spends most of its CPU decoding. fastavro's ``schemaless_reader`` costs 20-40 µs for
+:class:`EventDecoder` reads a record of the current schema with the compiled reader; a record from an
+older writer schema (``schemas/history/``) is resolved by the codec and brought into the same tuple
+shape (:func:`as_tuple`), so the sinks and identity resolution fill their rows from one shape.
+
+The sinks and identity resolution spend most of their CPU decoding. fastavro's ``schemaless_reader`` costs 20-40 µs for
 one of our events on this machine (dict per nested record, a datetime per timestamp). This module
 generates straight-line Python for one writer schema: records become tuples in field order, enums
 their symbol, ``timestamp-millis`` stays the raw long, and ``["null", X]`` unions are a one-byte
@@ -22,11 +27,21 @@ import importlib
 import json
 import struct
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from streams.wire.codecs import (
+    EVENT_CODEC,
+    HEADER_LEN,
+    MAGIC,
+    RESOLVED_CODEC,
+    AvroCodec,
+    SerializationError,
+)
+
 # The readers of the current schemas, generated into one module and compiled with mypyc by
-# ``omniseg compiled build``; importable only while that build is in use.
-from streams.compiled import PRECOMPILED_MODULE
+# ``omniseg compiled build`` (streams/compiled.py); importable only while that build is in use.
+PRECOMPILED_MODULE = "omniseg_avro_readers"
 
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
@@ -333,3 +348,65 @@ def read_body(reader: TupleReader, buf: bytes, start: int) -> Any:
 
 def _name_of(schema: Any) -> str:
     return str(schema.get("name", "schema")) if isinstance(schema, dict) else "schema"
+
+
+def as_tuple(schema: Any, value: Any) -> Any:
+    """A fastavro-decoded value (dicts, datetimes) in the compiled reader's shape (tuples, ms longs)."""
+    if value is None:
+        return None
+    if isinstance(schema, list):
+        branches = [branch for branch in schema if branch != "null"]
+        if len(branches) != 1:
+            raise SerializationError("only [null, X] unions are supported in event records")
+        return as_tuple(branches[0], value)
+    if isinstance(schema, dict):
+        kind = schema["type"]
+        if kind == "record":
+            return tuple(as_tuple(f["type"], value.get(f["name"])) for f in schema["fields"])
+        if kind == "array":
+            return [as_tuple(schema["items"], item) for item in value]
+        if isinstance(value, datetime):
+            return int(value.timestamp() * 1000)
+    return value
+
+
+class EventDecoder:
+    """Decodes Avro single-object event bytes into row tuples (current schema field order)."""
+
+    def __init__(self, codec: AvroCodec = EVENT_CODEC) -> None:
+        self._codec = codec
+        self._schema: dict[str, Any] = codec.current.parsed
+        self._fingerprint = codec.current.fingerprint
+        self._reader: TupleReader = compile_reader(self._schema)
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        return self._schema
+
+    def decode(self, data: bytes) -> tuple[Any, ...]:
+        """One record as a tuple; raises ``SerializationError`` saying why it is not a valid event."""
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise SerializationError(
+                f"not an Avro single-object record (expected header C3 01, got {data[:2].hex() or 'nothing'})"
+            )
+        if data[2:HEADER_LEN] == self._fingerprint:
+            try:
+                row: tuple[Any, ...] = read_body(self._reader, data, HEADER_LEN)
+            except CorruptRecord as exc:
+                raise SerializationError(f"corrupt {self._schema['name']} record: {exc}") from exc
+            return row
+        # An older writer schema (or an unknown fingerprint, which the codec reports clearly).
+        resolved = self._codec.decode(data)
+        converted: tuple[Any, ...] = as_tuple(self._schema, resolved)
+        return converted
+
+
+class ResolvedDecoder:
+    """``events.resolved`` bytes -> a row tuple (compiled fast path for the current schema)."""
+
+    def __init__(self) -> None:
+        self._decoder = EventDecoder(RESOLVED_CODEC)
+
+    def decode(self, data: bytes) -> tuple[Any, ...]:
+        """Raises ``SerializationError`` saying why the bytes are not a resolved event."""
+        return self._decoder.decode(data)

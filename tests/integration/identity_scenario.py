@@ -17,8 +17,9 @@ from typing import Any
 from streams.domain.events import Event
 from streams.domain.identifiers import Identifier, IdKind
 from streams.domain.identity import person_id_for
-from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.identity_tables import IdentityBatch
 from streams.wire.codecs import IDENTITY_ASSIGNMENT_CODEC, IDENTITY_CHANGE_CODEC, RESOLVED_CODEC
+from streams.wire.row_decoder import ResolvedDecoder
 
 A = person_id_for(Identifier(IdKind.ANONYMOUS_ID, "web-a1"))
 B = person_id_for(Identifier(IdKind.DEVICE_ID, "dev-b"))

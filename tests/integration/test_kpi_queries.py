@@ -12,9 +12,10 @@ import pytest
 from streams.dev.stack import clickhouse_client
 from streams.domain.revenue import event_value, signed_revenue
 from streams.settings import Settings
-from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.identity_tables import IdentityBatch
 from streams.warehouse import kpi, migrations
 from streams.warehouse.writer import ClickHouseWriter
+from streams.wire.row_decoder import ResolvedDecoder
 from tests.integration.identity_scenario import json_inserts
 from tests.unit.test_revenue import CALLS, resolved_record
 

@@ -68,8 +68,9 @@ from streams.wire.identity import event_body, resolved_event
 from streams.sinks.segments import _CHANGE_READER
 from streams.compiled import status
 from streams.wire.codecs import EVENT_CODEC, SEGMENT_CHANGE_CODEC
-from streams.sinks.events_table import EventColumns, EventDecoder
-from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.events_table import EventColumns
+from streams.sinks.identity_tables import IdentityBatch
+from streams.wire.row_decoder import EventDecoder, ResolvedDecoder
 from streams.sinks.segment_tables import SegmentBatch
 
 events, decoded = EventColumns(), EventDecoder()

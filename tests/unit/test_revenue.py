@@ -14,9 +14,10 @@ from streams.domain.revenue import event_value, signed_revenue
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.loader import load_definitions
 from streams.domain.segments.profile import Profile
-from streams.sinks.identity_tables import IdentityBatch, ResolvedDecoder
+from streams.sinks.identity_tables import IdentityBatch
 from streams.wire.codecs import EVENT_CODEC
 from streams.wire.identity import event_body, resolved_event
+from streams.wire.row_decoder import ResolvedDecoder
 from streams.wire.segments import decode_resolved
 
 LINES = [(2.0, 12.5), (1.0, None), (3.0, 1.0)]  # 25 + nothing + 3

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from streams.bench.pipeline import make_events
-from streams.sinks.events_table import EventColumns, EventDecoder, _to_tuple
+from streams.sinks.events_table import EventColumns
 from streams.wire.codecs import EVENT_CODEC, HEADER_LEN, RESOLVED_CODEC
-from streams.wire.row_decoder import CorruptRecord, compile_reader, read_body
+from streams.wire.row_decoder import CorruptRecord, EventDecoder, as_tuple, compile_reader, read_body
 from tests.integration import identity_scenario
 
 SCHEMA: dict[str, Any] = RESOLVED_CODEC.current.parsed
@@ -41,7 +41,7 @@ def test_the_full_reader_equals_fastavro() -> None:
     reader = compile_reader(SCHEMA)
     for record in RECORDS:
         data = RESOLVED_CODEC.encode(record)
-        assert read_body(reader, data, HEADER_LEN) == _to_tuple(SCHEMA, RESOLVED_CODEC.decode(data))
+        assert read_body(reader, data, HEADER_LEN) == as_tuple(SCHEMA, RESOLVED_CODEC.decode(data))
 
 
 def test_broken_bytes_are_refused() -> None:
