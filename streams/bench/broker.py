@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from streams.bench.pipeline import _cpu_seconds, _dev_servers
+from streams.bench.measure import Report, cpu_seconds, dev_servers
 from streams.settings import Settings
-
-Report = Callable[[str], None]
 
 
 def run_broker_bench(
     settings: Settings, *, steps: int, step: int, rounds: int, report: Report, broker_pid: int | None = None
 ) -> dict[str, Any]:
     """``broker_pid``: the broker process whose CPU is read (default: the local stack's broker)."""
-    broker = broker_pid or _dev_servers(settings).get("broker (Tansu)")
+    broker = broker_pid or dev_servers(settings).get("broker (Tansu)")
     if broker is None:
         raise RuntimeError(
             "bench broker reads the broker's CPU time from /proc, so it needs the local stack's broker: "
@@ -55,7 +52,7 @@ def run_broker_bench(
                 producer.flush(10)
             held += step
             consumer.assign([TopicPartition(topic, 0, held)])
-            cpu_before = _cpu_seconds(broker)
+            cpu_before = cpu_seconds(broker)
             latencies = []
             for _ in range(rounds):
                 started = time.monotonic()
@@ -66,7 +63,7 @@ def run_broker_bench(
                     if time.monotonic() - started > 30:
                         raise TimeoutError("bench broker: a record was not fetched back within 30 s")
                 latencies.append((time.monotonic() - started) * 1000)
-            cpu_ms = (_cpu_seconds(broker) - cpu_before) * 1000 / rounds
+            cpu_ms = (cpu_seconds(broker) - cpu_before) * 1000 / rounds
             latencies.sort()
             row = {
                 "batches_in_partition": held,

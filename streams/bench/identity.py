@@ -20,44 +20,26 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Producer
 
+from streams.bench.measure import Report, percentile, rss_bytes, wait_until
 from streams.bench.tail import TailReader
+from streams.dev.workload import identity_events, shopper_identifiers
 from streams.domain.events import Event
-from streams.domain.identifiers import Identifier, IdKind
 from streams.domain.identity import IdentityGraph, IdentityRules
 from streams.domain.resolution import LinkState
-from streams.settings import CHANNELS, Settings
+from streams.settings import Settings
 from streams.stages.identity.link_writer import LinkWriter
 from streams.stages.identity.resolver import Resolver
 from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_PERSONS_TOPIC, RESOLVED_TOPIC
 from streams.wire.codecs import EVENT_CODEC, IDENTITY_ASSIGNMENT_CODEC, IDENTITY_PERSON_CODEC, RESOLVED_CODEC
 from streams.wire.identity import RecordReader
 
-Report = Callable[[str], None]
 _RESOLVED = RecordReader(RESOLVED_CODEC)
 _I_EVENT = _RESOLVED.index("event")
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _shopper(i: int) -> list[Identifier]:
-    return [
-        Identifier(IdKind.CUSTOMER_ID, f"C{i:09d}"),
-        Identifier(IdKind.EMAIL, f"user{i}@example-shop.co.uk"),
-        Identifier(IdKind.ANONYMOUS_ID, f"{i:08x}-9c1f-4b5e-8a1d-3f0c2b7e0000"),
-        Identifier(IdKind.DEVICE_ID, f"{i:016x}"),
-    ]
 
 
 def seed(settings: Settings, persons: int, rules: IdentityRules, report: Report) -> int:
@@ -75,7 +57,7 @@ def seed(settings: Settings, persons: int, rules: IdentityRules, report: Report)
     people = settings.topic(IDENTITY_PERSONS_TOPIC.name)
     count = 0
     for i in range(persons):
-        result = state.apply(_shopper(i), 1_700_000_000_000 + i, f"seed-{i}", "web", version=i)
+        result = state.apply(shopper_identifiers(i), 1_700_000_000_000 + i, f"seed-{i}", "web", version=i)
         for record in result.assignments:
             producer.produce(
                 assignments, IDENTITY_ASSIGNMENT_CODEC.encode(record), record["identifier"].encode()
@@ -88,38 +70,6 @@ def seed(settings: Settings, persons: int, rules: IdentityRules, report: Report)
     producer.flush(120)
     report(f"seeded {persons:,} persons, {count:,} identifiers")
     return count
-
-
-def make_events(n: int, persons: int, link_ratio: float, rng: random.Random, start: int) -> list[Event]:
-    """Mostly known shoppers on every channel; ``link_ratio`` of them bring a never-seen cookie."""
-    out = []
-    now = datetime.now(UTC)
-    for k in range(start, start + n):
-        i = rng.randrange(persons)
-        ids = _shopper(i)
-        channel = CHANNELS[k % 4]
-        data: dict[str, Any] = {
-            "messageId": f"bench-{k}",
-            "type": "track",
-            "event": "Product Viewed",
-            "context": {"channel": channel, "userAgent": "Mozilla/5.0 (X11; Linux x86_64)", "ip": "10.0.0.1"},
-            "properties": {"sku": f"SKU-{k % 500}", "price": 12.5},
-            "timestamp": now,
-            "receivedAt": now,
-        }
-        if rng.random() < link_ratio:
-            data["userId"] = ids[0].value
-            data["anonymousId"] = f"new-{k:012x}"
-        elif channel == "email":
-            data["identifiers"] = {"email": ids[1].value}
-        elif channel == "app":
-            data["userId"] = ids[0].value
-            data["context"]["device"] = {"id": ids[3].value}
-        else:
-            data["userId"] = ids[0].value
-            data["anonymousId"] = ids[2].value
-        out.append(Event.model_validate(data))
-    return out
 
 
 def _producer(settings: Settings) -> Producer:
@@ -144,13 +94,6 @@ def _produce(producer: Producer, settings: Settings, events: list[Event], stamp:
     producer.flush(60)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def run_identity_bench(
     base: Settings,
     *,
@@ -171,7 +114,7 @@ def run_identity_bench(
     rules = IdentityRules.from_yaml(settings.identity_rules_path)
     identifiers = seed(settings, persons, rules, report)
     rng = random.Random(1)
-    _produce(_producer(settings), settings, make_events(events, persons, link_ratio, rng, 0), stamp=False)
+    _produce(_producer(settings), settings, identity_events(events, persons, link_ratio, rng, 0), stamp=False)
     report(f"produced {events:,} events ({link_ratio:.1%} with a new cookie)")
 
     resolver, writer = Resolver(settings, rules), LinkWriter(settings, rules)
@@ -179,14 +122,16 @@ def run_identity_bench(
     threads = [threading.Thread(target=resolver.run, daemon=True)]
     threads[0].start()
     started = time.monotonic()
-    _wait(lambda: resolver.ready.is_set(), 300, "the resolver to load its replica and join")
+    wait_until(lambda: resolver.ready.is_set(), 300, "the resolver to load its replica and join")
     replica_rss = rss_bytes()
     threads.append(threading.Thread(target=writer.run, daemon=True))
     threads[1].start()
-    _wait(lambda: writer.owning.is_set(), 300, "the link writer to rebuild its graph")
+    wait_until(lambda: writer.owning.is_set(), 300, "the link writer to rebuild its graph")
     graph_rss = rss_bytes()
     try:
-        _wait(lambda: resolver.stats.resolved + writer.stats.linked >= events, 600, "every event resolved")
+        wait_until(
+            lambda: resolver.stats.resolved + writer.stats.linked >= events, 600, "every event resolved"
+        )
         elapsed = time.monotonic() - started
         report(f"cold worker: {events:,} events in {elapsed:.1f}s (replica load and graph rebuild included)")
         throughput = {
@@ -194,7 +139,7 @@ def run_identity_bench(
             "fast_path_events": resolver.stats.resolved,
             "link_path_events": writer.stats.linked,
         }
-        latency = _probe(settings, persons, probe_rate, probe_seconds, rng, events, report)
+        latency = run_probe(settings, persons, probe_rate, probe_seconds, rng, events, report)
     finally:
         resolver.stop()
         writer.stop()
@@ -219,14 +164,6 @@ def run_identity_bench(
     }
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"benchmark: timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _steady_rate(
     settings: Settings,
     resolver: Resolver,
@@ -241,17 +178,19 @@ def _steady_rate(
     del resolver, writer
     rules = IdentityRules.from_yaml(settings.identity_rules_path)
     n = 200_000
-    backlog = make_events(n, persons, link_ratio, rng, offset + 10_000_000)
+    backlog = identity_events(n, persons, link_ratio, rng, offset + 10_000_000)
     _produce(_producer(settings), settings, backlog, stamp=False)
     resolver, writer = Resolver(settings, rules), LinkWriter(settings, rules)
     threads = [threading.Thread(target=loop.run, daemon=True) for loop in (resolver, writer)]
     for thread in threads:
         thread.start()
     try:
-        _wait(lambda: resolver.ready.is_set() and writer.owning.is_set(), 300, "the second worker to start")
+        wait_until(
+            lambda: resolver.ready.is_set() and writer.owning.is_set(), 300, "the second worker to start"
+        )
         before = resolver.stats.resolved + writer.stats.linked  # the first batch, read while joining
         started = time.monotonic()
-        _wait(lambda: resolver.stats.resolved + writer.stats.linked >= n, 600, "the second backlog")
+        wait_until(lambda: resolver.stats.resolved + writer.stats.linked >= n, 600, "the second backlog")
         elapsed = time.monotonic() - started
         n -= before
     finally:
@@ -263,7 +202,7 @@ def _steady_rate(
     return {"events_per_s_per_worker": round(n / elapsed)}
 
 
-def _probe(
+def run_probe(
     settings: Settings,
     persons: int,
     rate: int,
@@ -274,7 +213,7 @@ def _probe(
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s for ``seconds``; latency from receivedAt to reading events.resolved."""
     count = int(rate * seconds)
-    probe_events = make_events(count, persons, 0.03, rng, offset + 1_000_000)
+    probe_events = identity_events(count, persons, 0.03, rng, offset + 1_000_000)
     links = {e.messageId for e in probe_events if e.anonymousId and e.anonymousId.startswith("new-")}
     wanted = {e.messageId for e in probe_events}
     latency: dict[str, float] = {}  # first sighting per messageId (duplicates are not counted twice)
@@ -306,11 +245,11 @@ def _probe(
         "probe_offered_events_per_s": rate,
         "probe_achieved_events_per_s": round(achieved),
         "probe_events_missing": len(missing),
-        "fast_path_latency_ms_p50": round(_percentile(fast, 0.5), 1),
-        "fast_path_latency_ms_p99": round(_percentile(fast, 0.99), 1),
-        "link_path_latency_ms_p50": round(_percentile(slow, 0.5), 1),
-        "link_path_latency_ms_p99": round(_percentile(slow, 0.99), 1),
-        "all_latency_ms_p99": round(_percentile(fast + slow, 0.99), 1),
+        "fast_path_latency_ms_p50": round(percentile(fast, 0.5), 1),
+        "fast_path_latency_ms_p99": round(percentile(fast, 0.99), 1),
+        "link_path_latency_ms_p50": round(percentile(slow, 0.5), 1),
+        "link_path_latency_ms_p99": round(percentile(slow, 0.99), 1),
+        "all_latency_ms_p99": round(percentile(fast + slow, 0.99), 1),
     }
 
 

@@ -21,20 +21,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from streams.bench.measure import Report
 from streams.dev.sample_events import channel_of, partition_key, sample_event
 from streams.dev.stack import apply_migrations, clickhouse_client, create_topics
 from streams.settings import CHANNELS, Settings
 from streams.topics import physical_names
 from streams.wire.codecs import EVENT_CODEC
-
-Report = Callable[[str], None]
 
 
 def _producer(settings: Settings) -> Producer:
@@ -102,7 +100,7 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         {
@@ -139,7 +137,7 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
     return proc.returncode
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
@@ -213,8 +211,8 @@ def _latency_probe(
         "probe_events": index - start_index,
         "markers": len(sent),
         "markers_missing": missing,
-        "visible_p50_ms": round(_percentile(latencies, 0.5) * 1000, 1) if latencies else None,
-        "visible_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+        "visible_p50_ms": round(percentile(latencies, 0.5) * 1000, 1) if latencies else None,
+        "visible_p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
         "visible_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
     }
 
@@ -246,7 +244,7 @@ def run_ingest_bench(
         report(f"producing {events} events to {settings.topic_prefix}events.* ...")
         produce_s = produce_events(settings, run, events)
         report(f"produced in {produce_s:.1f}s ({events / produce_s:,.0f} ev/s); starting the worker")
-        proc = _start_worker(settings, log_path)
+        proc = start_worker(settings, log_path)
         first_at: float | None = None
         first_count = 0
         deadline = time.monotonic() + 120 + events / 5_000

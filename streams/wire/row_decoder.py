@@ -5,8 +5,8 @@ tuples instead of dicts, and the decoders of ``events.*`` and ``events.resolved`
 older writer schema (``schemas/history/``) is resolved by the codec and brought into the same tuple
 shape (:func:`as_tuple`), so the sinks and identity resolution fill their rows from one shape.
 
-The sinks and identity resolution spend most of their CPU decoding. fastavro's ``schemaless_reader`` costs 20-40 µs for
-one of our events on this machine (dict per nested record, a datetime per timestamp). This module
+The sinks and identity resolution spend most of their CPU decoding. fastavro's ``schemaless_reader``
+builds a dict per nested record and a datetime per timestamp. This module
 generates straight-line Python for one writer schema: records become tuples in field order, enums
 their symbol, ``timestamp-millis`` stays the raw long, and ``["null", X]`` unions are a one-byte
 check. The binary encoding is the same one fastavro reads; ``tests/unit/test_row_decoder.py``

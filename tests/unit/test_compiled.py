@@ -30,7 +30,7 @@ print(json.dumps({"active": state.active, "reason": state.reason, "engine": engi
 # change and of every profile's saved state (the bytes written to segments.state).
 WORKLOAD = """
 import hashlib, random
-from streams.bench.pipeline import bench_definitions, make_events
+from streams.dev.workload import bench_definitions, shopper_events
 from streams.wire.segments import decode_resolved, encode_changes, encode_state
 from streams.wire.identity import event_body, resolved_event
 from streams.wire.codecs import EVENT_CODEC
@@ -44,7 +44,7 @@ rng = random.Random(11)
 profiles = {}
 digest = hashlib.sha256()
 now = 1_764_000_000_000
-for n, event in enumerate(make_events(3000, 300, rng, 0)):
+for n, event in enumerate(shopper_events(3000, 300, rng, 0)):
     person = f"p{n % 300}"
     body = event_body(EVENT_CODEC.encode(event.to_avro()))
     _, segment_event = decode_resolved(resolved_event(person, [f"customer_id:{person}"], now, body))
@@ -63,7 +63,7 @@ print(status().active, digest.hexdigest())
 SINK_WORKLOAD = """
 import hashlib, random
 from datetime import UTC, datetime
-from streams.bench.pipeline import make_events
+from streams.dev.workload import shopper_events
 from streams.wire.identity import event_body, resolved_event
 from streams.sinks.segments import _CHANGE_READER
 from streams.compiled import status
@@ -76,7 +76,7 @@ from streams.sinks.segment_tables import SegmentBatch
 events, decoded = EventColumns(), EventDecoder()
 identity, resolved = IdentityBatch(), ResolvedDecoder()
 segments = SegmentBatch()
-for n, event in enumerate(make_events(2000, 200, random.Random(5), 0)):
+for n, event in enumerate(shopper_events(2000, 200, random.Random(5), 0)):
     avro = event.to_avro()
     avro["timestamp"] = avro["receivedAt"] = datetime.fromtimestamp(1_764_000_000 + n, UTC)
     body = EVENT_CODEC.encode(avro)

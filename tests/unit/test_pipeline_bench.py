@@ -7,10 +7,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from streams.bench.pipeline import (
-    _interpolated,
-    _write_probe_log,
     bench_definitions,
+    interpolated,
     measure_profiles,
+    write_probe_log,
 )
 from streams.cli.bench import bench
 from streams.domain.segments.loader import load_definitions
@@ -31,11 +31,11 @@ def test_profile_measurement_reports_its_figures() -> None:
 
 def test_cpu_between_samples_is_interpolated() -> None:
     samples = [(100.0, {"w": 0.0}), (101.0, {"w": 0.5}), (102.0, {"w": 1.5})]
-    assert _interpolated(samples, 100.5) == {"w": 0.25}
-    assert _interpolated(samples, 101.5) == {"w": 1.0}
-    assert _interpolated(samples, 101.0) == {"w": 0.5}
-    assert _interpolated(samples, 99.0) == {"w": 0.0}  # before the first sample: the first
-    assert _interpolated(samples, 105.0) == {"w": 1.5}  # after the last: the last
+    assert interpolated(samples, 100.5) == {"w": 0.25}
+    assert interpolated(samples, 101.5) == {"w": 1.0}
+    assert interpolated(samples, 101.0) == {"w": 0.5}
+    assert interpolated(samples, 99.0) == {"w": 0.0}  # before the first sample: the first
+    assert interpolated(samples, 105.0) == {"w": 1.5}  # after the last: the last
 
 
 def test_the_probe_log_lists_every_probe_seen_in_send_order(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_the_probe_log_lists_every_probe_seen_in_send_order(tmp_path: Path) -> N
     latency = {"b": 80.5, "a": 250.25, "c": 61.0}
     to_evaluated = {"a": 190.0, "c": 40.5}  # "b": no evaluation time
     path = tmp_path / "probes.tsv"
-    _write_probe_log(path, sent, actual, latency, to_evaluated)
+    write_probe_log(path, sent, actual, latency, to_evaluated)
     lines = path.read_text().splitlines()
     assert lines[0].split("\t") == ["scheduled_s", "produced_s", "event_to_change_ms", "send_to_evaluated_ms"]
     assert [line.split("\t") for line in lines[1:]] == [

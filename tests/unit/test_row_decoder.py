@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.bench.pipeline import make_events
+from streams.dev.workload import shopper_events
 from streams.sinks.events_table import EventColumns
 from streams.wire.codecs import EVENT_CODEC, HEADER_LEN, RESOLVED_CODEC
 from streams.wire.row_decoder import CorruptRecord, EventDecoder, as_tuple, compile_reader, read_body
@@ -23,7 +23,7 @@ AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 def _records() -> list[dict[str, Any]]:
     """Resolved events of every kind the pipeline writes: the identity scenario's and the bench's mix."""
     records = identity_scenario.resolved_events()
-    for n, event in enumerate(make_events(300, 50, random.Random(3), 0)):
+    for n, event in enumerate(shopper_events(300, 50, random.Random(3), 0)):
         avro = event.to_avro()
         if n % 3 == 0:  # traits and a campaign as well
             avro["traits"] = '{"tier": "gold", "age": 41}'
@@ -59,7 +59,7 @@ def test_an_event_without_line_items_adds_no_object_the_collector_tracks() -> No
     objects every GC pass of the identity + sinks process walked (BENCHMARKS.md, 29 Nov, afternoon)."""
     decoder = EventDecoder()
     columns = EventColumns()
-    events = [e for e in make_events(200, 50, random.Random(5), 0) if not e.lines][:20]
+    events = [e for e in shopper_events(200, 50, random.Random(5), 0) if not e.lines][:20]
     assert events
     for offset, event in enumerate(events):
         columns.append(decoder.decode(EVENT_CODEC.encode(event.to_avro())), 0, offset)
