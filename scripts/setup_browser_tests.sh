@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/integration/test_collector_browser.py needs: Debian's chromium, node and npm
+# Installs what tests/integration/api/test_collector_browser.py needs: Debian's chromium, node and npm
 # (apt, only when missing), and the pinned @segment/analytics-next in tests/browser (npm ci, only when
 # the lock file changed since the last install). Run by scripts/test.sh; the demo does not need it.
 set -euo pipefail

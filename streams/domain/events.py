@@ -1,6 +1,6 @@
 """The event envelope (Segment Spec plus the identifiers each channel really has).
 
-These pydantic models mirror ``schemas/event.avsc`` field for field (``tests/unit/test_contract.py``).
+These pydantic models mirror ``schemas/event.avsc`` field for field (``tests/unit/domain/test_contract.py``).
 ``Event.from_segment`` turns a Segment-spec JSON call into an Event, ``Event.to_avro`` gives the record
 that goes on the wire.
 """

@@ -1,7 +1,7 @@
 """Identity resolution: the rules, and the incremental identity graph that applies them.
 
 The policy of ``IdentityGraph.link`` (docs/identity.md explains why, and the property tests in
-``tests/unit/test_identity_properties.py`` check it against a naive reference model):
+``tests/unit/domain/test_identity_properties.py`` check it against a naive reference model):
 
 1. The event's identifiers are ordered by rule priority, then by key. Let ``h`` be the first.
 2. The anchor is ``h``'s person. If ``h`` is unknown, it is the person of the highest-priority known

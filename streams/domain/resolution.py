@@ -1,7 +1,7 @@
 """The pure steps of streaming identity resolution (docs/identity.md, "Streaming design").
 
 - :class:`FastExtractor`: ``IdentityRules.extract`` over the raw field values of a decoded record, so the
-  resolver never builds a pydantic ``Event`` (tens of µs). ``tests/unit/test_identity_stream.py``
+  resolver never builds a pydantic ``Event`` (tens of µs). ``tests/unit/wire/test_identity_stream.py``
   proves it equal to ``rules.extract(Event.from_avro(record))`` on random events.
 - :func:`fast_person`: the fast-path decision. An event whose identifiers are all known and all owned by
   one person needs no link: ``IdentityGraph.link`` would change nothing (guarantee 6).

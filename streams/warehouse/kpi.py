@@ -1,7 +1,8 @@
 """KPI queries kept as SQL files under ``deploy/kpi/`` and run against ClickHouse.
 
 Each file is one SELECT over unqualified table names; it runs in the configured database on ClickHouse
-18.16 and on a current ClickHouse (``tests/integration/test_kpi_queries.py`` runs every file on both).
+18.16 and on a current ClickHouse (``tests/integration/warehouse/test_kpi_queries.py`` runs every file
+on both).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each record is ``C3 01`` + the 8-byte CRC-64-AVRO fingerprint of the writer schema (little endian) +
 the schemaless Avro body. No schema registry is needed: every schema version ever written lives in
 ``schemas/`` (current) or ``schemas/history/`` (older), so a reader resolves old records to the current
-schema. Schemas only evolve BACKWARD compatibly (``tests/unit/test_schema_compat.py``).
+schema. Schemas only evolve BACKWARD compatibly (``tests/unit/wire/test_schema_compat.py``).
 """
 
 from __future__ import annotations

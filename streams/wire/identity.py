@@ -6,7 +6,7 @@
   encodings, and ResolvedEvent's last field is the Event record, so its body is
   ``string(personId) + array<string>(identifiers) + long(resolvedAt) + <Event body>``: the Event body
   bytes are copied from the input when it was written with the current Event schema (else the event is
-  decoded and re-encoded). ``tests/unit/test_identity_stream.py`` proves the bytes equal fastavro's.
+  decoded and re-encoded). ``tests/unit/wire/test_identity_stream.py`` proves the bytes equal fastavro's.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The sinks and identity resolution spend most of their CPU decoding. fastavro's `
 builds a dict per nested record and a datetime per timestamp. This module
 generates straight-line Python for one writer schema: records become tuples in field order, enums
 their symbol, ``timestamp-millis`` stays the raw long, and ``["null", X]`` unions are a one-byte
-check. The binary encoding is the same one fastavro reads; ``tests/unit/test_row_decoder.py``
+check. The binary encoding is the same one fastavro reads; ``tests/unit/wire/test_row_decoder.py``
 proves the output equals fastavro's for varied events.
 
 ``omniseg compiled build`` also writes the readers of every topic schema into one module

@@ -119,7 +119,7 @@ def change_id(change: Change) -> str:
 
 
 # Hand-assembled Avro bodies for the two records written per change and per profile (fastavro's
-# writer costs about 11 µs a record; tests/unit/test_segments_wire.py proves the bytes equal its).
+# writer costs about 11 µs a record; tests/unit/wire/test_segments_wire.py proves the bytes equal its).
 _CHANGE_HEADER = MAGIC + SEGMENT_CHANGE_CODEC.current.fingerprint
 _STATE_HEADER = MAGIC + SEGMENT_STATE_CODEC.current.fingerprint
 _NULL = b"\x00"

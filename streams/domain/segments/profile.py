@@ -95,8 +95,8 @@ class Profile:
         return [key for key, seq in self.members.items() if seq % 2 == 1]
 
     def to_json(self) -> bytes:
-        # Every field by name (tests/unit/test_profile_state.py checks none is missing); runs for every
-        # profile a checkpoint touched, and a literal dict is cheaper than a getattr loop over the fields.
+        # Every field by name (tests/unit/domain/segments/test_profile_state.py checks none is missing);
+        # runs for every profile a checkpoint touched, and a literal dict is cheaper than a getattr loop.
         return orjson.dumps(
             {
                 "person_id": self.person_id,
