@@ -1,4 +1,5 @@
-"""Hot modules compiled with mypyc, used only while they match their sources.
+"""Hot modules compiled with mypyc, used only while they match their sources
+(docs/decisions/0007-compiled-hot-modules.md).
 
 The segment engine and the Avro wire code run for every event; compiled with mypyc (part of mypy, which
 is pinned) they run faster (BENCHMARKS.md): the engine about 1.3-1.5 times, the Avro tuple readers

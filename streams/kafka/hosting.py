@@ -1,7 +1,7 @@
 """A Faust service that runs stage loops in threads for the lifetime of the worker.
 
 Every stage is a blocking confluent-kafka loop (:mod:`streams.kafka.runtime`; why not per-event Faust
-agents: docs/decisions/0004-faust-hosts-threaded-stage-loops.md). A dead loop thread must not leave a
+agents: docs/decisions/0004-one-stage-runtime-hosted-by-faust.md). A dead loop thread must not leave a
 worker that looks healthy but does nothing, so the service crashes the worker when a loop exits
 without being asked to stop.
 """

@@ -4,7 +4,7 @@ commit; refused inputs go to ``events.invalid`` with their reason; counters in :
 Every stage (the identity resolver and link writer, the segment stage, the ClickHouse sinks) is a
 :class:`~streams.kafka.stage.StageSpec` plus a :class:`~streams.kafka.stage.Step` run by this loop in a
 thread that :mod:`streams.kafka.hosting` starts and stops with the Faust worker
-(docs/decisions/0004-faust-hosts-threaded-stage-loops.md).
+(docs/decisions/0004-one-stage-runtime-hosted-by-faust.md).
 
 Guarantees
 ----------

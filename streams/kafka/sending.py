@@ -1,4 +1,5 @@
-"""When a stage's producer sends: sooner than librdkafka's linger once the stage has drained its input."""
+"""When a stage's producer sends: sooner than librdkafka's linger once the stage has drained its input
+(docs/decisions/0006-producer-pacing.md)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ A :class:`SegmentStep` run by the stage runtime (:mod:`streams.kafka.runtime`). 
 ``segments.forward``, all keyed by person with the same partition count; the range assignor gives one
 worker the same partition number of each), so a worker owns its persons' profiles outright.
 
-State and recovery
-------------------
+State and recovery (docs/decisions/0008-segment-state-at-checkpoints.md)
+------------------------------------------------------------------------
 - Profiles live in a :class:`~streams.state.profiles.ProfileStore`: in memory, written to the
   compacted ``segments.state`` at each checkpoint and restored from it when a partition is assigned.
 - A checkpoint comes every ``segments_state_flush_s``, and as soon as the input has paused for
