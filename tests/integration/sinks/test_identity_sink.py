@@ -23,7 +23,7 @@ from streams.wire.codecs import (
     INVALID_CODEC,
     RESOLVED_CODEC,
 )
-from tests.integration import identity_scenario as scenario
+from tests.integration.stages.identity import identity_scenario as scenario
 from tests.integration.stages.identity.identity_scenario import A, B, C, D
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from streams.settings import Settings
 from streams.warehouse import kpi, migrations
 from streams.warehouse.persons import PersonNotFound, PersonStore
 from streams.warehouse.writer import ClickHouseWriter
-from tests.integration import identity_scenario as scenario
+from tests.integration.stages.identity import identity_scenario as scenario
 from tests.integration.stages.identity.identity_scenario import ANN_EMAIL, A, B, C, D
 
 pytestmark = pytest.mark.integration

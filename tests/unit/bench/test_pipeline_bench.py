@@ -6,13 +6,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streams.bench.pipeline import (
-    bench_definitions,
-    interpolated,
-    measure_profiles,
-    write_probe_log,
-)
+from streams.bench.measure import interpolated
+from streams.bench.probe import write_probe_log
+from streams.bench.profiles import measure_profiles
 from streams.cli.bench import bench
+from streams.dev.workload import bench_definitions
 from streams.domain.segments.loader import load_definitions
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from streams.sinks.identity_tables import IdentityBatch
 from streams.wire.codecs import IDENTITY_ASSIGNMENT_CODEC, IDENTITY_CHANGE_CODEC, RESOLVED_CODEC
 from streams.wire.row_decoder import ResolvedDecoder
-from tests.integration import identity_scenario as scenario
+from tests.integration.stages.identity import identity_scenario as scenario
 
 AT = datetime(2026, 1, 6, 10, tzinfo=UTC)
 

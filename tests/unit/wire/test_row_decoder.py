@@ -14,7 +14,7 @@ from streams.dev.workload import shopper_events
 from streams.sinks.events_table import EventColumns
 from streams.wire.codecs import EVENT_CODEC, HEADER_LEN, RESOLVED_CODEC
 from streams.wire.row_decoder import CorruptRecord, EventDecoder, as_tuple, compile_reader, read_body
-from tests.integration import identity_scenario
+from tests.integration.stages.identity import identity_scenario
 
 SCHEMA: dict[str, Any] = RESOLVED_CODEC.current.parsed
 AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
