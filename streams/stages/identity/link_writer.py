@@ -103,7 +103,6 @@ class WriterStats:
     linked: int = 0
     merges: int = 0
     rejections: int = 0
-    batches: int = 0
     recoveries: int = 0
     skipped_on_replay: int = 0
     rebuild_s: float = 0.0
@@ -247,7 +246,6 @@ class LinkStep(Step):
             last = offset
         if last >= 0:
             self._next_offset = last + 1
-            self.stats.batches += 1
 
     def _link_one(self, out: Outputs, state: LinkState, offset: int, value: bytes) -> None:
         try:

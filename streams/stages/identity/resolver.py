@@ -129,8 +129,6 @@ class ResolverStats:
 
     resolved: int = 0
     linked: int = 0
-    invalid: int = 0
-    batches: int = 0
     replica_records: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -183,7 +181,6 @@ class ResolveStep(Step):
                 row = decode(value)
             except SerializationError as exc:
                 out.refused.append(Refused(msg.topic(), msg.partition(), msg.offset(), value, str(exc)))
-                stats.invalid += 1
                 continue
             values, tracking = raw_ids(row)
             extracted = extract(values, tracking)
@@ -193,7 +190,6 @@ class ResolveStep(Step):
                 out.refused.append(
                     Refused(msg.topic(), msg.partition(), msg.offset(), value, reason, field_name)
                 )
-                stats.invalid += 1
                 continue
             keys = [ident.key for ident in extracted.identifiers]
             person = fast_person(keys, owners)
@@ -203,7 +199,6 @@ class ResolveStep(Step):
                 continue
             send((resolved_topic, person.encode(), resolved_event(person, keys, now_ms, event_body(value))))
             stats.resolved += 1
-        stats.batches += 1
 
     def close(self) -> None:
         if self._replica is not None:

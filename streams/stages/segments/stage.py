@@ -117,7 +117,6 @@ class SegmentStats:
     timer_changes: int = 0
     forwarded: int = 0
     merges: int = 0
-    invalid: int = 0
     skipped_replays: int = 0
     state_writes: int = 0
     definitions_applied: int = 0
@@ -214,7 +213,6 @@ class SegmentStep(Step):
                     self._on_identity_change(value, now)
             except SerializationError as exc:
                 out.refused.append(Refused(topic, msg.partition(), offset, value, str(exc)))
-                self.stats.invalid += 1
         if records:
             self._last_input = time.monotonic()
 
