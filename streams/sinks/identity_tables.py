@@ -46,7 +46,7 @@ EVENT_PERSON_COLUMNS: tuple[str, ...] = (
 _MAX_DATETIME = 2**32 - 1
 
 
-def _seconds(millis: int) -> int:
+def datetime_seconds(millis: int) -> int:
     return min(max(millis // 1000, 0), _MAX_DATETIME)
 
 
@@ -65,7 +65,7 @@ def _stated_properties(text: str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _millis(value: Any) -> int:
+def epoch_millis(value: Any) -> int:
     """A decoded ``timestamp-millis``: fastavro gives an aware datetime, the compiled reader a long."""
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
@@ -177,7 +177,7 @@ class IdentityBatch:
         """One decoded ``IdentityAssignment``."""
         identifier: str = record["identifier"]
         kind, _, value = identifier.partition(":")
-        at_ms = _millis(record["at"])
+        at_ms = epoch_millis(record["at"])
         self.identities.append(
             (
                 identifier,
@@ -185,8 +185,8 @@ class IdentityBatch:
                 value,
                 record["personId"],
                 max(int(record["version"]), 0),
-                _seconds(_millis(record["firstSeen"])),
-                _seconds(at_ms),
+                datetime_seconds(epoch_millis(record["firstSeen"])),
+                datetime_seconds(at_ms),
                 max(at_ms, 0),
                 partition,
                 offset,
@@ -195,12 +195,12 @@ class IdentityBatch:
 
     def add_change(self, record: dict[str, Any], partition: int, offset: int) -> None:
         """One decoded ``IdentityChange``: a merge (and its aliases) or a rejection."""
-        at_ms = _millis(record["at"])
+        at_ms = epoch_millis(record["at"])
         change_id: str = record["changeId"]
         survivor: str = record["personId"]
         identifiers: list[str] = list(record.get("identifiers") or [])
         common = (record.get("reason") or "", record["messageId"], record.get("channel") or "")
-        tail = (_seconds(at_ms), max(at_ms, 0), partition, offset)
+        tail = (datetime_seconds(at_ms), max(at_ms, 0), partition, offset)
         if record["kind"] == "merged":
             merged: str = record.get("mergedPersonId") or ""
             # Records written before mergedPersonIds existed name only the merged person itself.
@@ -254,10 +254,10 @@ class IdentityBatch:
                 store[lay.store_id] if store is not None else "",
                 revenue,
                 currency,
-                _seconds(timestamp_ms),
+                datetime_seconds(timestamp_ms),
                 max(timestamp_ms, 0),
-                _seconds(int(event[lay.e_receivedAt])),
-                _seconds(resolved_ms),
+                datetime_seconds(int(event[lay.e_receivedAt])),
+                datetime_seconds(resolved_ms),
                 max(resolved_ms, 0),
                 partition,
                 offset,

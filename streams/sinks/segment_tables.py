@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from streams.sinks.identity_tables import Columns, _millis, _seconds
+from streams.sinks.identity_tables import Columns, datetime_seconds, epoch_millis
 from streams.warehouse.products import PRODUCT_COLUMNS, product_rows
 
 CHANGE_COLUMNS: tuple[str, ...] = (
@@ -55,7 +55,7 @@ class SegmentBatch:
             contacts = tuple(contacts.get(name) for name in _CONTACTS)
         elif contacts is None:
             contacts = (None,) * len(_CONTACTS)
-        at_ms = max(_millis(at), 0)
+        at_ms = max(epoch_millis(at), 0)
         self.changes.append(
             (
                 change_id,
@@ -64,14 +64,14 @@ class SegmentBatch:
                 subject or "",
                 change,
                 max(int(seq), 0),
-                _seconds(at_ms),
+                datetime_seconds(at_ms),
                 at_ms,
                 trigger,
                 reason,
                 message_id or "",
                 max(int(version), 0),
                 *(value or "" for value in contacts),
-                _seconds(_millis(emitted)),
+                datetime_seconds(epoch_millis(emitted)),
                 partition,
                 offset,
             )
@@ -91,7 +91,7 @@ class SegmentBatch:
                 text,
                 record["hash"],
                 record.get("source") or "",
-                _seconds(_millis(record["appliedAt"])),
+                datetime_seconds(epoch_millis(record["appliedAt"])),
             )
         )
 

@@ -46,14 +46,14 @@ def _subfields(record: dict[str, Any], name: str) -> list[str]:
     return [f["name"] for f in kind["fields"]]
 
 
-_CONTEXT = _subfields(EVENT_CODEC.current.parsed, "context")
-_I_CHANNEL = _CONTEXT.index("channel")
-_I_DEVICE = _CONTEXT.index("device")
+CONTEXT_FIELDS = _subfields(EVENT_CODEC.current.parsed, "context")
+_I_CHANNEL = CONTEXT_FIELDS.index("channel")
+_I_DEVICE = CONTEXT_FIELDS.index("device")
 _context_schema = next(f["type"] for f in EVENT_CODEC.current.parsed["fields"] if f["name"] == "context")
-_DEVICE = _subfields(_context_schema, "device")
-_I_DEVICE_ID = _DEVICE.index("id")
-_I_ADVERTISING_ID = _DEVICE.index("advertisingId")
-_I_AD_TRACKING = _DEVICE.index("adTrackingEnabled")
+DEVICE_FIELDS = _subfields(_context_schema, "device")
+_I_DEVICE_ID = DEVICE_FIELDS.index("id")
+_I_ADVERTISING_ID = DEVICE_FIELDS.index("advertisingId")
+_I_AD_TRACKING = DEVICE_FIELDS.index("adTrackingEnabled")
 _IDS = _subfields(EVENT_CODEC.current.parsed, "identifiers")
 _I_EMAIL, _I_PHONE, _I_ESP, _I_LOYALTY, _I_CRM = (
     _IDS.index(name) for name in ("email", "phone", "espSubscriberId", "loyaltyCard", "crmId")

@@ -21,7 +21,7 @@ from streams.wire.codecs import (
     SEGMENT_FORWARD_CODEC,
     SEGMENT_STATE_CODEC,
 )
-from streams.wire.identity import _CONTEXT, _DEVICE, RecordReader, avro_long
+from streams.wire.identity import CONTEXT_FIELDS, DEVICE_FIELDS, RecordReader, avro_long
 
 RESOLVED_READER = RecordReader(RESOLVED_CODEC)
 FORWARD_READER = RecordReader(SEGMENT_FORWARD_CODEC)
@@ -36,9 +36,9 @@ _R_PERSON, _R_IDS, _R_EVENT = (RESOLVED_READER.index(n) for n in ("personId", "i
     for n in ("messageId", "type", "event", "traits", "properties", "context", "lines", "timestamp")
 )
 _C_CHANNEL, _C_AGENT, _C_ZONE, _C_DEVICE = (
-    _CONTEXT.index(n) for n in ("channel", "userAgent", "timezone", "device")
+    CONTEXT_FIELDS.index(n) for n in ("channel", "userAgent", "timezone", "device")
 )
-_D_TYPE = _DEVICE.index("type")
+_D_TYPE = DEVICE_FIELDS.index("type")
 _LINE = [
     f["name"]
     for f in next(f for f in EVENT_CODEC.current.parsed["fields"] if f["name"] == "lines")["type"]["items"][

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from streams.domain.segments.model import _KEYS, SegmentDefinition
+from streams.domain.segments.model import CONDITION_KEYS, SegmentDefinition
 
 
 class DefinitionError(ValueError):
@@ -38,7 +38,7 @@ def _field_path(loc: Sequence[int | str]) -> str:
         # pydantic puts the discriminator tag after each condition slot; users never wrote it.
         if (
             isinstance(item, str)
-            and item in _KEYS
+            and item in CONDITION_KEYS
             and (previous in ("when", "not") or isinstance(previous, int))
         ):
             previous = "__tag__"

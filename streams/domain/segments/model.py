@@ -400,7 +400,7 @@ class SegmentRef(_Strict):
     segment: str
 
 
-_KEYS = ("all", "any", "not", "trait", "event", "context", "segment", "derived")
+CONDITION_KEYS = ("all", "any", "not", "trait", "event", "context", "segment", "derived")
 
 
 def _condition_tag(value: Any) -> str | None:
@@ -411,7 +411,7 @@ def _condition_tag(value: Any) -> str | None:
         return None
     if not isinstance(value, dict):
         return None
-    found = [key for key in _KEYS if key in value]
+    found = [key for key in CONDITION_KEYS if key in value]
     return found[0] if len(found) == 1 else None
 
 
@@ -427,7 +427,7 @@ Condition = Annotated[
     Discriminator(
         _condition_tag,
         custom_error_type="condition",
-        custom_error_message="a condition needs exactly one of: " + ", ".join(_KEYS),
+        custom_error_message="a condition needs exactly one of: " + ", ".join(CONDITION_KEYS),
     ),
 ]
 

@@ -74,7 +74,7 @@ class _Sink(Protocol):
 
 
 @contextmanager
-def _running(sink: _Sink) -> Iterator[None]:
+def running_worker(sink: _Sink) -> Iterator[None]:
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -94,7 +94,7 @@ def _running(sink: _Sink) -> Iterator[None]:
     assert not failure, failure
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -119,9 +119,9 @@ def test_a_retry_on_another_day_or_month_is_one_event_through_both_sinks(
 
     history = HistorySink(settings)
     identity = IdentitySink(settings)
-    with _running(history), _running(identity):
-        _wait_for(lambda: history.stats.events_written == len(COPIES), 60, "every copy in events")
-        _wait_for(
+    with running_worker(history), running_worker(identity):
+        wait_for(lambda: history.stats.events_written == len(COPIES), 60, "every copy in events")
+        wait_for(
             lambda: identity.stats.rows.get("event_persons", 0) == len(COPIES), 60, "every copy resolved"
         )
 

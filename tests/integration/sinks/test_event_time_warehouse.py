@@ -19,7 +19,7 @@ from streams.settings import Settings, Source
 from streams.sinks.events import HistorySink
 from streams.warehouse import migrations
 from tests.integration.api.test_collector_api import auth, running_collector
-from tests.integration.sinks.test_dedup_by_message_id import _running, _wait_for
+from tests.integration.sinks.test_dedup_by_message_id import running_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,9 +89,9 @@ def test_what_the_collector_keeps_of_clocks_numbers_and_identifiers(
         assert accepted_ad.status_code == 200, accepted_ad.text
 
     history = HistorySink(settings)
-    with _running(history):
-        _wait_for(lambda: history.stats.events_written >= 4, 60, "the accepted events in ClickHouse")
-        _wait_for(lambda: history.stats.invalid_written >= 4, 60, "the refused calls in invalid_events")
+    with running_worker(history):
+        wait_for(lambda: history.stats.events_written >= 4, 60, "the accepted events in ClickHouse")
+        wait_for(lambda: history.stats.invalid_written >= 4, 60, "the refused calls in invalid_events")
 
     client = clickhouse_client(settings, settings.clickhouse_database)
     rows = client.execute(
