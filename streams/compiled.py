@@ -2,9 +2,9 @@
 (docs/decisions/0007-compiled-hot-modules.md).
 
 The segment engine and the Avro wire code run for every event; compiled with mypyc (part of mypy, which
-is pinned) they run faster (BENCHMARKS.md): the engine about 1.3-1.5 times, the Avro tuple readers
-about 5 times. The build is optional: without it, or with ``OMNISEG_PURE_PYTHON=1``, everything runs as
-plain Python with the same results.
+is pinned) they cost less CPU per event, and under the GIL CPU per event is a worker's throughput. The
+build is optional: without it, or with ``OMNISEG_PURE_PYTHON=1``, everything runs as plain Python with
+the same results.
 
 Besides :data:`MODULES`, the build generates one module, ``omniseg_avro_readers``, with a typed reader
 for the current version of every topic schema (``row_decoder.generate_module``), and compiles it too;

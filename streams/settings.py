@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=4, ge=1)
     kafka_replication: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
-    # How long the pipeline's producers gather records into one batch. Fewer, larger produce requests
-    # cost the broker far less CPU (BENCHMARKS.md); each hop's latency grows by at most this much.
+    # How long the pipeline's producers gather records into one batch: fewer, larger produce requests
+    # (docs/decisions/0006-producer-pacing.md). Each hop's latency grows by at most this much.
     kafka_linger_ms: int = Field(default=50, ge=0, le=1000)
     topic_prefix: str = ""
 
@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     segments_batch_size: int = Field(default=5_000, ge=1)
     # Profiles touched since the last flush go to segments.state, then offsets are committed. A
     # profile touched several times in one interval is written once, so a longer interval costs less
-    # under load (BENCHMARKS.md). A crash replays at most this much input (skipped by profiles whose
-    # state has it; changes repeat with the same ids).
+    # (docs/decisions/0008-segment-state-at-checkpoints.md). A crash replays at most this much input
+    # (skipped by profiles whose state has it; changes repeat with the same ids).
     segments_state_flush_s: float = Field(default=5.0, gt=0)
     # Window expiry timers are checked this often (invariant 5: within 1 s).
     segments_timer_interval_s: float = Field(default=0.2, gt=0, le=1.0)

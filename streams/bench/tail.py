@@ -2,9 +2,8 @@
 
 ``omniseg bench identity`` (``events.resolved``) and ``omniseg bench pipeline`` (``segments.changes``)
 both time records from their send to the moment a plain consumer reads them downstream. The reader
-starts at the current end, found by *reading* to it (Tansu answers ListOffsets with too low an offset
-after batched produces; see ``read_to_end``), and passes every later record, with the wall-clock time it
-was read, to the bench's handler.
+starts at the current end, found by *reading* to it (docs/decisions/0009-end-of-partition-from-the-fetch.md),
+and passes every later record, with the wall-clock time it was read, to the bench's handler.
 """
 
 from __future__ import annotations

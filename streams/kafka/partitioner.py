@@ -1,4 +1,8 @@
-"""The partition a key goes to: Kafka's Java default partitioner (murmur2), as librdkafka and Faust use."""
+"""The partition a key goes to: Kafka's Java default partitioner (murmur2), as librdkafka and Faust use.
+
+Every producer uses it, so the person-keyed topics stay co-partitioned
+(docs/decisions/0010-co-partitioned-by-person.md).
+"""
 
 from __future__ import annotations
 

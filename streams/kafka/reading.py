@@ -55,10 +55,10 @@ def read_to_end(
     """Feed every record of ``partitions`` (from their given offsets) to ``on_message`` until each
     partition reached its end (the last stable offset under read_committed); returns the count.
 
-    ``consumer`` must have ``enable.partition.eof`` on. The end is the one the fetch reports: Tansu
-    answers ListOffsets (``get_watermark_offsets``) with too low an offset after batched produces,
-    so watermarks are never used. Raises ``TimeoutError`` naming
-    the partitions that did not reach their end.
+    ``consumer`` must have ``enable.partition.eof`` on. The end is the one the fetch reports, never a
+    watermark: Tansu's ListOffsets can answer too low
+    (docs/decisions/0009-end-of-partition-from-the-fetch.md). Raises ``TimeoutError`` naming the
+    partitions that did not reach their end.
     """
     wanted = list(partitions)
     pending = {(tp.topic, tp.partition) for tp in wanted}

@@ -20,8 +20,7 @@ class Sender:
 
     A stage's producer (:func:`paced_producer_config`) lingers ``kafka_linger_ms``, librdkafka's own
     per-partition linger: under a backlog that alone paces its sends, one ProduceRequest per partition
-    per interval (librdkafka never puts two partitions in one request: confluentinc/librdkafka#1700;
-    counted with its statistics, 5 flushes to 4 partitions were 20 requests).
+    per interval (librdkafka never puts two partitions in one request: confluentinc/librdkafka#1700).
 
     A stage that reads another stage's output gets its input in bursts, one per upstream send. Holding
     its own output for a whole interval after each burst would add a second linger on every hop, so
@@ -31,9 +30,8 @@ class Sender:
     a drained turn holds back goes when the gap is over (the stage waits for input at most that long,
     :meth:`drained_wait_s`, and a turn that found nothing has drained too).
 
-    A stage under a backlog never drains, so it never flushes: a flush blocks for its 1 ms timeout
-    plus the delivery callbacks it runs, and sending every interval by flushing would cost a busy
-    stage a noticeable share of its time. A record waits at most the interval plus one loop turn.
+    A stage under a backlog never drains, so it never flushes (a flush blocks the loop:
+    docs/decisions/0006-producer-pacing.md). A record waits at most the interval plus one loop turn.
 
     :meth:`tick` sends on a schedule instead: for a producer with a long linger (``PACED_LINGER_MS``)
     that must send every interval whatever happens, like the bench's load generators.

@@ -138,7 +138,7 @@ class StageSpec:
     retry_failed_sends: bool = True
     # Each turn's outputs are one Kafka transaction, followed by a synchronous offset commit.
     transactional: bool = False
-    # Young-generation GC threshold for the stage's process (see docs/decisions).
+    # Young-generation GC threshold for the stage's process (docs/decisions/0005-gc-and-long-lived-state.md).
     gc_young_threshold: int = 10_000
 
 

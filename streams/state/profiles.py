@@ -1,10 +1,10 @@
 """Keyed state: the segment stage's per-person profiles, their changelog topic and their restore.
 
 A worker owns the persons of the partitions it is assigned (the person-keyed topics are
-co-partitioned: same partition count, range assignor). Their profiles live in memory and are written,
-whole, to the compacted ``segments.state`` (same partition number as the person's); a partition that
-is assigned is restored from it before any of its records are processed. A merged person's record
-says where it went instead of holding a profile.
+co-partitioned: same partition count, range assignor; docs/decisions/0010-co-partitioned-by-person.md).
+Their profiles live in memory and are written, whole, to the compacted ``segments.state`` (same
+partition number as the person's); a partition that is assigned is restored from it before any of its
+records are processed. A merged person's record says where it went instead of holding a profile.
 """
 
 from __future__ import annotations
@@ -115,10 +115,10 @@ class ProfileStore:
                 log.error("segments: unreadable state record %s/%s: %s", msg.partition(), msg.offset(), exc)
 
         start = [TopicPartition(self.changelog_topic, n, OFFSET_BEGINNING) for n in numbers]
-        # The collector stays off while states are read: a replaced profile is freed by its reference
-        # count (profiles hold no cycles), and automatic passes over the growing set of restored
-        # profiles would cost a good part of the restore. What other threads leave in cycles
-        # meanwhile is collected just after.
+        # The collector stays off while states are read: its passes over the growing set of restored
+        # profiles would cost a good part of the restore (docs/decisions/0005-gc-and-long-lived-state.md).
+        # Profiles hold no cycles, so a replaced one is freed by its reference count; what other threads
+        # leave in cycles meanwhile is collected just after.
         enabled = gc.isenabled()
         gc.disable()
         try:

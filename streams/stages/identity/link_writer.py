@@ -6,11 +6,10 @@ partition works, so links are decided one at a time in the order of that log. Pe
 the ResolvedEvent (``events.resolved``), merges and rejections (``identity.changes``), the new owner of
 every changed identifier (``identity.assignments``) and every changed person (``identity.persons``).
 
-Exactly once, without trusting transaction isolation
-----------------------------------------------------
-Tansu accepts transactions and fences an old producer, but serves records of aborted and open
-transactions to read_committed readers (docs/identity.md). So the writer does not rely on
-isolation. Every record it owns on changes/assignments/persons carries a header
+Exactly once, without trusting transaction isolation (docs/decisions/0011-link-writer-positions.md)
+----------------------------------------------------------------------------------------------------
+Tansu serves records of aborted and open transactions to read_committed readers, so the writer does
+not rely on isolation. Every record it owns on changes/assignments/persons carries a header
 ``(links offset, index)``; a link's records are a pure function of the state before it and the event.
 On (re)assignment the writer:
 
@@ -191,7 +190,8 @@ class LinkStep(Step):
         self, reader: Consumer, committed: int, published: dict[tuple[str, int], tuple[int, int]]
     ) -> LinkState:
         """Read every owned topic to its end: the state as of ``committed``, and in ``published`` the
-        newest position per partition. (All of it: Tansu's ListOffsets cannot locate a tail.)"""
+        newest position per partition. (All of it: Tansu's ListOffsets cannot locate a tail; see
+        docs/decisions/0009-end-of-partition-from-the-fetch.md.)"""
         assignments: dict[str, tuple[str, int]] = {}
         persons: dict[str, PersonRecord] = {}
         ident_i = ASSIGNMENT_READER.index("identifier")

@@ -1,5 +1,5 @@
 """The link writer's output positions: a header on every record it owns, so a restarted writer republishes
-exactly what a crash left unpublished (see :mod:`streams.stages.identity.link_writer`)."""
+exactly what a crash left unpublished (docs/decisions/0011-link-writer-positions.md)."""
 
 from __future__ import annotations
 

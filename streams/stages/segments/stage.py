@@ -3,7 +3,8 @@
 A :class:`SegmentStep` run by the stage runtime (:mod:`streams.kafka.runtime`). Its consumer group
 ``segments_group`` reads three co-partitioned topics (``events.resolved``, ``identity.changes``,
 ``segments.forward``, all keyed by person with the same partition count; the range assignor gives one
-worker the same partition number of each), so a worker owns its persons' profiles outright.
+worker the same partition number of each), so a worker owns its persons' profiles outright
+(docs/decisions/0010-co-partitioned-by-person.md).
 
 State and recovery (docs/decisions/0008-segment-state-at-checkpoints.md)
 ------------------------------------------------------------------------
