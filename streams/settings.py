@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     sources: dict[str, Source] = Field(default_factory=dict)
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
+    # Write keys are public in browser SDKs, so what one request or one key can cost is bounded.
+    # Objects and arrays nested in one call, checked before anything recurses into it; at most 200,
+    # which keeps every later step (orjson writes 254 levels, Python recurses ~1000 frames) in range.
+    max_event_depth: int = Field(default=64, ge=1, le=200)
     produce_timeout_s: float = 10.0
 
     # History sink (and the identity and segment sinks: the ClickHouse writers of `omniseg worker`)

@@ -108,7 +108,10 @@ def _docs(body_model: str, summary: str, description: str) -> dict[str, Any]:
         },
         "responses": {
             200: {"model": CollectorAccepted, "description": "Every record acknowledged by the broker."},
-            400: {"model": ErrorBody, "description": "Malformed JSON or an invalid call (names the field)."},
+            400: {
+                "model": ErrorBody,
+                "description": "Malformed JSON, an invalid call (names the field), or nested too deep.",
+            },
             401: {"model": ErrorBody, "description": "Missing or unknown write key."},
             413: {"model": ErrorBody, "description": "Over the per-event or per-batch size limit."},
             503: {"model": ErrorBody, "description": "The broker did not acknowledge in time; retry."},
@@ -169,7 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
                 if source is not None:
                     check_origin(source, origin)
                 body = await read_body(request, settings.max_event_bytes, "event")
-                data = parse_json(body)
+                data = parse_json(body, settings.max_event_depth)
                 if source is None:
                     source = intake.authenticate(None, data)
                     check_origin(source, origin)
@@ -196,7 +199,7 @@ def create_app(settings: Settings) -> FastAPI:
             if source is not None:
                 check_origin(source, origin)
             body = await read_body(request, settings.max_batch_bytes, "batch")
-            data = parse_json(body)
+            data = parse_json(body, settings.max_event_depth)
             if source is None:
                 source = intake.authenticate(None, data)
                 check_origin(source, origin)
@@ -223,7 +226,8 @@ def create_app(settings: Settings) -> FastAPI:
             **_docs(
                 "SegmentCall",
                 f"Send one {call_type} call",
-                f"One Segment `{call_type}` call, at most {settings.max_event_bytes} bytes.",
+                f"One Segment `{call_type}` call, at most {settings.max_event_bytes} bytes and "
+                f"{settings.max_event_depth} levels deep.",
             ),
         )
     for path in ("/v1/batch", "/v1/import"):
@@ -237,8 +241,9 @@ def create_app(settings: Settings) -> FastAPI:
                 "BatchRequest",
                 "Send a batch of calls",
                 f"Up to {settings.max_batch_bytes} bytes of calls, each at most {settings.max_event_bytes} "
-                "bytes. Invalid calls go to events.invalid with their reason and are listed in `errors`; "
-                "the valid ones are stored. `/v1/import` is the same endpoint (Segment's alias).",
+                f"bytes and {settings.max_event_depth} levels deep. Invalid calls go to events.invalid with "
+                "their reason and are listed in `errors`; the valid ones are stored. `/v1/import` is the "
+                "same endpoint (Segment's alias).",
             ),
         )
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
+from streams.api.json_tree import json_bytes, nesting_depth
 from streams.api.producer import OutRecord
 from streams.domain.events import EVENT_TYPES, Event, loads_json
 from streams.settings import Settings, Source
@@ -23,6 +22,8 @@ from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC, SerializationError
 
 _MAX_REASONS = 5
 _EXPECTED_TYPES = ", ".join(EVENT_TYPES)
+# orjson refuses text nested deeper than this.
+PARSER_MAX_DEPTH = 1024
 
 
 class CollectorError(Exception):
@@ -93,13 +94,27 @@ def describe_validation_error(exc: ValidationError) -> tuple[str | None, str]:
     return first_field, "; ".join(parts)
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+def parse_json(body: bytes, max_depth: int | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it.
+
+    ``max_depth`` (the calls' nesting limit) only completes the message for a body too deep to parse.
+    """
     if not body:
         raise CollectorError(400, "invalid_json", "the request body is empty; send a JSON object")
+    limit = f", over the limit of {max_depth} levels" if max_depth is not None else ""
     try:
         data = loads_json(body)
+    except RecursionError:
+        # Text with a 19+ digit number is parsed again by the standard library to keep it exact, and
+        # that parser recurses once per level: nested close to 1000 levels deep, it cannot.
+        raise CollectorError(
+            400, "too_deep", f"the request body is nested too deep to read its long numbers exactly{limit}"
+        ) from None
     except ValueError as exc:
+        if "depth limit" in str(exc):
+            raise CollectorError(
+                400, "too_deep", f"the request body is nested more than {PARSER_MAX_DEPTH} levels deep{limit}"
+            ) from None
         raise CollectorError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CollectorError(
@@ -162,14 +177,19 @@ class Intake:
         """The record for one call sent to ``/v1/<call_type>``; 400 naming the field when invalid (the
         call then goes to ``events.invalid``, carried by the error)."""
         field: str | None
-        try:
-            return self._event_record(payload, call_type, source, received_at)
-        except ValidationError as exc:
-            field, reason = describe_validation_error(exc)
-        except SerializationError as exc:
-            field, reason = None, str(exc)
+        code = "invalid_request"
+        depth = nesting_depth(payload)
+        if depth > self.settings.max_event_depth:
+            code, field, reason = "too_deep", None, self._too_deep(depth)
+        else:
+            try:
+                return self._event_record(payload, call_type, source, received_at)
+            except ValidationError as exc:
+                field, reason = describe_validation_error(exc)
+            except SerializationError as exc:
+                field, reason = None, str(exc)
         kept = self._invalid_record(payload, Rejection(0, field, reason), source, received_at)
-        raise CollectorError(400, "invalid_request", reason, field, kept=kept)
+        raise CollectorError(400, code, reason, field, kept=kept)
 
     def batch(
         self, body: dict[str, Any], source: Source, received_at: datetime, body_bytes: int
@@ -185,41 +205,70 @@ class Intake:
             )
         shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
         shared_sent_at = body.get("sentAt")
-        max_event = self.settings.max_event_bytes
+        # The shared fields become part of every call; one too deep would make every call too deep.
+        for name, shared in (("context", shared_context), ("sentAt", shared_sent_at)):
+            depth = 1 + nesting_depth(shared)
+            if depth > self.settings.max_event_depth:
+                raise CollectorError(400, "too_deep", f"{name}: {self._too_deep(depth)}", name)
         # Only a body larger than one event's limit can hold an oversized item.
-        check_sizes = body_bytes > max_event
+        check_sizes = body_bytes > self.settings.max_event_bytes
         records: list[OutRecord] = []
         rejections: list[Rejection] = []
         for index, item in enumerate(items):
-            field: str | None
-            if not isinstance(item, dict):
-                field, reason = None, f"batch[{index}]: expected a JSON object, got {type(item).__name__}"
-            else:
-                size = len(_json_bytes(item)) if check_sizes else 0
-                if size > max_event:
-                    field, reason = None, f"the event is {size} bytes, over the limit of {max_event} bytes"
-                else:
-                    call = _with_batch_defaults(item, shared_context, shared_sent_at)
-                    call_type = call.get("type")
-                    if call_type not in EVENT_TYPES:
-                        field = "type"
-                        reason = (
-                            f"type: missing call type; expected one of {_EXPECTED_TYPES}"
-                            if call_type is None
-                            else f"type: unknown call type {call_type!r}; expected one of {_EXPECTED_TYPES}"
-                        )
-                    else:
-                        try:
-                            records.append(self._event_record(call, None, source, received_at))
-                            continue
-                        except ValidationError as exc:
-                            field, reason = describe_validation_error(exc)
-                        except SerializationError as exc:
-                            field, reason = None, str(exc)
-            rejection = Rejection(index=index, field=field, reason=reason)
-            rejections.append(rejection)
-            records.append(self._invalid_record(item, rejection, source, received_at))
+            outcome = self._batch_call(
+                index, item, shared_context, shared_sent_at, check_sizes, source, received_at
+            )
+            if isinstance(outcome, Rejection):
+                rejections.append(outcome)
+                outcome = self._invalid_record(item, outcome, source, received_at)
+            records.append(outcome)
         return BatchOutcome(records=records, accepted=len(items) - len(rejections), rejections=rejections)
+
+    def _batch_call(
+        self,
+        index: int,
+        item: Any,
+        shared_context: dict[str, Any] | None,
+        shared_sent_at: Any,
+        check_sizes: bool,
+        source: Source,
+        received_at: datetime,
+    ) -> OutRecord | Rejection:
+        """The channel record of one batch item, or why it is refused."""
+        if not isinstance(item, dict):
+            return Rejection(
+                index, None, f"batch[{index}]: expected a JSON object, got {type(item).__name__}"
+            )
+        # Before anything that recurses into the call (the size check's serializer, validation, Avro).
+        depth = nesting_depth(item)
+        if depth > self.settings.max_event_depth:
+            return Rejection(index, None, self._too_deep(depth))
+        max_event = self.settings.max_event_bytes
+        size = len(json_bytes(item)) if check_sizes else 0
+        if size > max_event:
+            return Rejection(index, None, f"the event is {size} bytes, over the limit of {max_event} bytes")
+        call = _with_batch_defaults(item, shared_context, shared_sent_at)
+        call_type = call.get("type")
+        if call_type not in EVENT_TYPES:
+            if call_type is None:
+                return Rejection(index, "type", f"type: missing call type; expected one of {_EXPECTED_TYPES}")
+            return Rejection(
+                index,
+                "type",
+                f"type: unknown call type {call_type!r}; expected one of {_EXPECTED_TYPES}",
+            )
+        field: str | None
+        try:
+            return self._event_record(call, None, source, received_at)
+        except ValidationError as exc:
+            field, reason = describe_validation_error(exc)
+        except SerializationError as exc:
+            field, reason = None, str(exc)
+        return Rejection(index, field, reason)
+
+    def _too_deep(self, depth: int) -> str:
+        limit = self.settings.max_event_depth
+        return f"the event is nested {depth} levels deep, over the limit of {limit} levels"
 
     def _event_record(
         self, payload: dict[str, Any], call_type: str | None, source: Source, received_at: datetime
@@ -254,7 +303,7 @@ class Intake:
                 "field": rejection.field,
                 "source": source.name,
                 "position": str(rejection.index),
-                "original": _json_bytes(item),
+                "original": json_bytes(item),
                 "receivedAt": received_at,
             }
         )
@@ -285,11 +334,3 @@ def _category_into_properties(payload: dict[str, Any], category: Any) -> dict[st
     if isinstance(properties, dict) and "category" not in properties:
         return {**payload, "properties": {**properties, "category": category}}
     return payload
-
-
-def _json_bytes(item: Any) -> bytes:
-    try:
-        return orjson.dumps(item)
-    except TypeError:
-        # orjson refuses integers beyond 64 bits; the standard library keeps them exact.
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()

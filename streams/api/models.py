@@ -85,7 +85,8 @@ class SegmentCall(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    """Up to ``max_batch_bytes`` (500 KB) of calls; each call at most ``max_event_bytes`` (32 KB)."""
+    """Up to ``max_batch_bytes`` (500 KB) of calls; each call at most ``max_event_bytes`` (32 KB) and
+    ``max_event_depth`` (64) levels of nesting."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -116,8 +117,8 @@ class CollectorAccepted(BaseModel):
 class ErrorBody(BaseModel):
     success: Literal[False] = False
     code: str = Field(
-        description="invalid_json | invalid_request | unauthorized | payload_too_large | "
-        "unsupported_encoding | unavailable"
+        description="invalid_json | invalid_request | too_deep | unauthorized | origin_not_allowed | "
+        "payload_too_large | unsupported_encoding | unavailable"
     )
     message: str
     field: str | None = None

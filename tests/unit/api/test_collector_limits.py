@@ -1,0 +1,185 @@
+"""Bounded abuse at intake: nesting depth.
+
+The producer is a recorder set on the app (no lifespan runs), so these tests see every record the
+collector would produce, and nothing reaches a broker.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from streams.api.collector import create_app
+from streams.api.producer import OutRecord
+from streams.settings import Settings, Source
+from streams.wire.codecs import INVALID_CODEC
+
+WEB_KEY = "wk_limits_web_001"
+APP_KEY = "wk_limits_app_001"
+SOURCES = {WEB_KEY: Source(name="shop-web", channel="web"), APP_KEY: Source(name="shop-app", channel="app")}
+TRACK = {"type": "track", "userId": "u1", "event": "Viewed"}
+
+
+class RecordingProducer:
+    """Stands in for the Kafka producer: every record is acknowledged at once and kept here."""
+
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        self.records.extend(records)
+
+    def on(self, topic: str) -> list[OutRecord]:
+        return [record for record in self.records if record.topic == topic]
+
+    def invalid(self) -> list[dict[str, Any]]:
+        return [INVALID_CODEC.decode(record.value) for record in self.on("events.invalid")]
+
+
+Collector = tuple[TestClient, RecordingProducer]
+
+
+@pytest.fixture
+def collector_factory() -> Callable[..., Collector]:
+    def make(**overrides: Any) -> Collector:
+        settings = Settings(kafka_bootstrap="127.0.0.1:1", sources=SOURCES, **overrides)
+        app = create_app(settings)
+        producer = RecordingProducer()
+        app.state.producer = producer
+        return TestClient(app), producer
+
+    return make
+
+
+@pytest.fixture
+def collector(collector_factory: Callable[..., Collector]) -> Collector:
+    return collector_factory()
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def post(client: TestClient, path: str, body: Any, key: str | None = WEB_KEY, **headers: str) -> Any:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return client.post(path, content=content, headers={**(basic(key) if key else {}), **headers})
+
+
+def nested(levels: int) -> bytes:
+    """JSON text of ``levels`` objects nested in each other (orjson cannot write more than 254)."""
+    return b'{"a":' * (levels - 1) + b'{"a":1}' + b"}" * (levels - 1) if levels else b"1"
+
+
+def call_nested(levels: int, message_id: str = "deep") -> bytes:
+    """A track call nested ``levels`` deep in all (the call itself is the first level)."""
+    head = b'{"type":"track","userId":"u1","event":"Deep","messageId":"' + message_id.encode() + b'"'
+    return head + (b',"properties":' + nested(levels - 1) if levels > 1 else b"") + b"}"
+
+
+DEPTHS = [1, 63, 64, 65, 500, 979, 980, 1000, 1023, 1024, 1025, 1100]
+
+
+# -- nesting depth ------------------------------------------------------------------------------------
+
+
+def test_the_test_calls_nest_as_deep_as_they_say() -> None:
+    from streams.api.json_tree import nesting_depth
+
+    for levels in (1, 2, 64, 65, 1000, 1024):
+        assert nesting_depth(orjson.loads(call_nested(levels))) == levels
+
+
+@pytest.mark.parametrize("levels", DEPTHS)
+def test_a_single_call_at_any_depth_is_stored_or_refused_with_400(collector: Collector, levels: int) -> None:
+    client, producer = collector
+    response = post(client, "/v1/track", call_nested(levels))
+    if levels <= 64:
+        assert response.status_code == 200, response.text
+        assert len(producer.on("events.web")) == 1
+        return
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "too_deep"
+    assert "over the limit of 64 levels" in body["message"]
+    assert producer.on("events.web") == []
+    if levels > 1024:
+        return  # orjson cannot parse it: refused before it is a call
+    [kept] = producer.invalid()
+    assert kept["stage"] == "collector" and kept["source"] == "shop-web"
+    assert "nested" in kept["reason"] and "64 levels" in kept["reason"]
+
+
+@pytest.mark.parametrize("levels", DEPTHS)
+def test_a_batch_item_at_any_depth_is_stored_or_rejected_alone(collector: Collector, levels: int) -> None:
+    client, producer = collector
+    good = [orjson.dumps({**TRACK, "messageId": f"ok-{n}"}) for n in range(2)]
+    body = b'{"batch":[' + b",".join([good[0], call_nested(levels), good[1]]) + b"]}"
+    response = post(client, "/v1/batch", body)
+    if levels + 2 > 1024:
+        # The batch around the item is deeper than JSON parsers read: refused whole, and kept.
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "too_deep"
+        return
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    if levels <= 64:
+        assert (answer["accepted"], answer["rejected"]) == (3, 0)
+        return
+    assert (answer["accepted"], answer["rejected"]) == (2, 1)
+    [error] = answer["errors"]
+    assert error["index"] == 1
+    assert error["reason"] == f"the event is nested {levels} levels deep, over the limit of 64 levels"
+    assert len(producer.on("events.web")) == 2
+    [kept] = producer.invalid()
+    assert kept["position"] == "1"
+    assert kept["original"] == call_nested(levels)
+
+
+def test_depth_is_checked_with_the_configured_limit(collector_factory: Callable[..., Collector]) -> None:
+    client, _ = collector_factory(max_event_depth=3)
+    assert post(client, "/v1/track", call_nested(3)).status_code == 200
+    refused = post(client, "/v1/track", call_nested(4))
+    assert refused.status_code == 400
+    assert refused.json()["message"] == "the event is nested 4 levels deep, over the limit of 3 levels"
+
+
+def test_calls_at_the_highest_allowed_depth_with_huge_integers_are_stored(
+    collector_factory: Callable[..., Collector],
+) -> None:
+    # 200 levels and a number beyond 64 bits: the exact parser and writers recurse, and must not fail.
+    client, producer = collector_factory(max_event_depth=200)
+    body = call_nested(200).replace(b'{"a":1}', b'{"a":123456789012345678901234567890}')
+    assert post(client, "/v1/track", body).status_code == 200
+    batch = b'{"batch":[' + body + b"]}"
+    assert post(client, "/v1/batch", batch).json()["accepted"] == 1
+    assert len(producer.on("events.web")) == 2
+
+
+def test_a_deep_batch_with_long_numbers_is_refused_whole_never_500(collector: Collector) -> None:
+    client, _ = collector
+    big = orjson.dumps({**TRACK, "messageId": "big"}).replace(b'"u1"', b"123456789012345678901234")
+    body = b'{"batch":[' + big + b"," + call_nested(1020) + b"]}"
+    response = post(client, "/v1/batch", body)
+    assert response.status_code == 400
+    assert response.json()["code"] == "too_deep"
+
+
+def test_a_batch_context_too_deep_for_every_call_is_refused_whole(collector: Collector) -> None:
+    client, _ = collector
+    body = b'{"context":' + nested(64) + b',"batch":[' + orjson.dumps(TRACK) + b"]}"
+    response = post(client, "/v1/batch", body)
+    assert response.status_code == 400
+    assert (response.json()["code"], response.json()["field"]) == ("too_deep", "context")
+    shallow = b'{"context":' + nested(63) + b',"batch":[' + orjson.dumps(TRACK) + b"]}"
+    assert post(client, "/v1/batch", shallow).status_code == 200
+
+
+def test_the_depth_limit_stays_where_later_steps_cannot_recurse_too_far() -> None:
+    with pytest.raises(ValidationError):
+        Settings(max_event_depth=201)
