@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     # Objects and arrays nested in one call, checked before anything recurses into it; at most 200,
     # which keeps every later step (orjson writes 254 levels, Python recurses ~1000 frames) in range.
     max_event_depth: int = Field(default=64, ge=1, le=200)
+    max_batch_items: int = Field(default=2_500, ge=1)
     produce_timeout_s: float = 10.0
 
     # History sink (and the identity and segment sinks: the ClickHouse writers of `omniseg worker`)

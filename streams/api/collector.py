@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 _RETRY_AFTER_S = "1"
-_ACCEPTED_ONE = orjson.dumps({"success": True, "accepted": 1, "rejected": 0, "errors": []})
+_ACCEPTED_ONE = orjson.dumps(
+    {"success": True, "accepted": 1, "rejected": 0, "errors": [], "errors_omitted": 0}
+)
 # analytics.js's short paths: the call type's first letter (plugins/segmentio), and /b for a batch.
 SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "s": "screen", "a": "alias", "g": "group"}
 BATCH_SHORT_PATH = "b"
@@ -110,7 +112,8 @@ def _docs(body_model: str, summary: str, description: str) -> dict[str, Any]:
             200: {"model": CollectorAccepted, "description": "Every record acknowledged by the broker."},
             400: {
                 "model": ErrorBody,
-                "description": "Malformed JSON, an invalid call (names the field), or nested too deep.",
+                "description": "Malformed JSON, an invalid call (names the field), nested too deep, "
+                "or too many calls in a batch.",
             },
             401: {"model": ErrorBody, "description": "Missing or unknown write key."},
             413: {"model": ErrorBody, "description": "Over the per-event or per-batch size limit."},
@@ -207,15 +210,7 @@ def create_app(settings: Settings) -> FastAPI:
             await send(request, outcome.records)
         except CollectorError as exc:
             return _error(exc)
-        return _json(
-            200,
-            {
-                "success": True,
-                "accepted": outcome.accepted,
-                "rejected": len(outcome.rejections),
-                "errors": [rejection.as_dict() for rejection in outcome.rejections],
-            },
-        )
+        return _json(200, outcome.answer())
 
     for call_type in EVENT_TYPES:
         app.add_api_route(
@@ -240,10 +235,10 @@ def create_app(settings: Settings) -> FastAPI:
             **_docs(
                 "BatchRequest",
                 "Send a batch of calls",
-                f"Up to {settings.max_batch_bytes} bytes of calls, each at most {settings.max_event_bytes} "
-                f"bytes and {settings.max_event_depth} levels deep. Invalid calls go to events.invalid with "
-                "their reason and are listed in `errors`; the valid ones are stored. `/v1/import` is the "
-                "same endpoint (Segment's alias).",
+                f"Up to {settings.max_batch_bytes} bytes and {settings.max_batch_items} calls, each at most "
+                f"{settings.max_event_bytes} bytes and {settings.max_event_depth} levels deep. Invalid calls "
+                "go to events.invalid with their reason and the first 100 are listed in `errors`; the "
+                "valid ones are stored. `/v1/import` is the same endpoint (Segment's alias).",
             ),
         )
 

@@ -24,6 +24,12 @@ _MAX_REASONS = 5
 _EXPECTED_TYPES = ", ".join(EVENT_TYPES)
 # orjson refuses text nested deeper than this.
 PARSER_MAX_DEPTH = 1024
+# A batch answer lists at most this many rejections, each reason cut to this length: the answer stays
+# small whatever the batch holds, and never carries the items themselves.
+MAX_LISTED_ERRORS = 100
+_MAX_LISTED_REASON = 200
+# An unknown call type is quoted in the reason only when it is a short string.
+_MAX_QUOTED_TYPE = 40
 
 
 class CollectorError(Exception):
@@ -63,15 +69,26 @@ class Rejection:
     field: str | None
     reason: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "field": self.field, "reason": self.reason}
-
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     records: list[OutRecord]
     accepted: int
     rejections: list[Rejection]
+
+    def answer(self) -> dict[str, Any]:
+        """The 200 body: the counts and the first rejections (index, field, reason; never the item)."""
+        listed = self.rejections[:MAX_LISTED_ERRORS]
+        return {
+            "success": True,
+            "accepted": self.accepted,
+            "rejected": len(self.rejections),
+            "errors": [
+                {"index": r.index, "field": r.field, "reason": _cut(r.reason, _MAX_LISTED_REASON)}
+                for r in listed
+            ],
+            "errors_omitted": len(self.rejections) - len(listed),
+        }
 
 
 def describe_validation_error(exc: ValidationError) -> tuple[str | None, str]:
@@ -191,10 +208,8 @@ class Intake:
         kept = self._invalid_record(payload, Rejection(0, field, reason), source, received_at)
         raise CollectorError(400, code, reason, field, kept=kept)
 
-    def batch(
-        self, body: dict[str, Any], source: Source, received_at: datetime, body_bytes: int
-    ) -> BatchOutcome:
-        """Records for every item of a batch: valid items to the channel topic, the rest to events.invalid."""
+    def batch_items(self, body: dict[str, Any]) -> list[Any]:
+        """The calls under ``batch``; 400 when it is not an array or holds more than ``max_batch_items``."""
         items = body.get("batch")
         if not isinstance(items, list):
             raise CollectorError(
@@ -203,6 +218,21 @@ class Intake:
                 "batch: expected a JSON array of Segment calls under 'batch'",
                 "batch",
             )
+        limit = self.settings.max_batch_items
+        if len(items) > limit:
+            raise CollectorError(
+                400,
+                "too_many_items",
+                f"batch: {len(items)} calls, over the limit of {limit} calls per batch; send several batches",
+                "batch",
+            )
+        return items
+
+    def batch(
+        self, body: dict[str, Any], source: Source, received_at: datetime, body_bytes: int
+    ) -> BatchOutcome:
+        """Records for every item of a batch: valid items to the channel topic, the rest to events.invalid."""
+        items = self.batch_items(body)
         shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
         shared_sent_at = body.get("sentAt")
         # The shared fields become part of every call; one too deep would make every call too deep.
@@ -255,7 +285,7 @@ class Intake:
             return Rejection(
                 index,
                 "type",
-                f"type: unknown call type {call_type!r}; expected one of {_EXPECTED_TYPES}",
+                f"type: unknown call type {_quoted(call_type)}; expected one of {_EXPECTED_TYPES}",
             )
         field: str | None
         try:
@@ -334,3 +364,13 @@ def _category_into_properties(payload: dict[str, Any], category: Any) -> dict[st
     if isinstance(properties, dict) and "category" not in properties:
         return {**payload, "properties": {**properties, "category": category}}
     return payload
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= _MAX_QUOTED_TYPE else f"(a {len(value)}-character string)"
+    return f"(a JSON {type(value).__name__})"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -85,8 +85,8 @@ class SegmentCall(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    """Up to ``max_batch_bytes`` (500 KB) of calls; each call at most ``max_event_bytes`` (32 KB) and
-    ``max_event_depth`` (64) levels of nesting."""
+    """Up to ``max_batch_bytes`` (500 KB) and ``max_batch_items`` (2,500) calls; each call at most
+    ``max_event_bytes`` (32 KB) and ``max_event_depth`` (64) levels of nesting."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -111,14 +111,17 @@ class CollectorAccepted(BaseModel):
     success: Literal[True] = True
     accepted: int
     rejected: int = 0
-    errors: list[RejectedCall] = Field(default_factory=list)
+    errors: list[RejectedCall] = Field(
+        default_factory=list, description="The first 100 rejected calls (never their contents)."
+    )
+    errors_omitted: int = Field(default=0, description="Rejected calls beyond those listed in `errors`.")
 
 
 class ErrorBody(BaseModel):
     success: Literal[False] = False
     code: str = Field(
-        description="invalid_json | invalid_request | too_deep | unauthorized | origin_not_allowed | "
-        "payload_too_large | unsupported_encoding | unavailable"
+        description="invalid_json | invalid_request | too_deep | too_many_items | unauthorized | "
+        "origin_not_allowed | payload_too_large | unsupported_encoding | unavailable"
     )
     message: str
     field: str | None = None

@@ -1,4 +1,4 @@
-"""Bounded abuse at intake: nesting depth.
+"""Bounded abuse at intake: nesting depth, calls per batch and the batch answer's size.
 
 The producer is a recorder set on the app (no lifespan runs), so these tests see every record the
 collector would produce, and nothing reaches a broker.
@@ -183,3 +183,54 @@ def test_a_batch_context_too_deep_for_every_call_is_refused_whole(collector: Col
 def test_the_depth_limit_stays_where_later_steps_cannot_recurse_too_far() -> None:
     with pytest.raises(ValidationError):
         Settings(max_event_depth=201)
+
+
+# -- calls per batch, and the batch answer ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [2_501, 100_000])
+def test_a_batch_over_the_item_limit_is_refused_whole(collector: Collector, count: int) -> None:
+    client, producer = collector
+    body = orjson.dumps({"batch": [0] * count})
+    response = post(client, "/v1/batch", body)
+    assert response.status_code == 400
+    answer = response.json()
+    assert (answer["code"], answer["field"]) == ("too_many_items", "batch")
+    assert answer["message"] == (
+        f"batch: {count} calls, over the limit of 2500 calls per batch; send several batches"
+    )
+    assert producer.records == []
+
+
+def test_the_batch_answer_lists_at_most_100_errors_and_counts_the_rest(collector: Collector) -> None:
+    client, producer = collector
+    response = post(client, "/v1/batch", {"batch": [0] * 2_500})
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"], answer["errors_omitted"]) == (0, 2_500, 2_400)
+    assert [error["index"] for error in answer["errors"]] == list(range(100))
+    assert len(response.content) < 12_000
+    # Every rejected item is still kept.
+    assert len(producer.invalid()) == 2_500
+
+
+def test_the_batch_answer_never_echoes_what_the_items_hold(collector: Collector) -> None:
+    client, _ = collector
+    marker = "MARKER-" + "x" * 5_000
+    items = [
+        {**TRACK, "userId": marker, "properties": "not an object"},
+        {**TRACK, "type": marker},
+        {**TRACK, "type": {"nested": marker}},
+        {**TRACK, "timestamp": marker},
+    ]
+    response = post(client, "/v1/batch", {"batch": items})
+    assert response.status_code == 200
+    assert response.json()["rejected"] == 4
+    assert "MARKER" not in response.text
+    assert all(len(error["reason"]) <= 200 for error in response.json()["errors"])
+
+
+def test_the_batch_item_limit_is_configurable(collector_factory: Callable[..., Collector]) -> None:
+    client, _ = collector_factory(max_batch_items=2)
+    assert post(client, "/v1/batch", {"batch": [TRACK, TRACK]}).status_code == 200
+    assert post(client, "/v1/batch", {"batch": [TRACK, TRACK, TRACK]}).json()["code"] == "too_many_items"
