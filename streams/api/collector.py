@@ -171,15 +171,15 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 header_key = write_key_from_header(request.headers.get("authorization"))
                 origin = request.headers.get("origin")
-                source = intake.authenticate(header_key, None) if header_key else None
-                if source is not None:
-                    check_origin(source, origin)
+                sender = intake.authenticate(header_key, None) if header_key else None
+                if sender is not None:
+                    check_origin(sender.source, origin)
                 body = await read_body(request, settings.max_event_bytes, "event")
                 data = parse_json(body, settings.max_event_depth)
-                if source is None:
-                    source = intake.authenticate(None, data)
-                    check_origin(source, origin)
-                record = intake.single(data, call_type, source, received_at)
+                if sender is None:
+                    sender = intake.authenticate(None, data)
+                    check_origin(sender.source, origin)
+                record = intake.single(data, call_type, sender.source, received_at)
                 await send(request, [record])
             except CollectorError as exc:
                 if exc.kept is not None:
@@ -198,15 +198,15 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             header_key = write_key_from_header(request.headers.get("authorization"))
             origin = request.headers.get("origin")
-            source = intake.authenticate(header_key, None) if header_key else None
-            if source is not None:
-                check_origin(source, origin)
+            sender = intake.authenticate(header_key, None) if header_key else None
+            if sender is not None:
+                check_origin(sender.source, origin)
             body = await read_body(request, settings.max_batch_bytes, "batch")
             data = parse_json(body, settings.max_event_depth)
-            if source is None:
-                source = intake.authenticate(None, data)
-                check_origin(source, origin)
-            outcome = intake.batch(data, source, received_at, len(body))
+            if sender is None:
+                sender = intake.authenticate(None, data)
+                check_origin(sender.source, origin)
+            outcome = intake.batch(data, sender.source, received_at, len(body))
             await send(request, outcome.records)
         except CollectorError as exc:
             return _error(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,6 +92,14 @@ class BatchOutcome:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """An authenticated caller: the configured write key it sent, and that key's source."""
+
+    write_key: str
+    source: Source
+
+
 def describe_validation_error(exc: ValidationError) -> tuple[str | None, str]:
     """The first offending field, and a message naming every wrong field (``properties: ...``)."""
     first_field: str | None = None
@@ -170,9 +179,16 @@ class Intake:
         self._channel_topics = {
             source.channel: settings.channel_topic(source.channel) for source in settings.sources.values()
         }
+        self._senders = tuple(
+            (_key_bytes(key), Sender(key, source)) for key, source in settings.sources.items()
+        )
 
-    def authenticate(self, header_key: str | None, body: dict[str, Any] | None) -> Source:
-        """The source for the write key (header first, then ``writeKey`` in the body), else 401."""
+    def authenticate(self, header_key: str | None, body: dict[str, Any] | None) -> Sender:
+        """The sender of the write key (header first, then ``writeKey`` in the body), else 401.
+
+        The key is compared with every configured key in constant time, never looked up: write keys
+        are public in browsers, but how long an answer takes must not reveal how close a guess came.
+        """
         key: Any = header_key
         if not key and body is not None:
             key = body.get("writeKey")
@@ -183,10 +199,15 @@ class Intake:
                 "missing write key: send HTTP Basic auth with the write key as the username "
                 "(empty password), or 'writeKey' in the JSON body",
             )
-        source = self.settings.sources.get(key) if isinstance(key, str) else None
-        if source is None:
+        matched: Sender | None = None
+        if isinstance(key, str):
+            candidate = _key_bytes(key)
+            for known, sender in self._senders:
+                if hmac.compare_digest(candidate, known):
+                    matched = sender
+        if matched is None:
             raise CollectorError(401, "unauthorized", "unknown write key; check the source's write key")
-        return source
+        return matched
 
     def single(
         self, payload: dict[str, Any], call_type: str, source: Source, received_at: datetime
@@ -364,6 +385,11 @@ def _category_into_properties(payload: dict[str, Any], category: Any) -> dict[st
     if isinstance(properties, dict) and "category" not in properties:
         return {**payload, "properties": {**properties, "category": category}}
     return payload
+
+
+def _key_bytes(key: str) -> bytes:
+    # compare_digest takes str only when it is ASCII; a key may be any text.
+    return key.encode()
 
 
 def _quoted(value: Any) -> str:

@@ -26,7 +26,7 @@ def intake() -> Intake:
 
 
 def test_mixed_batch_keeps_valid_and_routes_invalid_with_reasons(intake: Intake) -> None:
-    source = intake.authenticate(KEY, None)
+    source = intake.authenticate(KEY, None).source
     items = [
         {"type": "track", "userId": "u1", "event": "Opened", "messageId": "a"},
         {"type": "teleport", "userId": "u2", "messageId": "b"},
@@ -68,7 +68,7 @@ def test_mixed_batch_keeps_valid_and_routes_invalid_with_reasons(intake: Intake)
 
 
 def test_batch_context_and_sent_at_apply_to_every_call(intake: Intake) -> None:
-    source = intake.authenticate(KEY, None)
+    source = intake.authenticate(KEY, None).source
     body = {
         "batch": [
             {"type": "track", "userId": "u1", "event": "A", "messageId": "1"},
@@ -87,20 +87,20 @@ def test_batch_context_and_sent_at_apply_to_every_call(intake: Intake) -> None:
 
 
 def test_missing_message_id_gets_a_generated_one(intake: Intake) -> None:
-    source = intake.authenticate(KEY, None)
+    source = intake.authenticate(KEY, None).source
     record = intake.single({"userId": "u1"}, "identify", source, NOW)
     event = Event.from_avro(EVENT_CODEC.decode(record.value))
     assert len(event.messageId) == 36 and event.type == "identify"
 
 
 def test_single_call_type_comes_from_the_path(intake: Intake) -> None:
-    source = intake.authenticate(KEY, None)
+    source = intake.authenticate(KEY, None).source
     record = intake.single({"type": "track", "userId": "u1", "name": "Home"}, "page", source, NOW)
     assert Event.from_avro(EVENT_CODEC.decode(record.value)).type == "page"
 
 
 def test_client_cannot_claim_another_channel(intake: Intake) -> None:
-    source = intake.authenticate(KEY, None)
+    source = intake.authenticate(KEY, None).source
     payload = {"userId": "u1", "event": "x", "context": {"channel": "store", "source": "pos"}}
     record = intake.single(payload, "track", source, NOW)
     event = Event.from_avro(EVENT_CODEC.decode(record.value))
@@ -119,7 +119,7 @@ def test_body_write_key_must_be_a_known_string(intake: Intake) -> None:
     with pytest.raises(CollectorError) as caught:
         intake.authenticate(None, {"writeKey": 12345678})
     assert caught.value.status == 401
-    assert intake.authenticate(None, {"writeKey": KEY}).name == "app-ios"
+    assert intake.authenticate(None, {"writeKey": KEY}).source.name == "app-ios"
 
 
 def test_validation_error_description_names_each_field() -> None:

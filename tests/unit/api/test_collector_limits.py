@@ -1,4 +1,5 @@
-"""Bounded abuse at intake: nesting depth, calls per batch and the batch answer's size.
+"""Bounded abuse at intake: nesting depth, calls per batch, the batch answer's size, and constant-time
+write keys.
 
 The producer is a recorder set on the app (no lifespan runs), so these tests see every record the
 collector would produce, and nothing reaches a broker.
@@ -7,6 +8,7 @@ collector would produce, and nothing reaches a broker.
 from __future__ import annotations
 
 import base64
+import hmac
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from streams.api import intake as intake_module
 from streams.api.collector import create_app
+from streams.api.intake import Intake
 from streams.api.producer import OutRecord
 from streams.settings import Settings, Source
 from streams.wire.codecs import INVALID_CODEC
@@ -234,3 +238,36 @@ def test_the_batch_item_limit_is_configurable(collector_factory: Callable[..., C
     client, _ = collector_factory(max_batch_items=2)
     assert post(client, "/v1/batch", {"batch": [TRACK, TRACK]}).status_code == 200
     assert post(client, "/v1/batch", {"batch": [TRACK, TRACK, TRACK]}).json()["code"] == "too_many_items"
+
+
+# -- write keys ----------------------------------------------------------------------------------
+
+
+def test_a_write_key_is_compared_with_every_key_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = {f"wk_constant_{n:04d}": Source(name=f"s{n}", channel="web") for n in range(5)}
+    intake = Intake(Settings(sources=keys))
+    compared: list[tuple[bytes, bytes]] = []
+    real_compare_digest = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real_compare_digest(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    for candidate in ("wk_constant_0000", "wk_constant_0004", "wk_unknown_0000"):
+        compared.clear()
+        try:
+            intake.authenticate(candidate, None)
+        except intake_module.CollectorError as exc:
+            assert exc.status == 401
+        assert sorted(known for _, known in compared) == sorted(key.encode() for key in keys)
+    assert intake.authenticate("wk_constant_0003", None).source.name == "s3"
+    assert intake.authenticate(None, {"writeKey": "wk_constant_0003"}).write_key == "wk_constant_0003"
+
+
+def test_a_non_ascii_write_key_is_401_not_500(collector: Collector) -> None:
+    client, producer = collector
+    key = "wk_ünïcødé_0001"
+    assert post(client, "/v1/track", TRACK, key=key).status_code == 401
+    assert post(client, "/v1/track", {**TRACK, "writeKey": key}, key=None).status_code == 401
+    assert producer.records == []
