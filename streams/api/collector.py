@@ -63,7 +63,8 @@ def _too_large(what: str, size: int | str, limit: int) -> CollectorError:
 
 
 async def read_body(request: Request, limit: int, what: str) -> bytes:
-    """The request body, decompressed, refusing more than ``limit`` bytes before and after decoding."""
+    """The request body, decompressed, refusing more than ``limit`` bytes before and after decoding,
+    and a compressed stream that is cut short or followed by anything."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -87,6 +88,8 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
         raise CollectorError(
             415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip or none"
         )
+    if not body:
+        return body
     # wbits 47 accepts gzip and zlib headers; max_length bounds memory against decompression bombs.
     inflater = zlib.decompressobj(47)
     try:
@@ -95,6 +98,17 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
         raise CollectorError(400, "invalid_request", f"the {encoding} body is corrupt: {exc}") from None
     if len(plain) > limit:
         raise _too_large(f"decompressed {what}", f"more than {limit}", limit)
+    # Only a stream that ended, with nothing after it, is the whole body the client meant to send.
+    if not inflater.eof:
+        raise CollectorError(
+            400, "invalid_request", f"the {encoding} body is truncated: its stream never ends"
+        )
+    if inflater.unused_data:
+        raise CollectorError(
+            400,
+            "invalid_request",
+            f"the {encoding} body has {len(inflater.unused_data)} bytes after the end of its stream",
+        )
     return plain
 
 

@@ -1,5 +1,5 @@
-"""Bounded abuse at intake: nesting depth, calls per batch, the batch answer's size, and constant-time
-write keys.
+"""Bounded abuse at intake: nesting depth, calls per batch, the batch answer's size, constant-time
+write keys, and exact gzip streams.
 
 The producer is a recorder set on the app (no lifespan runs), so these tests see every record the
 collector would produce, and nothing reaches a broker.
@@ -8,7 +8,9 @@ collector would produce, and nothing reaches a broker.
 from __future__ import annotations
 
 import base64
+import gzip
 import hmac
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -271,3 +273,40 @@ def test_a_non_ascii_write_key_is_401_not_500(collector: Collector) -> None:
     assert post(client, "/v1/track", TRACK, key=key).status_code == 401
     assert post(client, "/v1/track", {**TRACK, "writeKey": key}, key=None).status_code == 401
     assert producer.records == []
+
+
+# -- gzip and deflate streams ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_body_with_trailing_bytes_is_400(
+    collector: Collector, encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    client, producer = collector
+    body = compress(orjson.dumps(TRACK)) + b"garbage"
+    response = post(client, "/v1/track", body, **{"Content-Encoding": encoding})
+    assert response.status_code == 400
+    assert response.json()["message"] == f"the {encoding} body has 7 bytes after the end of its stream"
+    assert producer.records == []
+
+
+@pytest.mark.parametrize(("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_truncated_compressed_body_is_400(
+    collector: Collector, encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    client, producer = collector
+    whole = compress(orjson.dumps({"batch": [TRACK] * 20}))
+    for cut in (len(whole) - 4, len(whole) // 2, 12):
+        response = post(client, "/v1/batch", whole[:cut], **{"Content-Encoding": encoding})
+        assert response.status_code == 400, cut
+        assert "truncated" in response.json()["message"] or "corrupt" in response.json()["message"]
+    assert producer.on("events.web") == []
+    assert post(client, "/v1/batch", whole, **{"Content-Encoding": encoding}).status_code == 200
+
+
+def test_two_gzip_members_are_refused_not_half_read(collector: Collector) -> None:
+    client, producer = collector
+    body = gzip.compress(orjson.dumps(TRACK)) + gzip.compress(orjson.dumps(TRACK))
+    response = post(client, "/v1/track", body, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert producer.on("events.web") == []
