@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     # which keeps every later step (orjson writes 254 levels, Python recurses ~1000 frames) in range.
     max_event_depth: int = Field(default=64, ge=1, le=200)
     max_batch_items: int = Field(default=2_500, ge=1)
+    # Calls per second per write key (a batch counts its items), with bursts of twice that; 0: no limit.
+    collector_rate_limit_per_s: float = Field(default=10_000.0, ge=0)
     produce_timeout_s: float = 10.0
 
     # History sink (and the identity and segment sinks: the ClickHouse writers of `omniseg worker`)

@@ -11,11 +11,17 @@ validation is answered 400 naming the field, after its record is on ``events.inv
 that fails: a retry could not succeed). When the broker fails or is slower than ``produce_timeout_s``
 the answer is 503, which Segment clients retry. A retry can repeat records that did land:
 downstream stages deduplicate by ``messageId``.
+
+Write keys are public in browsers, so what one request or key can cost is bounded: nesting depth,
+calls per batch and the batch answer's size are capped, and each write key gets
+``collector_rate_limit_per_s`` calls a second (a batch counts its calls), beyond which the answer is
+429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,9 +35,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from streams.api.cors import CorsMiddleware, CorsPolicy, check_origin
-from streams.api.intake import CollectorError, Intake, parse_json, write_key_from_header
+from streams.api.intake import CollectorError, Intake, Sender, parse_json, write_key_from_header
 from streams.api.models import BatchRequest, CollectorAccepted, ErrorBody, Health, SegmentCall
 from streams.api.producer import AsyncProducer, OutRecord, ProduceError
+from streams.api.rate_limit import RateLimiter
 from streams.domain.events import EVENT_TYPES
 from streams.settings import Settings, get_settings
 
@@ -52,7 +59,11 @@ def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> R
 
 
 def _error(exc: CollectorError) -> Response:
-    headers = {"Retry-After": _RETRY_AFTER_S} if exc.status == 503 else None
+    headers = None
+    if exc.retry_after_s is not None:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif exc.status == 503:
+        headers = {"Retry-After": _RETRY_AFTER_S}
     return _json(exc.status, exc.body(), headers)
 
 
@@ -131,6 +142,10 @@ def _docs(body_model: str, summary: str, description: str) -> dict[str, Any]:
             },
             401: {"model": ErrorBody, "description": "Missing or unknown write key."},
             413: {"model": ErrorBody, "description": "Over the per-event or per-batch size limit."},
+            429: {
+                "model": ErrorBody,
+                "description": "Over the write key's rate limit; retry after `Retry-After` seconds.",
+            },
             503: {"model": ErrorBody, "description": "The broker did not acknowledge in time; retry."},
         },
     }
@@ -179,6 +194,25 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("collector answered 503: %s", exc)
             raise CollectorError(503, "unavailable", f"{exc}; nothing is confirmed, retry") from None
 
+    rate = settings.collector_rate_limit_per_s
+    # Bursts of twice the rate (at least one call, for rates below one a second).
+    limiter = RateLimiter(rate, burst=max(2 * rate, 1.0)) if rate > 0 else None
+
+    def admit(sender: Sender, calls: int) -> None:
+        """Count ``calls`` against the sender's write key, or refuse (429) when it is over its rate."""
+        if limiter is None:
+            return
+        wait_s = limiter.take(sender.write_key, max(calls, 1))
+        if wait_s > 0:
+            retry_after_s = math.ceil(wait_s)
+            raise CollectorError(
+                429,
+                "rate_limited",
+                f"over the rate limit of {rate:g} calls per second for this write key; "
+                f"retry in {retry_after_s} s",
+                retry_after_s=retry_after_s,
+            )
+
     def single_endpoint(call_type: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             received_at = datetime.now(UTC)
@@ -193,6 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
                 if sender is None:
                     sender = intake.authenticate(None, data)
                     check_origin(sender.source, origin)
+                admit(sender, 1)
                 record = intake.single(data, call_type, sender.source, received_at)
                 await send(request, [record])
             except CollectorError as exc:
@@ -220,6 +255,7 @@ def create_app(settings: Settings) -> FastAPI:
             if sender is None:
                 sender = intake.authenticate(None, data)
                 check_origin(sender.source, origin)
+            admit(sender, len(intake.batch_items(data)))
             outcome = intake.batch(data, sender.source, received_at, len(body))
             await send(request, outcome.records)
         except CollectorError as exc:

@@ -37,7 +37,7 @@ class CollectorError(Exception):
     """A request the collector refuses as a whole; becomes an HTTP error with a JSON body.
 
     ``kept`` is the ``events.invalid`` record of a refused call, produced before the error is answered
-    so that nothing a client sends is lost.
+    so that nothing a client sends is lost. ``retry_after_s`` becomes the answer's ``Retry-After``.
     """
 
     def __init__(
@@ -47,6 +47,7 @@ class CollectorError(Exception):
         message: str,
         field: str | None = None,
         kept: OutRecord | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -54,6 +55,7 @@ class CollectorError(Exception):
         self.message = message
         self.field = field
         self.kept = kept
+        self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}

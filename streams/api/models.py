@@ -121,7 +121,7 @@ class ErrorBody(BaseModel):
     success: Literal[False] = False
     code: str = Field(
         description="invalid_json | invalid_request | too_deep | too_many_items | unauthorized | "
-        "origin_not_allowed | payload_too_large | unsupported_encoding | unavailable"
+        "origin_not_allowed | payload_too_large | unsupported_encoding | rate_limited | unavailable"
     )
     message: str
     field: str | None = None

@@ -1,6 +1,8 @@
 """Load for a running collector: pre-built ``/v1/batch`` bodies posted from several threads.
 
-Starts nothing itself; point it at a collector (``omniseg collector serve``) whose broker has the topics.
+Starts nothing itself; point it at a collector (``omniseg collector serve``) whose broker has the topics
+and whose rate limit per write key is off (``OMNISEG_COLLECTOR_RATE_LIMIT_PER_S=0``) or above the load:
+the load is one write key at full speed, beyond the default limit, and a 429 counts as a failed request.
 """
 
 from __future__ import annotations

@@ -394,6 +394,10 @@ def _post(
             result.accepted += int(payload.get("accepted", len(calls)))
             result.rejected += int(payload.get("rejected", 0))
             return
+        if response.status == 429:
+            # Over the write key's rate limit (OMNISEG_COLLECTOR_RATE_LIMIT_PER_S): wait as told.
+            time.sleep(float(response.getheader("Retry-After") or 1))
+            continue
         if response.status < 500:
             raise StackError(f"collector refused a batch ({response.status}): {payload}")
         time.sleep(0.5 * (attempt + 1))

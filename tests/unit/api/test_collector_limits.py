@@ -1,5 +1,5 @@
-"""Bounded abuse at intake: nesting depth, calls per batch, the batch answer's size, constant-time
-write keys, and exact gzip streams.
+"""Bounded abuse at intake: nesting depth, calls per batch, the batch answer's size, the rate limit per
+write key, constant-time write keys, and exact gzip streams.
 
 The producer is a recorder set on the app (no lifespan runs), so these tests see every record the
 collector would produce, and nothing reaches a broker.
@@ -240,6 +240,43 @@ def test_the_batch_item_limit_is_configurable(collector_factory: Callable[..., C
     client, _ = collector_factory(max_batch_items=2)
     assert post(client, "/v1/batch", {"batch": [TRACK, TRACK]}).status_code == 200
     assert post(client, "/v1/batch", {"batch": [TRACK, TRACK, TRACK]}).json()["code"] == "too_many_items"
+
+
+# -- rate limit per write key ------------------------------------------------------------------------
+
+
+def test_over_the_rate_a_key_gets_429_with_retry_after(collector_factory: Callable[..., Collector]) -> None:
+    # 0.01 calls/s: the burst is one call, and refilling one takes 100 s, far longer than the test.
+    client, producer = collector_factory(collector_rate_limit_per_s=0.01)
+    assert post(client, "/v1/track", TRACK).status_code == 200
+    limited = post(client, "/v1/track", TRACK)
+    assert limited.status_code == 429
+    assert 99 <= int(limited.headers["Retry-After"]) <= 100
+    assert limited.json() == {
+        "success": False,
+        "code": "rate_limited",
+        "message": "over the rate limit of 0.01 calls per second for this write key; retry in "
+        f"{limited.headers['Retry-After']} s",
+    }
+    assert b"\n" not in limited.content
+    assert len(producer.records) == 1
+    # Another write key has its own budget.
+    assert post(client, "/v1/track", TRACK, key=APP_KEY).status_code == 200
+
+
+def test_a_batch_counts_each_of_its_calls(collector_factory: Callable[..., Collector]) -> None:
+    client, _ = collector_factory(collector_rate_limit_per_s=0.01)
+    assert post(client, "/v1/batch", {"batch": [TRACK] * 3}).status_code == 200
+    limited = post(client, "/v1/batch", {"batch": [TRACK]})
+    assert limited.status_code == 429
+    # Three calls spent from a bucket of one: 2 of debt and the one asked for, at 0.01 a second.
+    assert 299 <= int(limited.headers["Retry-After"]) <= 300
+
+
+def test_rate_zero_disables_the_limit(collector_factory: Callable[..., Collector]) -> None:
+    client, _ = collector_factory(collector_rate_limit_per_s=0)
+    for _ in range(5):
+        assert post(client, "/v1/track", TRACK).status_code == 200
 
 
 # -- write keys ----------------------------------------------------------------------------------
