@@ -8,14 +8,15 @@ the origins listed in each source's ``allowed_origins``.
 A request is answered 200 only after the broker acknowledged every record it produced (valid calls on
 the source's channel topic, invalid batch items on ``events.invalid``). A single call that fails
 validation is answered 400 naming the field, after its record is on ``events.invalid`` (400 even when
-that fails: a retry could not succeed). When the broker fails or is slower than ``produce_timeout_s``
-the answer is 503, which Segment clients retry. A retry can repeat records that did land:
-downstream stages deduplicate by ``messageId``.
+that fails: a retry could not succeed); so is a request refused whole with 400 (bad JSON, too deep, too
+many calls, a corrupt gzip body) when its write key is known. When the broker fails or is slower than
+``produce_timeout_s`` the answer is 503, which Segment clients retry. A retry can repeat records that
+did land: downstream stages deduplicate by ``messageId``.
 
 Write keys are public in browsers, so what one request or key can cost is bounded: nesting depth,
 calls per batch and the batch answer's size are capped, and each write key gets
-``collector_rate_limit_per_s`` calls a second (a batch counts its calls), beyond which the answer is
-429 with ``Retry-After``.
+``collector_rate_limit_per_s`` calls a second (a batch counts its calls, a whole refusal counts one),
+beyond which the answer is 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ def _too_large(what: str, size: int | str, limit: int) -> CollectorError:
 
 
 async def read_body(request: Request, limit: int, what: str) -> bytes:
-    """The request body, decompressed, refusing more than ``limit`` bytes before and after decoding,
-    and a compressed stream that is cut short or followed by anything."""
+    """The request body as sent (compressed, if it is), refusing more than ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -91,7 +91,12 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
         if total > limit:
             raise _too_large(what, f"more than {limit}", limit)
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def decode_body(request: Request, body: bytes, limit: int, what: str) -> bytes:
+    """``body`` decompressed per its Content-Encoding, refusing more than ``limit`` bytes after decoding
+    and a compressed stream that is cut short or followed by anything."""
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -213,16 +218,40 @@ def create_app(settings: Settings) -> FastAPI:
                 retry_after_s=retry_after_s,
             )
 
+    async def refuse(
+        request: Request, exc: CollectorError, sender: Sender | None, body: bytes, received_at: datetime
+    ) -> Response:
+        """The error answer, after keeping what was refused on events.invalid: the refused call the
+        error carries or, for a request refused whole with 400 by a known sender, the body itself
+        (counted against the sender's rate limit like a call, so refusals cost what calls cost)."""
+        kept = exc.kept
+        if kept is None and exc.status == 400 and sender is not None:
+            try:
+                admit(sender, 1)
+            except CollectorError as limited:
+                return _error(limited)
+            kept = intake.refused_request(body, exc, sender.source, received_at)
+        if kept is not None:
+            try:
+                await send(request, [kept])
+            except CollectorError as unavailable:
+                log.warning("a refused request is not kept on events.invalid: %s", unavailable.message)
+        return _error(exc)
+
     def single_endpoint(call_type: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             received_at = datetime.now(UTC)
+            sender: Sender | None = None
+            body = b""
             try:
                 header_key = write_key_from_header(request.headers.get("authorization"))
                 origin = request.headers.get("origin")
-                sender = intake.authenticate(header_key, None) if header_key else None
-                if sender is not None:
+                if header_key:
+                    sender = intake.authenticate(header_key, None)
                     check_origin(sender.source, origin)
                 body = await read_body(request, settings.max_event_bytes, "event")
+                # Rebound only when decoding succeeds: a refusal then keeps the body as received.
+                body = decode_body(request, body, settings.max_event_bytes, "event")
                 data = parse_json(body, settings.max_event_depth)
                 if sender is None:
                     sender = intake.authenticate(None, data)
@@ -231,12 +260,7 @@ def create_app(settings: Settings) -> FastAPI:
                 record = intake.single(data, call_type, sender.source, received_at)
                 await send(request, [record])
             except CollectorError as exc:
-                if exc.kept is not None:
-                    try:
-                        await send(request, [exc.kept])
-                    except CollectorError as unavailable:
-                        log.warning("a refused call is not kept on events.invalid: %s", unavailable.message)
-                return _error(exc)
+                return await refuse(request, exc, sender, body, received_at)
             return Response(_ACCEPTED_ONE, media_type=_JSON)
 
         endpoint.__name__ = call_type
@@ -244,13 +268,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def batch(request: Request) -> Response:
         received_at = datetime.now(UTC)
+        sender: Sender | None = None
+        body = b""
         try:
             header_key = write_key_from_header(request.headers.get("authorization"))
             origin = request.headers.get("origin")
-            sender = intake.authenticate(header_key, None) if header_key else None
-            if sender is not None:
+            if header_key:
+                sender = intake.authenticate(header_key, None)
                 check_origin(sender.source, origin)
             body = await read_body(request, settings.max_batch_bytes, "batch")
+            body = decode_body(request, body, settings.max_batch_bytes, "batch")
             data = parse_json(body, settings.max_event_depth)
             if sender is None:
                 sender = intake.authenticate(None, data)
@@ -259,7 +286,7 @@ def create_app(settings: Settings) -> FastAPI:
             outcome = intake.batch(data, sender.source, received_at, len(body))
             await send(request, outcome.records)
         except CollectorError as exc:
-            return _error(exc)
+            return await refuse(request, exc, sender, body, received_at)
         return _json(200, outcome.answer())
 
     for call_type in EVENT_TYPES:

@@ -277,6 +277,17 @@ class Intake:
             records.append(outcome)
         return BatchOutcome(records=records, accepted=len(items) - len(rejections), rejections=rejections)
 
+    def refused_request(
+        self, body: bytes, error: CollectorError, source: Source, received_at: datetime
+    ) -> OutRecord:
+        """The ``events.invalid`` record of a request refused as a whole: the reason, and the body cut to
+        ``max_event_bytes`` (decompressed, unless decompressing it is what failed)."""
+        limit = self.settings.max_event_bytes
+        reason = error.message
+        if len(body) > limit:
+            reason = f"{reason} (the first {limit} of {len(body)} bytes are kept)"
+        return self._invalid(reason, error.field, None, body[:limit], source, received_at)
+
     def _batch_call(
         self,
         index: int,
@@ -349,14 +360,27 @@ class Intake:
     def _invalid_record(
         self, item: Any, rejection: Rejection, source: Source, received_at: datetime
     ) -> OutRecord:
+        return self._invalid(
+            rejection.reason, rejection.field, str(rejection.index), json_bytes(item), source, received_at
+        )
+
+    def _invalid(
+        self,
+        reason: str,
+        field: str | None,
+        position: str | None,
+        original: bytes,
+        source: Source,
+        received_at: datetime,
+    ) -> OutRecord:
         value = INVALID_CODEC.encode(
             {
                 "stage": "collector",
-                "reason": rejection.reason,
-                "field": rejection.field,
+                "reason": reason,
+                "field": field,
                 "source": source.name,
-                "position": str(rejection.index),
-                "original": json_bytes(item),
+                "position": position,
+                "original": original,
                 "receivedAt": received_at,
             }
         )

@@ -1,5 +1,5 @@
 """Bounded abuse at intake: nesting depth, calls per batch, the batch answer's size, the rate limit per
-write key, constant-time write keys, and exact gzip streams.
+write key, constant-time write keys, exact gzip streams, and whole refusals kept on events.invalid.
 
 The producer is a recorder set on the app (no lifespan runs), so these tests see every record the
 collector would produce, and nothing reaches a broker.
@@ -114,8 +114,6 @@ def test_a_single_call_at_any_depth_is_stored_or_refused_with_400(collector: Col
     assert body["code"] == "too_deep"
     assert "over the limit of 64 levels" in body["message"]
     assert producer.on("events.web") == []
-    if levels > 1024:
-        return  # orjson cannot parse it: refused before it is a call
     [kept] = producer.invalid()
     assert kept["stage"] == "collector" and kept["source"] == "shop-web"
     assert "nested" in kept["reason"] and "64 levels" in kept["reason"]
@@ -131,6 +129,8 @@ def test_a_batch_item_at_any_depth_is_stored_or_rejected_alone(collector: Collec
         # The batch around the item is deeper than JSON parsers read: refused whole, and kept.
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "too_deep"
+        [kept] = producer.invalid()
+        assert kept["position"] is None and kept["original"] == body
         return
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -168,12 +168,13 @@ def test_calls_at_the_highest_allowed_depth_with_huge_integers_are_stored(
 
 
 def test_a_deep_batch_with_long_numbers_is_refused_whole_never_500(collector: Collector) -> None:
-    client, _ = collector
+    client, producer = collector
     big = orjson.dumps({**TRACK, "messageId": "big"}).replace(b'"u1"', b"123456789012345678901234")
     body = b'{"batch":[' + big + b"," + call_nested(1020) + b"]}"
     response = post(client, "/v1/batch", body)
     assert response.status_code == 400
     assert response.json()["code"] == "too_deep"
+    assert len(producer.invalid()) == 1
 
 
 def test_a_batch_context_too_deep_for_every_call_is_refused_whole(collector: Collector) -> None:
@@ -195,7 +196,7 @@ def test_the_depth_limit_stays_where_later_steps_cannot_recurse_too_far() -> Non
 
 
 @pytest.mark.parametrize("count", [2_501, 100_000])
-def test_a_batch_over_the_item_limit_is_refused_whole(collector: Collector, count: int) -> None:
+def test_a_batch_over_the_item_limit_is_refused_whole_and_kept_once(collector: Collector, count: int) -> None:
     client, producer = collector
     body = orjson.dumps({"batch": [0] * count})
     response = post(client, "/v1/batch", body)
@@ -205,7 +206,9 @@ def test_a_batch_over_the_item_limit_is_refused_whole(collector: Collector, coun
     assert answer["message"] == (
         f"batch: {count} calls, over the limit of 2500 calls per batch; send several batches"
     )
-    assert producer.records == []
+    [kept] = producer.invalid()
+    assert len(kept["original"]) == min(len(body), 32 * 1024)
+    assert producer.records == producer.on("events.invalid")
 
 
 def test_the_batch_answer_lists_at_most_100_errors_and_counts_the_rest(collector: Collector) -> None:
@@ -273,6 +276,17 @@ def test_a_batch_counts_each_of_its_calls(collector_factory: Callable[..., Colle
     assert 299 <= int(limited.headers["Retry-After"]) <= 300
 
 
+def test_whole_refusals_count_against_the_rate_and_stop_being_kept(
+    collector_factory: Callable[..., Collector],
+) -> None:
+    client, producer = collector_factory(collector_rate_limit_per_s=0.01)
+    assert post(client, "/v1/batch", b"{not json").status_code == 400
+    assert len(producer.invalid()) == 1
+    assert post(client, "/v1/batch", b"{not json").status_code == 429
+    assert post(client, "/v1/track", TRACK).status_code == 429
+    assert len(producer.records) == 1
+
+
 def test_rate_zero_disables_the_limit(collector_factory: Callable[..., Collector]) -> None:
     client, _ = collector_factory(collector_rate_limit_per_s=0)
     for _ in range(5):
@@ -324,7 +338,9 @@ def test_a_compressed_body_with_trailing_bytes_is_400(
     response = post(client, "/v1/track", body, **{"Content-Encoding": encoding})
     assert response.status_code == 400
     assert response.json()["message"] == f"the {encoding} body has 7 bytes after the end of its stream"
-    assert producer.records == []
+    assert producer.on("events.web") == []
+    [kept] = producer.invalid()
+    assert kept["original"] == body
 
 
 @pytest.mark.parametrize(("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)])
@@ -347,3 +363,63 @@ def test_two_gzip_members_are_refused_not_half_read(collector: Collector) -> Non
     response = post(client, "/v1/track", body, **{"Content-Encoding": "gzip"})
     assert response.status_code == 400
     assert producer.on("events.web") == []
+
+
+# -- whole refusals kept on events.invalid --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        ("/v1/track", b'{"userId": ', "invalid_json"),
+        ("/v1/track", b"[1, 2]", "invalid_json"),
+        ("/v1/batch", b'{"batch": {"type": "track"}}', "invalid_request"),
+        ("/v1/batch", b"", "invalid_json"),
+        ("/v1/b", b'"just a string"', "invalid_json"),
+    ],
+)
+def test_a_request_refused_whole_is_kept_with_its_reason(
+    collector: Collector, path: str, body: bytes, code: str
+) -> None:
+    client, producer = collector
+    response = post(client, path, body)
+    assert response.status_code == 400 and response.json()["code"] == code
+    [kept] = producer.invalid()
+    assert kept["stage"] == "collector" and kept["source"] == "shop-web"
+    assert kept["reason"] == response.json()["message"]
+    assert kept["position"] is None and kept["original"] == body
+    assert producer.records[0].key == b"shop-web"
+
+
+def test_a_refused_body_is_kept_cut_to_the_event_limit(collector_factory: Callable[..., Collector]) -> None:
+    client, producer = collector_factory(max_event_bytes=1024)
+    body = b'{"batch": "' + b"x" * 5000 + b'"}'
+    assert post(client, "/v1/batch", body).status_code == 400
+    [kept] = producer.invalid()
+    assert kept["original"] == body[:1024]
+    assert kept["reason"].endswith(f"(the first 1024 of {len(body)} bytes are kept)")
+
+
+def test_a_compressed_body_refused_after_decoding_is_kept_decoded(collector: Collector) -> None:
+    client, producer = collector
+    plain = b'{"batch": ["not", "a", "call"], "writeKey": 5'
+    assert post(client, "/v1/batch", gzip.compress(plain), **{"Content-Encoding": "gzip"}).status_code == 400
+    [kept] = producer.invalid()
+    assert kept["original"] == plain
+
+
+def test_a_body_write_key_refusal_is_kept_once_the_key_is_read(collector: Collector) -> None:
+    client, producer = collector
+    body = orjson.dumps({"writeKey": APP_KEY, "batch": "nope"})
+    assert post(client, "/v1/batch", body, key=None).status_code == 400
+    [kept] = producer.invalid()
+    assert kept["source"] == "shop-app"
+
+
+def test_refusals_without_a_known_write_key_or_not_400_are_not_kept(collector: Collector) -> None:
+    client, producer = collector
+    assert post(client, "/v1/batch", b"{not json", key=None).status_code == 400
+    assert post(client, "/v1/batch", b"{not json", key="wk_nobody_00000").status_code == 401
+    assert post(client, "/v1/track", b"x" * 40_000).status_code == 413
+    assert post(client, "/v1/track", b"xx", **{"Content-Encoding": "br"}).status_code == 415
+    assert producer.records == []
