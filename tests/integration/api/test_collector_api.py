@@ -244,3 +244,63 @@ def test_bench_posts_every_event_and_they_are_all_stored(collector: tuple[Settin
     # 2,000 timed events plus one warm-up batch of 200.
     stored = consume_all(settings, settings.channel_topic("web"), 2_200)
     assert len(stored) == 2_200
+
+
+def test_a_batch_item_nested_1000_deep_is_rejected_alone_and_the_rest_stored(
+    collector: tuple[Settings, str],
+) -> None:
+    settings, url = collector
+    deep = b'{"type":"track","userId":"u","event":"Deep","properties":' + b'{"a":' * 999 + b"1" + b"}" * 1000
+    good = [
+        orjson.dumps({"type": "track", "userId": f"u{i}", "event": "E", "messageId": f"ok-{i}"})
+        for i in (0, 1)
+    ]
+    body = b'{"batch":[' + b",".join([good[0], deep, good[1]]) + b"]}"
+    response = httpx.post(f"{url}/v1/batch", content=body, headers=auth(WEB_KEY), timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"], answer["errors_omitted"]) == (2, 1, 0)
+    assert (
+        answer["errors"][0]["reason"] == "the event is nested 1000 levels deep, over the limit of 64 levels"
+    )
+
+    stored = consume_all(settings, settings.channel_topic("web"), 2)
+    assert sorted(Event.from_avro(EVENT_CODEC.decode(v)).messageId for _, v in stored) == ["ok-0", "ok-1"]
+    [(_, value)] = consume_all(settings, settings.topic("events.invalid"), 1)
+    kept = INVALID_CODEC.decode(value)
+    assert (kept["position"], kept["original"]) == ("1", deep)
+
+
+def test_a_request_refused_whole_is_on_events_invalid(collector: tuple[Settings, str]) -> None:
+    settings, url = collector
+    body = orjson.dumps({"batch": [{"type": "track"}] * 2_501})
+    response = httpx.post(f"{url}/v1/batch", content=body, headers=auth(STORE_KEY), timeout=30)
+    assert response.status_code == 400
+    assert response.json()["code"] == "too_many_items"
+    [(key, value)] = consume_all(settings, settings.topic("events.invalid"), 1)
+    kept = INVALID_CODEC.decode(value)
+    assert key == b"till-17"
+    assert (kept["stage"], kept["source"], kept["position"]) == ("collector", "till-17", None)
+    assert kept["reason"].startswith("batch: 2501 calls, over the limit of 2500 calls per batch")
+    assert kept["original"] == body[: settings.max_event_bytes]
+    assert consume_all(settings, settings.channel_topic("store"), 0, settle_s=0.5) == []
+
+
+def test_over_its_rate_a_write_key_gets_429_and_nothing_more_is_stored(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    # 0.01 calls a second: a burst of one call, then 100 s before the next.
+    settings = settings_factory(sources=SOURCES, collector_rate_limit_per_s=0.01)
+    call = {"userId": "u1", "event": "E", "messageId": "rate-1"}
+    with running_collector(settings) as server:
+        first = httpx.post(f"{server.url}/v1/track", json=call, headers=auth(WEB_KEY), timeout=30)
+        second = httpx.post(
+            f"{server.url}/v1/track", json={**call, "messageId": "rate-2"}, headers=auth(WEB_KEY), timeout=30
+        )
+        other_key = httpx.post(f"{server.url}/v1/track", json=call, headers=auth(STORE_KEY), timeout=30)
+    assert first.status_code == 200 and other_key.status_code == 200
+    assert second.status_code == 429
+    assert 1 <= int(second.headers["Retry-After"]) <= 100
+    assert second.json()["code"] == "rate_limited"
+    stored = consume_all(settings, settings.channel_topic("web"), 1)
+    assert [Event.from_avro(EVENT_CODEC.decode(v)).messageId for _, v in stored] == ["rate-1"]

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from streams.api import intake as intake_module
 from streams.api.collector import create_app
-from streams.api.intake import Intake
+from streams.api.intake import CollectorError, Intake
+from streams.api.json_tree import nesting_depth
 from streams.api.producer import OutRecord
 from streams.settings import Settings, Source
 from streams.wire.codecs import INVALID_CODEC
@@ -95,8 +95,6 @@ DEPTHS = [1, 63, 64, 65, 500, 979, 980, 1000, 1023, 1024, 1025, 1100]
 
 
 def test_the_test_calls_nest_as_deep_as_they_say() -> None:
-    from streams.api.json_tree import nesting_depth
-
     for levels in (1, 2, 64, 65, 1000, 1024):
         assert nesting_depth(orjson.loads(call_nested(levels))) == levels
 
@@ -311,7 +309,7 @@ def test_a_write_key_is_compared_with_every_key_in_constant_time(monkeypatch: py
         compared.clear()
         try:
             intake.authenticate(candidate, None)
-        except intake_module.CollectorError as exc:
+        except CollectorError as exc:
             assert exc.status == 401
         assert sorted(known for _, known in compared) == sorted(key.encode() for key in keys)
     assert intake.authenticate("wk_constant_0003", None).source.name == "s3"
