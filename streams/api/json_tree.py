@@ -2,7 +2,7 @@
 
 orjson parses up to 1024 levels, but Python code that recurses per level stops at about 1000 frames
 (``json.dumps``, ``json.loads``) and orjson itself serializes only 254 levels. Everything here loops
-over an explicit stack, so any value orjson parsed can be measured and written back.
+instead of recursing, so any value orjson parsed can be measured and written back.
 """
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ from typing import Any
 
 import orjson
 
+# A tuple, not ``dict | list``: isinstance checks a tuple faster, and runs on every value of a call.
+_CONTAINERS = (dict, list)
+
 
 def nesting_depth(value: Any) -> int:
     """How many objects and arrays nest at the deepest point of ``value`` (a scalar is 0, ``{}`` is 1)."""
-    if not isinstance(value, dict | list):
-        return 0
-    deepest = 0
-    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
-    while stack:
-        container, level = stack.pop()
-        deepest = max(deepest, level)
-        children = container.values() if isinstance(container, dict) else container
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, level + 1))
-    return deepest
+    # One level at a time, as a flat comprehension: every call pays this walk, so it is kept cheap.
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, _CONTAINERS)
+        ]
+    return depth
 
 
 def json_bytes(value: Any) -> bytes:
