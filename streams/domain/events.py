@@ -26,8 +26,9 @@ _MAX_ID = 256
 # A float holds every integer up to 2**53 exactly; a larger one may already differ from what was sent.
 _EXACT_FLOAT_LIMIT = 2**53
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
-# JSON integers of 20 digits or more may not fit 64 bits, where orjson turns them into floats.
-_LONG_DIGITS = re.compile(rb"\d{20}")
+# orjson turns an integer outside [-2**63, 2**64) into a float: a negative one of 19 digits may
+# already be outside, so every run of 19 digits or more takes the exact path.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def loads_json(data: bytes) -> Any:
@@ -38,7 +39,7 @@ def loads_json(data: bytes) -> Any:
     value = orjson.loads(data)
     if _LONG_DIGITS.search(data) is None:
         return value
-    # Rare: a run of 20+ digits (a big number, or digits inside a string). The standard library
+    # Rare: a run of 19+ digits (a big number, or digits inside a string). The standard library
     # parses integers exactly; orjson already proved the text is strict JSON.
     return json.loads(data)
 

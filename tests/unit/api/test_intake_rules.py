@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -164,6 +164,8 @@ def test_a_refused_single_call_is_kept_for_events_invalid(intake: Intake) -> Non
 
 
 @given(st.integers(min_value=-(10**40), max_value=10**40))
+@example(-(2**63) - 1)  # 19 digits, below int64: orjson makes it a float
+@example(2**64)
 def test_every_integer_is_parsed_exactly(number: int) -> None:
     text = f'{{"userId": {number}, "properties": {{"n": {number}, "s": "{number}"}}}}'.encode()
     assert loads_json(text) == json.loads(text)
