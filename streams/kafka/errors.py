@@ -25,6 +25,10 @@ _PRODUCER_STATE_CODES = frozenset(
 )
 
 
+class StageFailed(RuntimeError):
+    """A stage cannot go on with its current clients; the supervisor starts it again."""
+
+
 def needs_new_producer(err: KafkaError) -> bool:
     """True for a fatal error or a producer-state error: this producer cannot deliver again."""
     return bool(err.fatal()) or err.code() in _PRODUCER_STATE_CODES
