@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import faust
+from mode import Service
 
-from streams.kafka.hosting import Loop, StageService
+from streams.kafka.hosting import StageBoard, StageFactory, StageService
 from streams.settings import Settings
 
 log = logging.getLogger("streams.app")
@@ -54,7 +54,7 @@ def create_app(
         # directory the worker was started in.
         datadir=str(faust_dir / "{conf.name}-data"),
     )
-    stages: list[tuple[str, Callable[[Settings], Loop]]] = []
+    stages: list[tuple[str, StageFactory]] = []
     if settings.sink_enabled if history_sink is None else history_sink:
         from streams.sinks.events import HistorySink
         from streams.sinks.identity import IdentitySink
@@ -75,6 +75,37 @@ def create_app(
         from streams.stages.segments.stage import SegmentStage
 
         stages += [("segments", SegmentStage)]
+    board = StageBoard()
     for name, factory in stages:
-        app.service(StageService.for_stage(settings, name, factory))
+        app.service(StageService.for_stage(settings, name, factory, board))
+    if settings.worker_metrics_port is not None:
+        app.service(_metrics_service(settings, board))
     return app
+
+
+def _metrics_service(settings: Settings, board: StageBoard) -> type[Service]:
+    from streams.kafka.metrics import MetricsServer
+
+    port: int = settings.worker_metrics_port or 0
+
+    class WorkerMetrics(Service):
+        """``/metrics``, ``/health`` and ``/ready`` of this worker's stages."""
+
+        server: MetricsServer | None = None
+
+        async def on_start(self) -> None:
+            try:
+                self.server = MetricsServer(board.reports, settings.worker_metrics_host, port)
+            except OSError as exc:
+                where = f"{settings.worker_metrics_host}:{port}"
+                raise RuntimeError(
+                    f"worker metrics: cannot listen on {where}: {exc.strerror}; "
+                    "set OMNISEG_WORKER_METRICS_PORT to a free port"
+                ) from None
+            self.server.start()
+
+        async def on_stop(self) -> None:
+            if self.server is not None:
+                self.server.stop()
+
+    return WorkerMetrics

@@ -152,6 +152,18 @@ class Settings(BaseSettings):
     segments_timezone: str = "UTC"
     segments_hemisphere: Literal["north", "south"] = "north"
 
+    # Worker supervision (streams/kafka/hosting.py, streams/kafka/health.py). A stage with records
+    # waiting and none handled for ``stage_stall_s`` (or without partitions while its group's offsets
+    # stand still) rejoins its group; a stage that fails more than ``stage_restart_max`` times within
+    # ``stage_restart_window_s`` ends the worker. Stopping waits at most ``worker_stop_timeout_s``.
+    stage_stall_s: float = Field(default=60.0, gt=0)
+    stage_restart_max: int = Field(default=5, ge=0)
+    stage_restart_window_s: float = Field(default=600.0, gt=0)
+    worker_stop_timeout_s: float = Field(default=10.0, gt=0)
+    # Prometheus text metrics of the worker's stages at http://127.0.0.1:<port>/metrics (off when unset).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+
     # Local stack (``omniseg dev``)
     dev_state_dir: Path = DEFAULT_STATE_DIR
     dev_kafka_port: int = 19092

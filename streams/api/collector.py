@@ -336,26 +336,35 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
     async def health(request: Request) -> Response:
-        """200 when the broker answers and every topic the collector writes to exists."""
+        """Liveness: 200 while the collector can serve (its producer runs and is polled); restart it
+        on 503. Whether the broker takes records now is ``/ready``."""
+        producer: AsyncProducer | None = request.app.state.producer
+        if producer is None or not producer.alive:
+            return _json(503, {"status": "unavailable", "message": "the Kafka producer is not running"})
+        return _json(200, {"status": "ok", "replacements": producer.replacements})
+
+    @app.get("/ready", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
+    async def ready(request: Request) -> Response:
+        """Readiness: 200 when the broker answers, the producer delivers and every topic the collector
+        writes to exists; 503 (send no traffic here) otherwise, with the reason."""
         producer: AsyncProducer | None = request.app.state.producer
         if producer is None:
             return _json(503, {"status": "unavailable", "message": "the Kafka producer is not running"})
-        try:
-            found = await producer.check()
-        except ProduceError as exc:
-            return _json(503, {"status": "unavailable", "message": str(exc)})
-        missing = [topic for topic in needed_topics if topic not in found["topics"]]
+        state = await producer.readiness()
+        if not state.ready:
+            return _json(503, {"status": "unavailable", "message": state.reason})
+        missing = [topic for topic in needed_topics if topic not in state.topics]
         if missing:
             return _json(
                 503,
                 {
                     "status": "unavailable",
-                    "brokers": found["brokers"],
+                    "brokers": state.brokers,
                     "missing_topics": missing,
                     "message": "topics are missing; run `omniseg dev up` or create them",
                 },
             )
-        return _json(200, {"status": "ok", "brokers": found["brokers"], "missing_topics": []})
+        return _json(200, {"status": "ok", "brokers": state.brokers, "missing_topics": []})
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

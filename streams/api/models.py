@@ -132,3 +132,4 @@ class Health(BaseModel):
     brokers: int = 0
     missing_topics: list[str] = Field(default_factory=list)
     message: str | None = None
+    replacements: int = 0

@@ -28,7 +28,7 @@ from streams.warehouse.persons import PersonNotFound, PersonStore
 log = logging.getLogger("streams.api.persons")
 
 ClientFactory = Callable[[], Client]
-# The tables a lookup reads; /health checks they exist.
+# The tables a lookup reads; /ready checks they exist.
 _HEALTH_TABLES = ("identities", "person_aliases", "event_persons", "segment_changes")
 
 
@@ -114,8 +114,13 @@ def create_persons_app(
 
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:
-        """200 when ClickHouse answers and the person tables exist; 503 with the reason otherwise.
-        No token needed (load balancers and orchestrators call it)."""
+        """Liveness: 200 while the API serves requests. No token needed."""
+        return JSONResponse(status_code=200, content={"status": "ok"})
+
+    @app.get("/ready", tags=["operations"])
+    def ready() -> JSONResponse:
+        """Readiness: 200 when ClickHouse answers and the person tables exist; 503 with the reason
+        otherwise. No token needed (load balancers and orchestrators call it)."""
         where = f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
         try:
             client = make_client()

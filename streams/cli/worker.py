@@ -20,13 +20,20 @@ _QUIET = ("faust", "mode", "aiokafka", "kafka", "streams.sinks.events.librdkafka
     help="Serve Faust's web endpoints on this port (default: off, so workers on one host never clash).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus text), /health and /ready of the stages on this port "
+    "(default: OMNISEG_WORKER_METRICS_PORT, else off).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
     help="Level for omniseg's own messages; Faust, mode and aiokafka stay at WARNING.",
 )
-def worker(web_port: int | None, log_level: str) -> None:
+def worker(web_port: int | None, metrics_port: int | None, log_level: str) -> None:
     """Run a Faust worker until SIGTERM or Ctrl-C.
 
     It hosts the history sink, which reads events.web|app|email|store and events.invalid and writes
@@ -41,6 +48,8 @@ def worker(web_port: int | None, log_level: str) -> None:
     from streams.app import create_app
 
     settings = get_settings()
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )

@@ -43,7 +43,7 @@ class _Quiet:
 _quiet = _Quiet()
 
 
-def http_healthy(port: int, path: str = "/health") -> bool:
+def http_healthy(port: int, path: str = "/ready") -> bool:
     """True when a local HTTP service answers 200 on ``path``."""
     import http.client
 

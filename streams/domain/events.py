@@ -26,8 +26,8 @@ _MAX_ID = 256
 # A float holds every integer up to 2**53 exactly; a larger one may already differ from what was sent.
 _EXACT_FLOAT_LIMIT = 2**53
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
-# JSON integers of 19 digits or more may not fit 64 bits, where orjson turns them into floats (a negative
-# one below -2**63 can have 19 digits).
+# orjson turns an integer outside [-2**63, 2**64) into a float: a negative one of 19 digits may
+# already be outside, so every run of 19 digits or more takes the exact path.
 _LONG_DIGITS = re.compile(rb"\d{19}")
 
 

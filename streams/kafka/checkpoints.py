@@ -18,10 +18,10 @@ class Checkpoint:
 
     __slots__ = ("failed", "offsets", "outstanding", "write")
 
-    def __init__(self, failed: list[tuple[Checkpoint, Any, str]]) -> None:
+    def __init__(self, failed: list[tuple[Checkpoint, Any, Any]]) -> None:
         self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset read
         self.outstanding = 0
-        self.failed = failed  # shared: (checkpoint, message, reason) of records the broker refused
+        self.failed = failed  # shared: (checkpoint, message, KafkaError) of records the broker refused
         self.write: Future[None] | None = None
 
     def __call__(self, err: Any, msg: Any) -> None:
@@ -29,7 +29,7 @@ class Checkpoint:
         if err is None:
             self.outstanding -= 1
         else:  # still outstanding: produced again after a backoff, or the stage stops
-            self.failed.append((self, msg, err.str()))
+            self.failed.append((self, msg, err))
 
     def done(self) -> bool:
         return self.outstanding == 0 and (self.write is None or self.write.done())

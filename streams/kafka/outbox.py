@@ -7,9 +7,10 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from streams.kafka.checkpoints import Checkpoint
+from streams.kafka.errors import StageFailed, is_delivery_timeout, needs_new_producer
 from streams.kafka.stage import Outputs, Refused
 from streams.wire.codecs import encode_invalid
 
@@ -17,6 +18,9 @@ log = logging.getLogger("streams.kafka.outbox")
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 10.0
+# Rounds of unacknowledged records in a row, all timed out, after which the producer is taken for
+# one the broker no longer serves (it forgot the producer's id after a restart, say).
+TIMED_OUT_ROUNDS = 3
 
 
 class Outbox:
@@ -26,9 +30,10 @@ class Outbox:
         self.stage = stage
         self.invalid_topic = invalid_topic
         self.producer: Producer | None = None
-        self.failed: list[tuple[Checkpoint, Any, str]] = []  # filled by delivery reports
+        self.failed: list[tuple[Checkpoint, Any, KafkaError]] = []  # filled by delivery reports
         self.retry_delay = RETRY_MIN_S
         self.resent = 0
+        self._timed_out_rounds = 0
         self._retry = retry
         self._stop = stop
 
@@ -79,13 +84,26 @@ class Outbox:
         """Produce the records the broker did not take again, after a backoff; returns how many.
 
         Without ``retry`` it raises instead: offsets stay uncommitted, and a restart replays and
-        publishes again (same ids downstream).
+        publishes again (same ids downstream). A producer that cannot deliver again (fenced, fatal,
+        or only timeouts for ``TIMED_OUT_ROUNDS`` rounds) raises :class:`StageFailed`: the stage is
+        restarted with a new producer.
         """
         failed = list(self.failed)
         self.failed.clear()
         if not failed:
             return 0
-        reasons = "; ".join(sorted({reason for _, _, reason in failed})[:3])
+        reasons = "; ".join(sorted({err.str() for _, _, err in failed})[:3])
+        if any(needs_new_producer(err) for _, _, err in failed):
+            raise StageFailed(f"{self.stage}: its producer cannot deliver again: {reasons}")
+        if all(is_delivery_timeout(err) for _, _, err in failed):
+            self._timed_out_rounds += 1
+            if self._timed_out_rounds >= TIMED_OUT_ROUNDS:
+                rounds = self._timed_out_rounds
+                raise StageFailed(
+                    f"{self.stage}: {rounds} rounds of records not acknowledged in time: {reasons}"
+                )
+        else:
+            self._timed_out_rounds = 0
         if not self._retry:
             raise RuntimeError(f"{self.stage}: outputs not acknowledged, not committing: {reasons}")
         log.warning(
@@ -115,3 +133,4 @@ class Outbox:
     def acknowledged(self) -> None:
         """Checkpoints completed: the next failure starts again from the shortest backoff."""
         self.retry_delay = RETRY_MIN_S
+        self._timed_out_rounds = 0

@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streams.kafka.checkpoints import Checkpoint, CheckpointQueue
 from streams.kafka.config import consumer_config, paced_producer_config, producer_config
+from streams.kafka.health import StageHealth
 from streams.kafka.outbox import Outbox
 from streams.kafka.reading import consume_ready
 from streams.kafka.sending import Sender
@@ -48,11 +49,14 @@ from streams.topics import INVALID_TOPIC
 log = logging.getLogger("streams.kafka.runtime")
 
 _REVOKE_WAIT_S = 10.0
-_STOP_GRACE_S = 15.0
 _POLL_WHILE_PAUSED_S = 0.25
 _TIMEOUT_S = 60.0
 # The most records one read gathers (a sink's batch may take several).
 _GATHER_MAX = 10_000
+# How often the lag of the assigned partitions is read (local: positions and cached watermarks), and
+# without partitions, the group's (broker requests: committed offsets and watermarks).
+_LAG_EVERY_S = 1.0
+_GROUP_LAG_EVERY_S = 5.0
 
 
 @dataclass
@@ -114,6 +118,11 @@ class StageRuntime:
         self._last_error = ""
         self.consumer: Consumer | None = None
         self._sender: Sender | None = None
+        self.health = StageHealth()
+        self.restart_reason: str | None = None  # set by :meth:`restart`
+        self._next_lag = 0.0
+        self._next_group_lag = 0.0
+        self._group_committed = -1
 
     @property
     def producer(self) -> Producer | None:
@@ -130,6 +139,12 @@ class StageRuntime:
         return self._stop.is_set()
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def restart(self, reason: str) -> None:
+        """Ask :meth:`run` to write what it holds, commit and return, so that the supervisor starts the
+        stage again (a new consumer rejoins the group). Any thread."""
+        self.restart_reason = reason
         self._stop.set()
 
     def run(self) -> None:
@@ -173,8 +188,13 @@ class StageRuntime:
     def _loop(self, consumer: Consumer) -> None:
         spec, step, out, stats = self.spec, self.step, self._out, self.runtime_stats
         limit = spec.batch_size
+        health = self.health
         while not self._stop.is_set():
             self._settle()
+            now = health.last_turn
+            if now >= self._next_lag:
+                self._measure_lag(consumer, now)
+            health.step_ready = step.ready()
             step.before_turn(out)
             if len(out):
                 self._send(out)
@@ -187,6 +207,7 @@ class StageRuntime:
             self._deferred = []
             handled = len(messages)
             if handled:
+                health.last_progress = now
                 records = self._positions(messages)
                 stats.records += len(records)
                 if spec.transactional:
@@ -297,6 +318,7 @@ class StageRuntime:
 
     def _settle(self) -> None:
         """Deliver callbacks, produce failed records again (or stop), commit acknowledged checkpoints."""
+        self.health.last_turn = time.monotonic()
         producer = self.producer
         if producer is not None:
             producer.poll(0)
@@ -334,7 +356,7 @@ class StageRuntime:
         assert consumer is not None
         if not self._paused and self.step.stalled():
             consumer.pause(consumer.assignment())
-            self._paused = True
+            self._paused = self.health.paused = True
         if self._paused and not self._in_callback:
             msg = consumer.poll(_POLL_WHILE_PAUSED_S)
             if msg is not None:  # only from partitions assigned while paused
@@ -349,7 +371,7 @@ class StageRuntime:
     def _resume(self) -> None:
         if self._paused and self.consumer is not None:
             self.consumer.resume(self.consumer.assignment())
-            self._paused = False
+            self._paused = self.health.paused = False
 
     def _drain(self, deadline: float) -> bool:
         """Checkpoint everything the step holds and wait until it is acknowledged (or ``deadline``)."""
@@ -381,11 +403,13 @@ class StageRuntime:
 
     def _finish(self) -> None:
         """Stopping: write and commit everything read so far, giving up after a grace period."""
-        grace = threading.Timer(_STOP_GRACE_S, self.abandon.set)
+        # Within the worker's stop bound: table writes give up first, then waiting for acknowledgements.
+        bound = self.settings.worker_stop_timeout_s
+        grace = threading.Timer(bound * 0.6, self.abandon.set)
         grace.daemon = True
         grace.start()
         try:
-            if not self._drain(time.monotonic() + _STOP_GRACE_S + 5):
+            if not self._drain(time.monotonic() + bound * 0.8):
                 log.error(
                     "%s: stopping with %d checkpoints not acknowledged; their offsets were not committed, "
                     "so those records are read again on the next start",
@@ -458,15 +482,75 @@ class StageRuntime:
         self.step.assigned(partitions, claim)
         return claim.starts
 
+    # -- health -------------------------------------------------------------------------------------
+
+    def _measure_lag(self, consumer: Consumer, now: float) -> None:
+        """Records waiting on the assigned partitions (caught up counts as progress); without
+        partitions, every few seconds, the group's."""
+        self._next_lag = now + _LAG_EVERY_S
+        health = self.health
+        assignment = consumer.assignment()
+        if not assignment:
+            health.lag = None
+            if now >= self._next_group_lag:
+                self._next_group_lag = now + _GROUP_LAG_EVERY_S
+                self._measure_group_lag(consumer, now)
+            return
+        health.group_lag = None
+        lag, known = 0, False
+        try:
+            for tp in consumer.position(assignment):
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    lag += max(0, high - tp.offset)
+                    known = True
+        except KafkaException:
+            return
+        if known:
+            health.lag = lag
+            if lag == 0:
+                health.last_progress = now
+
+    def _measure_group_lag(self, consumer: Consumer, now: float) -> None:
+        health = self.health
+        try:
+            metadata = consumer.list_topics(timeout=5)
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in self.spec.topics
+                if topic in metadata.topics
+                for partition in metadata.topics[topic].partitions
+            ]
+            committed = consumer.committed(partitions, timeout=5) if partitions else []
+            lag = position_sum = 0
+            for tp in committed:
+                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                start = tp.offset if tp.offset >= 0 else low
+                lag += max(0, high - start)
+                position_sum += start
+        except KafkaException as exc:
+            log.debug("%s: group lag not measured: %s", self.spec.name, exc)
+            return
+        if position_sum != self._group_committed:
+            self._group_committed = position_sum
+            health.group_progress_at = now
+        health.group_lag = lag
+
     # -- rebalance ----------------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self.health.assigned = len(self._assigned)
         if self._paused:
             consumer.pause(partitions)
-        starts = self._claim([(tp.topic, tp.partition) for tp in partitions])
+        self.health.claiming = True
+        try:
+            starts = self._claim([(tp.topic, tp.partition) for tp in partitions])
+        finally:
+            self.health.claiming = False
+            self.health.last_progress = self.health.last_turn = time.monotonic()
         if starts:
             for tp in partitions:
                 if (tp.topic, tp.partition) in starts:
@@ -499,3 +583,4 @@ class StageRuntime:
                 self._in_callback = False
             self.step.revoked(gone)
         self._assigned.difference_update(gone)
+        self.health.assigned = len(self._assigned)

@@ -163,17 +163,19 @@ def test_import_is_batch(collector: tuple[Settings, str]) -> None:
     assert len(consume_all(settings, settings.channel_topic("web"), 3)) == 3
 
 
-def test_health_is_ok_with_broker_and_topics(collector: tuple[Settings, str]) -> None:
+def test_ready_and_health_are_ok_with_broker_and_topics(collector: tuple[Settings, str]) -> None:
     _, url = collector
-    response = httpx.get(f"{url}/health")
+    response = httpx.get(f"{url}/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "brokers": 1, "missing_topics": []}
+    alive = httpx.get(f"{url}/health")
+    assert alive.status_code == 200 and alive.json()["status"] == "ok"
 
 
-def test_health_reports_missing_topics(stack: Any) -> None:
+def test_ready_reports_missing_topics(stack: Any) -> None:
     settings = stack.settings(topic_prefix=f"absent{uuid.uuid4().hex[:8]}.", sources=SOURCES)
     with running_collector(settings) as server:
-        response = httpx.get(f"{server.url}/health", timeout=10)
+        response = httpx.get(f"{server.url}/ready", timeout=10)
     assert response.status_code == 503
     assert settings.channel_topic("store") in response.json()["missing_topics"]
 
@@ -186,13 +188,15 @@ def test_unreachable_broker_answers_503_never_200() -> None:
             f"{server.url}/v1/track", json={"userId": "u", "event": "e"}, headers=auth(WEB_KEY), timeout=10
         )
         elapsed = time.monotonic() - started
-        health = httpx.get(f"{server.url}/health", timeout=10)
+        ready = httpx.get(f"{server.url}/ready", timeout=10)
+        alive = httpx.get(f"{server.url}/health", timeout=10)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     body = response.json()
     assert body["code"] == "unavailable" and "retry" in body["message"]
     assert 1.0 < elapsed < 6.0
-    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+    assert alive.status_code == 200, "liveness: the collector itself works; restarting it would not help"
 
 
 def test_requests_answered_200_during_shutdown_are_all_stored(

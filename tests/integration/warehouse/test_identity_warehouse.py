@@ -297,13 +297,14 @@ def test_person_show_gives_current_segments_and_names_each_clock(loaded: Setting
     assert "(event time)" in text and "first received" in text
 
 
-def test_read_api_health_says_ok_and_needs_no_token(api_url: str) -> None:
-    reply = httpx.get(f"{api_url}/health")
-    assert reply.status_code == 200 and reply.json()["status"] == "ok", reply.text
+def test_read_api_health_and_ready_say_ok_and_need_no_token(api_url: str) -> None:
+    for path in ("/health", "/ready"):
+        reply = httpx.get(f"{api_url}{path}")
+        assert reply.status_code == 200 and reply.json()["status"] == "ok", reply.text
 
 
 @pytest.mark.parametrize("problem", ["clickhouse down", "not migrated"])
-def test_read_api_health_is_503_with_the_reason(loaded: Settings, problem: str) -> None:
+def test_read_api_ready_is_503_with_the_reason_while_alive(loaded: Settings, problem: str) -> None:
     from streams.dev.process import release_port
 
     closed = free_port()
@@ -313,10 +314,12 @@ def test_read_api_health_is_503_with_the_reason(loaded: Settings, problem: str) 
         settings = loaded.model_copy(update={"clickhouse_database": "system"})
     try:
         with ThreadedServer(create_persons_app(settings), free_port()) as server:
-            reply = httpx.get(f"{server.url}/health", timeout=30)
+            reply = httpx.get(f"{server.url}/ready", timeout=30)
+            alive = httpx.get(f"{server.url}/health", timeout=30)
     finally:
         release_port(closed)
     assert reply.status_code == 503, reply.text
+    assert alive.status_code == 200, alive.text
     message = reply.json()["message"]
     assert "\n" not in message
     if problem == "clickhouse down":

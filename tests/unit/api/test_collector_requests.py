@@ -204,10 +204,11 @@ def test_valid_call_without_a_producer_is_503_never_200(client: TestClient) -> N
     assert response.json()["code"] == "unavailable"
 
 
-def test_health_without_a_producer_is_503(client: TestClient) -> None:
-    response = client.get("/health")
-    assert response.status_code == 503
-    assert response.json()["status"] == "unavailable"
+def test_health_and_ready_without_a_producer_are_503(client: TestClient) -> None:
+    for path in ("/health", "/ready"):
+        response = client.get(path)
+        assert response.status_code == 503
+        assert response.json()["status"] == "unavailable"
 
 
 def test_openapi_documents_every_endpoint_and_body(client: TestClient) -> None:

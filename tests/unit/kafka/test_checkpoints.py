@@ -86,7 +86,7 @@ def test_a_failed_table_write_keeps_its_offsets_uncommitted() -> None:
 
 
 def test_a_refused_record_stays_outstanding_until_produced_again() -> None:
-    failed: list[tuple[Checkpoint, object, str]] = []
+    failed: list[tuple[Checkpoint, object, object]] = []
     checkpoint = Checkpoint(failed)
     checkpoint.outstanding = 1
 
