@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 import pytest
+from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -90,9 +91,6 @@ def test_a_refused_record_stays_outstanding_until_produced_again() -> None:
     checkpoint = Checkpoint(failed)
     checkpoint.outstanding = 1
 
-    class Refusal:
-        def str(self) -> str:
-            return "Broker: not enough replicas"
-
-    checkpoint(Refusal(), "the record")
-    assert not checkpoint.done() and failed == [(checkpoint, "the record", "Broker: not enough replicas")]
+    refusal = KafkaError(KafkaError.NOT_ENOUGH_REPLICAS)
+    checkpoint(refusal, "the record")
+    assert not checkpoint.done() and failed == [(checkpoint, "the record", refusal)]
