@@ -109,7 +109,7 @@ class StageSupervisor:
             try:
                 stage = self.factory(self.settings)
             except Exception as exc:
-                reason = f"it could not be built: {type(exc).__name__}: {exc}"
+                reason = f"it could not be built: {_one_line(exc)}"
             else:
                 self.stage, self._health = stage, stage.health
                 if self._stop.is_set():
@@ -125,7 +125,7 @@ class StageSupervisor:
             stage.run()
         except Exception as exc:
             log.exception("%s failed", self.name)
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = _one_line(exc)
         else:
             reason = (
                 f"it was restarted because {stage.restart_reason}"
@@ -194,6 +194,11 @@ class StageSupervisor:
             refused=self._refused + (stats.refused if stats else 0),
             restarts=self.restarts,
         )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class StageBoard:

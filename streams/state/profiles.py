@@ -17,17 +17,22 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams.domain.segments.profile import Profile
+from streams.domain.segments.recovery import Published, membership_key, newest
 from streams.kafka.config import consumer_config
 from streams.kafka.partitioner import murmur2_partition
 from streams.kafka.reading import partitions_of, read_to_end
 from streams.kafka.stage import Send
 from streams.settings import Settings
-from streams.wire.codecs import SerializationError
+from streams.wire.codecs import SEGMENT_CHANGE_CODEC, SerializationError
 from streams.wire.segments import decode_state, encode_state
 
 log = logging.getLogger("streams.state.profiles")
 
 _TIMEOUT_S = 60.0
+# How far before the newest saved state of a partition its published changes are read back on
+# restore: a checkpoint's states are written over several turns after its changes, and producer
+# clocks differ a little.
+_PUBLISHED_MARGIN_MS = 60_000
 
 
 class ProfileStore:
@@ -41,6 +46,8 @@ class ProfileStore:
         self.merged_into: dict[str, str] = {}
         self.dirty: set[str] = set()
         self.partitions = 0
+        # Per restored partition: the newest timestamp of its state records (0: none).
+        self.saved_at: dict[int, int] = {}
         self._restorer: Consumer | None = None
 
     def open(self, keyed_topics: Iterable[str]) -> None:
@@ -100,8 +107,16 @@ class ProfileStore:
         """Read the changelog partitions ``numbers`` from the beginning; returns the records read."""
         assert self._restorer is not None
 
+        saved_at = self.saved_at
+        for number in numbers:
+            saved_at[number] = 0
+
         def restore(msg: Message) -> None:
             value = msg.value()
+            _kind, stamp = msg.timestamp()
+            partition: int = msg.partition()  # type: ignore[assignment]
+            if stamp > saved_at[partition]:
+                saved_at[partition] = stamp
             if value is None:
                 return
             try:
@@ -130,6 +145,40 @@ class ProfileStore:
         gc.collect()
         gc.freeze()  # the restored profiles are not garbage: keep them out of later GC passes
         return count
+
+    def published_since_saved(
+        self, changes_topic: str, numbers: list[int], margin_ms: int = _PUBLISHED_MARGIN_MS
+    ) -> dict[str, dict[str, Published]]:
+        """The newest change per person and membership key that ``changes_topic`` (co-partitioned)
+        holds for partitions ``numbers`` from shortly before their newest saved state (all of it for
+        a partition without state): what may have been published after a state was saved."""
+        assert self._restorer is not None
+        since = [
+            TopicPartition(changes_topic, n, max(0, self.saved_at.get(n, 0) - margin_ms)) for n in numbers
+        ]
+        starts = [
+            tp
+            for tp in self._restorer.offsets_for_times(since, _TIMEOUT_S)
+            if tp.offset >= 0  # -1: nothing as new as that
+        ]
+        seen: list[tuple[str, str, int, int]] = []
+
+        def read(msg: Message) -> None:
+            value = msg.value()
+            if value is None:
+                return
+            try:
+                change = SEGMENT_CHANGE_CODEC.decode(value)
+            except SerializationError as exc:
+                log.error("segments: unreadable change %s/%s: %s", msg.partition(), msg.offset(), exc)
+                return
+            key = membership_key(change["segmentId"], change["subject"])
+            seen.append((change["personId"], key, change["seq"], change["definitionVersion"]))
+
+        if starts:
+            read_to_end(self._restorer, starts, read, _TIMEOUT_S)
+            self._restorer.unassign()
+        return newest(seen)
 
     def drop(self, numbers: set[int]) -> None:
         """Forget the persons of partitions ``numbers`` (revoked; their state is on the changelog)."""

@@ -48,6 +48,7 @@ from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.preparation import ProductLookup
 from streams.domain.segments.profile import Profile
+from streams.domain.segments.recovery import adopt
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
@@ -120,6 +121,7 @@ class SegmentStats:
     merges: int = 0
     skipped_replays: int = 0
     state_writes: int = 0
+    recovered: int = 0  # profiles that took over changes published after their saved state
     definitions_applied: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -151,6 +153,8 @@ class SegmentStep(Step):
         self._dirty = self.store.dirty
         self._timers = Timers()
         self._to_write: list[str] = []  # the checkpoint being written, a slice per turn
+        # Persons whose restored state took over published changes -> segments to evaluate again.
+        self._recovered: dict[str, list[str]] = {}
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
         self._out: Outputs | None = None  # the outputs of the call in progress
@@ -169,7 +173,8 @@ class SegmentStep(Step):
     # -- the step -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.store.open(self._topics.values())
+        # segments.changes too: a restore reads back what its partitions published (recovery below).
+        self.store.open([*self._topics.values(), self._changes_topic])
         self._definitions = DefinitionsFollower(self.settings)
         loaded = self._definitions.load()
         self._load_catalog()
@@ -239,6 +244,9 @@ class SegmentStep(Step):
         A profile written late may include events of the next checkpoint; that is safe, because each
         profile records the offset of the last record applied to it and a replay skips what it has.
         """
+        self._out = out
+        if self._recovered:
+            self._evaluate_recovered(out)
         self._to_write = self.store.take_dirty()
         self.sealing = bool(self._to_write)
         self._next_flush = time.monotonic() + self.settings.segments_state_flush_s
@@ -262,6 +270,7 @@ class SegmentStep(Step):
             return
         started = time.monotonic()
         count = self.store.restore(numbers)
+        self._adopt_published(numbers)
         wanted = set(numbers)
         for person, profile in self.profiles.items():
             if profile.due and self.store.partition(person) in wanted:
@@ -274,6 +283,43 @@ class SegmentStep(Step):
             count,
             time.monotonic() - started,
         )
+
+    def _adopt_published(self, numbers: list[int]) -> None:
+        """Recovery: the restored profiles take over the changes their partitions published after
+        the state was saved (a crash between the two); they are evaluated again at the next
+        checkpoint, after the replay of the input since the last commit (docs/decisions/0012)."""
+        published = self.store.published_since_saved(self._changes_topic, numbers)
+        adopted = 0
+        for person, keys in published.items():
+            if person in self.merged_into:
+                continue  # merged away: its exits went out with the merge
+            moved = adopt(self.store.profile(person), keys)
+            if moved:
+                self._recovered.setdefault(person, []).extend(moved)
+                self._dirty.add(person)
+                adopted += 1
+        if adopted:
+            self.stats.recovered += adopted
+            log.warning(
+                "segments: %d restored profiles were older than the changes they had published; "
+                "they took those changes over and are evaluated again",
+                adopted,
+            )
+
+    def _evaluate_recovered(self, out: Outputs) -> None:
+        now = self.now_ms()
+        recovered, self._recovered = self._recovered, {}
+        for person, segment_ids in recovered.items():
+            profile = self.profiles.get(person)
+            if profile is None:
+                continue  # revoked or merged since
+            reason = "recovered: state restored older than its published changes"
+            changes = self.engine.reevaluate(profile, now, "timer", reason, segment_ids)
+            self._dirty.add(person)
+            if changes:
+                self._publish(profile, changes, now)
+            if profile.due:
+                self._timers.schedule(profile.due, person)
 
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
         numbers = {p for topic, p in partitions if topic == self._topics["resolved"]}

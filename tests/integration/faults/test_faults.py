@@ -188,3 +188,39 @@ def test_sigterm_stops_a_worker_within_seconds_while_the_broker_is_paused(
     finally:
         broker.resume()
     assert took < 20, f"the worker took {took:.1f}s to stop\n{worker.tail()}"
+
+
+def test_a_stage_that_cannot_recover_ends_the_worker_saying_which_and_why_while_others_run(
+    fault_settings: Settings, collector: ThreadedServer, tmp_path: Any
+) -> None:
+    """Identity rules that cannot be read: the resolver and the link writer fail at every start, are
+    restarted with backoff, then end the worker; meanwhile the history sink stores the events."""
+    run = _run()
+    worker = Worker(fault_settings, tmp_path / "worker.log")
+    broken = tmp_path / "identity.yaml"
+    broken.write_text("rules: [not, a, mapping")
+    env = {
+        **worker.env(),
+        "OMNISEG_IDENTITY_RULES_PATH": str(broken),
+        "OMNISEG_STAGE_RESTART_MAX": "2",
+    }
+    worker.env = lambda: env  # type: ignore[method-assign]
+    load = Load(collector.url, run)
+    worker.start()
+    try:
+        load.start()
+        time.sleep(4)
+        load.stop()
+        assert wait_until(lambda: load.acked <= stored_ids(fault_settings, run)[1], 30), worker.tail()
+        assert worker.proc is not None
+        worker.proc.wait(60)
+    finally:
+        load.stop()
+        worker.stop()
+    log = worker.log.read_text(errors="replace")
+    assert worker.proc.returncode != 0
+    assert "starting it again in" in log
+    assert (
+        "stage identity-resolver failed 3 times" in log or "stage identity-link-writer failed 3 times" in log
+    ), log[-3000:]
+    assert "could not be built" in log
