@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Channel = Literal["web", "app", "email", "store"]
@@ -178,6 +178,17 @@ class Settings(BaseSettings):
             if len(key.strip()) < 8:
                 raise ValueError(f"write key {key[:3]!r}… is shorter than 8 characters")
         return value
+
+    @model_validator(mode="after")
+    def _stall_longer_than_checkpoints(self) -> Settings:
+        # A stage without partitions judges its group by its committed offsets, which the segment
+        # stage moves once per checkpoint: a shorter stall limit would restart healthy stages.
+        if self.stage_stall_s <= 2 * self.segments_state_flush_s:
+            raise ValueError(
+                f"stage_stall_s ({self.stage_stall_s:g}) must be more than twice segments_state_flush_s "
+                f"({self.segments_state_flush_s:g}): offsets are committed once per checkpoint"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one (adds ``topic_prefix``)."""

@@ -124,3 +124,10 @@ def test_commands_read_the_env_file_of_a_custom_state_dir(tmp_path: Path) -> Non
     settings = _settings_json(_clean_env(OMNISEG_DEV_STATE_DIR=str(tmp_path)))
     assert settings["clickhouse_port"] == 23456
     assert settings["dev_state_dir"] == str(tmp_path)
+
+
+def test_a_stall_limit_within_two_checkpoints_is_refused_in_one_line() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(segments_state_flush_s=30.0, stage_stall_s=60.0)
+    assert "must be more than twice segments_state_flush_s" in str(raised.value)
+    assert Settings(segments_state_flush_s=30.0, stage_stall_s=61.0).stage_stall_s == 61.0

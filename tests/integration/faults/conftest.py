@@ -93,11 +93,14 @@ def fault_settings(broker: Broker, stack: Any) -> Settings:
 class Worker:
     """``omniseg worker`` with every stage, its metrics on a free port; stopped by pid."""
 
-    def __init__(self, settings: Settings, log: Path, stall_s: float = 8.0) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, stall_s: float = 8.0, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log = log
         self.metrics_port = free_port()
         self.stall_s = stall_s
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
@@ -115,6 +118,7 @@ class Worker:
             "OMNISEG_SINK_RETRY_MAX_BACKOFF_S": "1",
             "OMNISEG_STAGE_STALL_S": str(self.stall_s),
             "OMNISEG_WORKER_METRICS_PORT": str(self.metrics_port),
+            **self.extra_env,
         }
 
     def start(self) -> None:

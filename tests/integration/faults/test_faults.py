@@ -54,7 +54,10 @@ def _caught_up(worker: Worker) -> bool:
     return True
 
 
-def _assert_exactly_once_and_caught_up(settings: Settings, load: Load, worker: Worker, run: str) -> None:
+def _assert_exactly_once_and_caught_up(
+    settings: Settings, load: Load, worker: Worker, run: str, fault_over: float, fault: str
+) -> None:
+    """The assertions of every fault; prints how long after ``fault_over`` each part had recovered."""
     assert load.acked, "the load got no event acknowledged"
 
     def history_complete() -> bool:
@@ -70,6 +73,9 @@ def _assert_exactly_once_and_caught_up(settings: Settings, load: Load, worker: W
         f"identity did not catch up\n{worker.tail()}"
     )
     assert wait_until(lambda: _caught_up(worker), CATCH_UP_S), f"{worker.metrics()}\n{worker.tail()}"
+    print(
+        f"\nrecovery after {fault}: every stage caught up {time.monotonic() - fault_over:.1f}s after it ended"
+    )
 
 
 def test_worker_killed_under_load_loses_and_duplicates_nothing(
@@ -84,10 +90,11 @@ def test_worker_killed_under_load_loses_and_duplicates_nothing(
         worker.kill()
         time.sleep(2)
         worker = worker_factory(fault_settings)
+        restarted = time.monotonic()
         time.sleep(8)
     finally:
         load.stop()
-    _assert_exactly_once_and_caught_up(fault_settings, load, worker, run)
+    _assert_exactly_once_and_caught_up(fault_settings, load, worker, run, restarted, "a worker kill")
 
 
 def test_clickhouse_outage_under_load_loses_and_duplicates_nothing(
@@ -104,11 +111,12 @@ def test_clickhouse_outage_under_load_loses_and_duplicates_nothing(
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
         waiting = worker.metrics()
         stack.start_clickhouse()
+        back = time.monotonic()
         time.sleep(5)
     finally:
         load.stop()
     assert any(key[0] == "status:waiting_for_clickhouse" for key in waiting), waiting
-    _assert_exactly_once_and_caught_up(fault_settings, load, worker, run)
+    _assert_exactly_once_and_caught_up(fault_settings, load, worker, run, back, "a 10 s ClickHouse outage")
 
 
 def test_broker_pause_collector_and_worker_recover(
@@ -130,14 +138,19 @@ def test_broker_pause_collector_and_worker_recover(
             broker.resume()
             resumed_at = time.monotonic()
             acked_before = len(load.acked)
-            assert wait_until(lambda: len(load.acked) > acked_before, 60), "the collector never served again"
+            assert wait_until(lambda: len(load.acked) > acked_before, 60, 0.1), (
+                "the collector never served again"
+            )
+            print(
+                f"\nthe collector served again {time.monotonic() - resumed_at:.1f}s after the broker resumed"
+            )
             time.sleep(5)
         finally:
             load.stop()
         during = ready.between(paused_at + 4, resumed_at)
     assert during and 200 not in during, f"/ready said ready while the broker was paused: {during}"
     assert 503 in load.statuses or 0 in load.statuses
-    _assert_exactly_once_and_caught_up(fault_settings, load, worker, run)
+    _assert_exactly_once_and_caught_up(fault_settings, load, worker, run, resumed_at, "a 15 s broker pause")
 
 
 def test_broker_restart_collector_and_worker_recover(
@@ -164,16 +177,18 @@ def test_broker_restart_collector_and_worker_recover(
         down_until = time.monotonic()
         broker.proc.start(timeout_s=60)
         create_topics(fault_settings)  # what `omniseg dev up` does for a new broker
+        back = time.monotonic()
         after = Load(collector.url, run + "b")
         after.start()
         try:
-            assert wait_until(lambda: len(after.acked) > 0, 60), "the collector never served again"
+            assert wait_until(lambda: len(after.acked) > 0, 60, 0.1), "the collector never served again"
+            print(f"\nthe collector served again {time.monotonic() - back:.1f}s after the broker restarted")
             time.sleep(8)
         finally:
             after.stop()
         during = ready.between(stopped_at + 1, down_until)
     assert during and 200 not in during, f"/ready said ready while the broker was down: {during}"
-    _assert_exactly_once_and_caught_up(fault_settings, after, worker, run + "b")
+    _assert_exactly_once_and_caught_up(fault_settings, after, worker, run + "b", back, "a broker restart")
     assert before.acked <= stored_ids(fault_settings, run + "a")[1], "history written before was lost"
 
 
@@ -188,6 +203,7 @@ def test_sigterm_stops_a_worker_within_seconds_while_the_broker_is_paused(
     finally:
         broker.resume()
     assert took < 20, f"the worker took {took:.1f}s to stop\n{worker.tail()}"
+    print(f"\nSIGTERM with the broker paused: the worker stopped in {took:.1f}s")
 
 
 def test_a_stage_that_cannot_recover_ends_the_worker_saying_which_and_why_while_others_run(

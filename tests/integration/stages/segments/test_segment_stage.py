@@ -258,7 +258,9 @@ def test_a_burst_is_saved_and_committed_once_the_input_pauses(
 ) -> None:
     """With saves due only every minute, a pause in the input still saves and commits what was read."""
     suffix = uuid.uuid4().hex[:8]
-    settings = settings_factory(segments_group=f"seg-idle-{suffix}", segments_state_flush_s=60.0)
+    settings = settings_factory(
+        segments_group=f"seg-idle-{suffix}", segments_state_flush_s=60.0, stage_stall_s=300.0
+    )
     apply_definitions(settings, write_definitions(tmp_path / "segments", DEFINITIONS))
     clock = Clock()
     stage = stages.start(settings, clock)
