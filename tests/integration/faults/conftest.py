@@ -117,6 +117,8 @@ class Worker:
             "OMNISEG_SEGMENTS_GROUP": s.segments_group,
             "OMNISEG_SINK_RETRY_MAX_BACKOFF_S": "1",
             "OMNISEG_STAGE_STALL_S": str(self.stall_s),
+            # A short stall limit needs checkpoints well within it (Settings refuses otherwise).
+            "OMNISEG_SEGMENTS_STATE_FLUSH_S": str(self.stall_s / 4),
             "OMNISEG_WORKER_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
         }

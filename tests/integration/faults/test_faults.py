@@ -107,11 +107,14 @@ def test_clickhouse_outage_under_load_loses_and_duplicates_nothing(
     try:
         time.sleep(5)
         stack.stop_clickhouse()
-        time.sleep(10)
-        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
-        waiting = worker.metrics()
-        stack.start_clickhouse()
+        try:
+            time.sleep(10)
+            alive = worker.proc is not None and worker.proc.poll() is None
+            waiting = worker.metrics() if alive else {}
+        finally:
+            stack.start_clickhouse()  # whatever happened: later tests need it
         back = time.monotonic()
+        assert alive, worker.tail()
         time.sleep(5)
     finally:
         load.stop()
