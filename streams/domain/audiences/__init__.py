@@ -1,0 +1,1 @@
+"""Audiences for ad platforms: platform hashing, destinations, consent and the audience state."""
