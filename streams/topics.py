@@ -112,6 +112,24 @@ SEGMENT_FORWARD_TOPIC = TopicSpec(
     doc="Merge hand-over and late events of merged persons between segment workers (internal).",
 )
 
+AUDIENCE_INPUTS_TOPIC = TopicSpec(
+    name="audiences.inputs",
+    key="person id (none for a configuration), UTF-8",
+    value_schema="audience_input",
+    partitions=1,
+    doc="Memberships, contacts and consent of persons, and the destinations configuration, in one total "
+    "order: the audience writer's input (docs/decisions/0013-audiences-for-ad-platforms.md).",
+)
+
+AUDIENCE_DELTAS_TOPIC = TopicSpec(
+    name="audiences.deltas",
+    key="destination id, UTF-8",
+    value_schema="audience_delta",
+    partitions=1,
+    doc="Hashed identifiers added to and removed from each destination's audiences; its offsets are the "
+    "pull API's cursors.",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *CHANNEL_TOPICS,
     INVALID_TOPIC,
@@ -125,6 +143,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SEGMENT_CHANGES_TOPIC,
     SEGMENT_STATE_TOPIC,
     SEGMENT_FORWARD_TOPIC,
+    AUDIENCE_INPUTS_TOPIC,
+    AUDIENCE_DELTAS_TOPIC,
 )
 
 

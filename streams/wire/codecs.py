@@ -102,6 +102,8 @@ SEGMENT_DEFINITION_CODEC = AvroCodec("segment_definition")
 SEGMENT_STATE_CODEC = AvroCodec("segment_state")
 SEGMENT_FORWARD_CODEC = AvroCodec("segment_forward")
 PRODUCT_CODEC = AvroCodec("product")
+AUDIENCE_INPUT_CODEC = AvroCodec("audience_input")
+AUDIENCE_DELTA_CODEC = AvroCodec("audience_delta")
 
 
 def encode_invalid(

@@ -17,27 +17,17 @@ import hashlib
 import hmac
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
+from streams.domain.audiences.hashing import AudienceIdKind, Platform
 from streams.domain.segments.model import SegmentDefinition
 
-
-class DestinationKind(StrEnum):
-    GOOGLE = "google_customer_match"
-    META = "meta_custom_audience"
-    GENERIC = "generic"
-
-
-class AudienceIdKind(StrEnum):
-    EMAIL = "email"
-    PHONE = "phone"
-    MOBILE_ADVERTISING_ID = "mobile_advertising_id"
-    EXTERNAL_ID = "external_id"
+# A destination's kind is the platform whose rules hash its identifiers.
+DestinationKind = Platform
 
 
 # Matched whole (re.fullmatch): '$' alone would let a trailing newline through.
