@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.domain.consent import ConsentPolicy
+
 Channel = Literal["web", "app", "email", "store"]
 CHANNELS: tuple[Channel, ...] = ("web", "app", "email", "store")
 
@@ -152,6 +154,24 @@ class Settings(BaseSettings):
     segments_timezone: str = "UTC"
     segments_hemisphere: Literal["north", "south"] = "north"
 
+    # Consent (streams/domain/consent.py): the purposes omniseg knows, the default of each for a person
+    # who never stated it (absent: not granted, so advertising is opt-in), and consent-manager category
+    # names read as a purpose (e.g. {"marketing": "email"}). JSON in the environment, e.g.
+    # OMNISEG_CONSENT_DEFAULTS='{"analytics": true}'.
+    consent_purposes: tuple[str, ...] = (
+        "advertising",
+        "email",
+        "personalisation",
+        "analytics",
+        "ad_user_data",
+        "ad_personalization",
+    )
+    consent_defaults: dict[str, bool] = Field(default_factory=dict)
+    consent_aliases: dict[str, str] = Field(default_factory=dict)
+    # Ad-platform audiences (docs/decisions/0013-audiences-for-ad-platforms.md)
+    audiences_enabled: bool = True  # run the audience writer in `omniseg worker`
+    audiences_group: str = "omniseg-audiences"
+
     # Worker supervision (streams/kafka/hosting.py, streams/kafka/health.py). A stage with records
     # waiting and none handled for ``stage_stall_s`` (or without partitions while its group's offsets
     # stand still) rejoins its group; a stage that fails more than ``stage_restart_max`` times within
@@ -189,6 +209,19 @@ class Settings(BaseSettings):
                 f"({self.segments_state_flush_s:g}): offsets are committed once per checkpoint"
             )
         return self
+
+    @model_validator(mode="after")
+    def _consent_policy_valid(self) -> Settings:
+        self.consent_policy()  # raises one clear line on an unknown purpose or a bad name
+        return self
+
+    def consent_policy(self) -> ConsentPolicy:
+        """The consent purposes, defaults and aliases as the domain reads them."""
+        return ConsentPolicy(
+            purposes=self.consent_purposes,
+            defaults=dict(self.consent_defaults),
+            aliases=dict(self.consent_aliases),
+        )
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one (adds ``topic_prefix``)."""

@@ -28,6 +28,11 @@ PURPOSE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
+def fold_category(category: str) -> str:
+    """A consent-manager category as omniseg compares it: lower-case, spaces and dashes as '_'."""
+    return _SEPARATORS.sub("_", category.strip().lower())
+
+
 class ConsentValueError(ValueError):
     """A consent value that is not a boolean (one line, naming the category)."""
 
@@ -61,7 +66,7 @@ class ConsentPolicy:
 
     purposes: tuple[str, ...] = DEFAULT_PURPOSES
     defaults: Mapping[str, bool] = field(default_factory=dict)  # purpose -> default; absent: False
-    aliases: Mapping[str, str] = field(default_factory=dict)  # folded CMP category -> purpose
+    aliases: Mapping[str, str] = field(default_factory=dict)  # CMP category -> purpose
 
     def __post_init__(self) -> None:
         for purpose in self.purposes:
@@ -73,13 +78,15 @@ class ConsentPolicy:
         for purpose in self.defaults:
             if purpose not in self.purposes:
                 raise ValueError(f"consent default for {purpose!r}: not a configured purpose")
+        # Categories are compared folded, so the aliases are kept folded too.
+        object.__setattr__(self, "aliases", {fold_category(a): p for a, p in self.aliases.items()})
         for alias, purpose in self.aliases.items():
             if purpose not in self.purposes:
                 raise ValueError(f"consent alias {alias!r} -> {purpose!r}: not a configured purpose")
 
     def purpose_of(self, category: str) -> str | None:
         """The purpose a consent manager's category names, or None when it is not one of ours."""
-        folded = _SEPARATORS.sub("_", category.strip().lower())
+        folded = fold_category(category)
         folded = self.aliases.get(folded, folded)
         return folded if folded in self.purposes else None
 

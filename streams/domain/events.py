@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from streams.domain.event_time import corrected_timestamp, out_of_range
@@ -95,6 +103,19 @@ class Library(_Model):
     version: str | None = None
 
 
+# A consent manager sends a handful of categories; the bound keeps a hostile payload small.
+MAX_CONSENT_CATEGORIES = 64
+
+
+class Consent(_Model):
+    """``context.consent`` of the Segment Consent Management spec: category -> granted, strictly boolean
+    (``"false"`` is refused, not read as true)."""
+
+    categoryPreferences: dict[str, StrictBool] = Field(
+        default_factory=dict, max_length=MAX_CONSENT_CATEGORIES
+    )
+
+
 class Context(_Model):
     channel: ChannelName
     source: str | None = None
@@ -106,6 +127,7 @@ class Context(_Model):
     page: Page | None = None
     campaign: Campaign | None = None
     library: Library | None = None
+    consent: Consent | None = None
 
 
 class Identifiers(_Model):
@@ -180,6 +202,18 @@ class Event(_Model):
             raise ValueError("previousId: an alias call needs previousId and userId")
         if self.type == "group" and not self.groupId:
             raise ValueError("groupId: a group call needs groupId")
+        consent = (self.traits or {}).get("consent")
+        if consent is not None:
+            if not isinstance(consent, dict) or len(consent) > MAX_CONSENT_CATEGORIES:
+                raise ValueError(
+                    f"traits.consent: expected an object of at most {MAX_CONSENT_CATEGORIES} "
+                    "purposes, each true or false"
+                )
+            for purpose, granted in consent.items():
+                if not isinstance(granted, bool):
+                    raise ValueError(
+                        f"traits.consent.{purpose}: expected true or false, got {type(granted).__name__}"
+                    )
         if not self.has_identifier():
             raise ValueError(
                 "userId: no identifier; send userId or anonymousId (or an email, phone, "

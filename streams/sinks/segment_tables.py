@@ -55,6 +55,7 @@ class SegmentBatch:
             contacts = tuple(contacts.get(name) for name in _CONTACTS)
         elif contacts is None:
             contacts = (None,) * len(_CONTACTS)
+        contacts = contacts[: len(_CONTACTS)]  # the table has no column for later contact kinds
         at_ms = max(epoch_millis(at), 0)
         self.changes.append(
             (

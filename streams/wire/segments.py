@@ -35,8 +35,8 @@ _R_PERSON, _R_IDS, _R_EVENT = (RESOLVED_READER.index(n) for n in ("personId", "i
     _EVENT.index(n)
     for n in ("messageId", "type", "event", "traits", "properties", "context", "lines", "timestamp")
 )
-_C_CHANNEL, _C_AGENT, _C_ZONE, _C_DEVICE = (
-    CONTEXT_FIELDS.index(n) for n in ("channel", "userAgent", "timezone", "device")
+_C_CHANNEL, _C_AGENT, _C_ZONE, _C_DEVICE, _C_CONSENT = (
+    CONTEXT_FIELDS.index(n) for n in ("channel", "userAgent", "timezone", "device", "consent")
 )
 _D_TYPE = DEVICE_FIELDS.index("type")
 _LINE = [
@@ -65,6 +65,14 @@ def _json_object(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _consent_of(consent: Any) -> tuple[dict[str, bool], ...]:
+    """``(categoryPreferences,)`` of a context.consent record that has any, else ``()`` (the default)."""
+    if consent is None:
+        return ()
+    preferences = consent[0] if isinstance(consent, tuple) else consent.get("categoryPreferences")
+    return (preferences,) if preferences else ()
+
+
 def decode_resolved(value: bytes) -> tuple[str, SegmentEvent]:
     """(personId, event) of one events.resolved record; raises SerializationError if corrupt."""
     row = RESOLVED_READER.decode(value)
@@ -88,6 +96,7 @@ def decode_resolved(value: bytes) -> tuple[str, SegmentEvent]:
         _json_object(event[_E_TRAITS]),  # traits
         lines,
         tuple(row[_R_IDS]),  # identifiers
+        *_consent_of(context[_C_CONSENT]),  # consent: the category map, when the event states one
     )
 
 
@@ -123,7 +132,7 @@ def change_id(change: Change) -> str:
 _CHANGE_HEADER = MAGIC + SEGMENT_CHANGE_CODEC.current.fingerprint
 _STATE_HEADER = MAGIC + SEGMENT_STATE_CODEC.current.fingerprint
 _NULL = b"\x00"
-_CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard")
+_CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard", "advertisingId")
 _TRIGGERS = {name: avro_long(i) for i, name in enumerate(("event", "timer", "merge", "definition"))}
 _ENTERED, _EXITED = avro_long(0), avro_long(1)
 _STATE_FORMAT = avro_long(FORMAT)
@@ -160,6 +169,20 @@ def _optional(value: str | None) -> bytes:
     return _NULL if value is None else b"\x02" + _text(value)
 
 
+_TRUE, _FALSE = b"\x01", b"\x00"
+
+
+def _consent(consent: dict[str, list[Any]]) -> bytes:
+    """The ``consent`` array: one block of (purpose, granted, at) records, sorted by purpose, then 0."""
+    if not consent:
+        return _NULL  # an empty array is its end marker alone
+    items = [
+        _cached_text(purpose) + (_TRUE if entry[0] else _FALSE) + avro_long(entry[1])
+        for purpose, entry in sorted(consent.items())
+    ]
+    return _long(len(items)) + b"".join(items) + _NULL
+
+
 def encode_change(change: Change, profile: Profile, emitted_at_ms: int) -> bytes:
     return encode_changes([change], profile, emitted_at_ms)[0]
 
@@ -187,6 +210,7 @@ def encode_changes(changes: Iterable[Change], profile: Profile, emitted_at_ms: i
         entry = contacts.get(name)
         parts.append(_NULL if entry is None else b"\x02" + _text(entry[0]))
     parts.append(_moment(emitted_at_ms))
+    parts.append(_consent(profile.consent))
     tail = b"".join(parts)
     records = []
     for change in changes:

@@ -46,6 +46,8 @@ class SegmentEvent:
     traits: Mapping[str, Any] = field(default_factory=dict)
     lines: tuple[LineItem, ...] = ()
     identifiers: tuple[str, ...] = ()  # normalised identifier keys, kind:value
+    # context.consent.categoryPreferences as sent (category -> granted); traits.consent is in traits
+    consent: Mapping[str, bool] = field(default_factory=dict)
 
 
 def slot_setters(cls: type, count: int) -> tuple[Callable[[type], Any], list[Callable[[Any, Any], None]]]:
@@ -82,8 +84,11 @@ def _line_item_maker() -> Callable[[str | None, str | None, str | None, float, f
     return line_item
 
 
+_NO_CONSENT: Mapping[str, bool] = {}  # shared by every event that states no consent; never mutated
+
+
 def _segment_event_maker() -> Callable[..., SegmentEvent]:
-    new, (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10) = slot_setters(SegmentEvent, 11)
+    new, (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11) = slot_setters(SegmentEvent, 12)
 
     def segment_event(
         message_id: str,
@@ -97,6 +102,7 @@ def _segment_event_maker() -> Callable[..., SegmentEvent]:
         traits: Mapping[str, Any],
         lines: tuple[LineItem, ...],
         identifiers: tuple[str, ...],
+        consent: Mapping[str, bool] = _NO_CONSENT,
     ) -> SegmentEvent:
         made: SegmentEvent = new(SegmentEvent)
         s0(made, message_id)
@@ -110,6 +116,7 @@ def _segment_event_maker() -> Callable[..., SegmentEvent]:
         s8(made, traits)
         s9(made, lines)
         s10(made, identifiers)
+        s11(made, consent)
         return made
 
     return segment_event

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 
+from streams.domain.consent import Decision, newer
 from streams.domain.segments.profile import KEPT_MESSAGE_IDS, KEPT_PURCHASES, Profile
 
 
@@ -41,6 +42,10 @@ def combine(survivor: Profile, merged: Profile) -> None:
             current = mine_map.get(key)
             if current is None or entry[1] > current[1]:
                 mine_map[key] = [entry[0], entry[1]]  # a copy: entries are updated in place
+    for purpose, (granted, at) in merged.consent.items():
+        current = survivor.consent.get(purpose)
+        if current is None or newer(Decision(current[0], current[1]), Decision(granted, at)):
+            survivor.consent[purpose] = [granted, at]
     for ledger, other in (
         (survivor.ledger, merged.ledger),
         (survivor.category_ledger, merged.category_ledger),

@@ -65,6 +65,8 @@ class Profile:
     # newer time, and a new pair per event was most of the objects the stage's collector walked
     traits: dict[str, list[Any]] = field(default_factory=dict)
     contacts: dict[str, list[Any]] = field(default_factory=dict)
+    # purpose -> [granted, event time of the event that said it] (streams/domain/consent.py rules)
+    consent: dict[str, list[Any]] = field(default_factory=dict)
     windowed: dict[str, array[int]] = field(default_factory=dict)  # feature -> sorted timestamps
     wvalues: dict[str, array[float]] = field(default_factory=dict)  # feature -> values (sum/min/max)
     totals: dict[str, list[Any]] = field(
@@ -91,6 +93,14 @@ class Profile:
     def is_member(self, key: str) -> bool:
         return self.members.get(key, 0) % 2 == 1
 
+    def activation(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """What audiences read of the person besides memberships: contact values and consent decisions
+        (compared before and after an event to know whether the audience writer must hear of it)."""
+        return (
+            tuple((kind, entry[0]) for kind, entry in self.contacts.items()),
+            tuple((purpose, entry[0], entry[1]) for purpose, entry in self.consent.items()),
+        )
+
     def current_members(self) -> list[str]:
         return [key for key, seq in self.members.items() if seq % 2 == 1]
 
@@ -105,6 +115,7 @@ class Profile:
                 "last_context": self.last_context,
                 "traits": self.traits,
                 "contacts": self.contacts,
+                "consent": self.consent,
                 "windowed": {k: v.tolist() for k, v in self.windowed.items()},
                 "wvalues": {k: v.tolist() for k, v in self.wvalues.items()},
                 "totals": self.totals,
@@ -151,6 +162,7 @@ class Profile:
             data["versions"] = {sys.intern(k): v for k, v in get("versions", {}).items()}
         data["traits"] = {k: [v[0], v[1]] for k, v in get("traits", {}).items()}
         data["contacts"] = {sys.intern(k): [v[0], v[1]] for k, v in get("contacts", {}).items()}
+        data["consent"] = {sys.intern(k): [bool(v[0]), v[1]] for k, v in get("consent", {}).items()}
         context = get("last_context")
         data["last_context"] = shared_context(tuple(context)) if context is not None else None
         data["seen"] = array("q", get("seen", ()))

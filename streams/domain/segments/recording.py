@@ -25,6 +25,7 @@ _CONTACT_KINDS = {
     "customer_id": "userId",
     "crm_id": "crmId",
     "loyalty_card": "loyaltyCard",
+    "advertising_id": "advertisingId",
 }
 
 

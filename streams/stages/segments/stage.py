@@ -52,10 +52,12 @@ from streams.domain.segments.recovery import adopt
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
+from streams.stages.segments.activation import ActivationFeed, facts, has_audience_identifiers
 from streams.stages.segments.definitions import DefinitionsFollower
 from streams.state.profiles import ProfileStore
 from streams.state.timers import Timers
 from streams.topics import (
+    AUDIENCE_INPUTS_TOPIC,
     IDENTITY_CHANGES_TOPIC,
     RESOLVED_TOPIC,
     SEGMENT_CHANGES_TOPIC,
@@ -122,6 +124,7 @@ class SegmentStats:
     skipped_replays: int = 0
     state_writes: int = 0
     recovered: int = 0  # profiles that took over changes published after their saved state
+    audience_inputs: int = 0  # records sent to audiences.inputs
     definitions_applied: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -147,6 +150,9 @@ class SegmentStep(Step):
             "forward": settings.topic(SEGMENT_FORWARD_TOPIC.name),
         }
         self._changes_topic = settings.topic(SEGMENT_CHANGES_TOPIC.name)
+        self.activation = ActivationFeed(
+            settings.topic(AUDIENCE_INPUTS_TOPIC.name), settings.consent_policy()
+        )
         self.store = ProfileStore(settings, settings.topic(SEGMENT_STATE_TOPIC.name))
         self.profiles = self.store.profiles
         self.merged_into = self.store.merged_into
@@ -318,6 +324,10 @@ class SegmentStep(Step):
             self._dirty.add(person)
             if changes:
                 self._publish(profile, changes, now)
+            # The crashed owner may have published changes without their audience inputs.
+            resync = self.activation.resync(profile, now)
+            self._outputs().sends.extend(resync)
+            self.stats.audience_inputs += len(resync)
             if profile.due:
                 self._timers.schedule(profile.due, person)
 
@@ -378,13 +388,26 @@ class SegmentStep(Step):
 
     def _apply(self, profile: Profile, event: SegmentEvent, now: int) -> None:
         due = profile.due
+        # Only an event with identifiers or consent can change what audiences read of the person.
+        watched = bool(event.identifiers or event.consent or (event.traits and "consent" in event.traits))
+        before = facts(profile) if watched else None
+        if watched:
+            self.activation.record_consent(profile, event)
         changes = self.engine.apply(profile, event, now)
         self.stats.events += 1
         self._dirty.add(profile.person_id)
+        if before is not None:
+            self._send_facts_if_changed(profile, before, now)
         if changes:
             self._publish(profile, changes, now)
         if profile.due and profile.due != due:
             self._timers.schedule(profile.due, profile.person_id)
+
+    def _send_facts_if_changed(self, profile: Profile, before: tuple[Any, Any], now: int) -> None:
+        after = facts(profile)
+        if after != before and (has_audience_identifiers(after) or has_audience_identifiers(before)):
+            self._outputs().sends.append(self.activation.person(profile, now))
+            self.stats.audience_inputs += 1
 
     def _on_forward(self, value: bytes, offset: int, now: int) -> None:
         kind, person, from_person, into_person, state, event = decode_forward(value)
@@ -407,7 +430,9 @@ class SegmentStep(Step):
             merged = Profile.from_json(state)
             merged.members.clear()  # its owner already published its exits
             merged.versions.clear()
+            before = facts(profile)
             _, changes = self.engine.absorb(profile, merged, now)
+            self._send_facts_if_changed(profile, before, now)
             self._dirty.add(person)
             self.stats.merges += 1
             if changes:
@@ -433,6 +458,8 @@ class SegmentStep(Step):
             if changes:
                 self._publish(profile, changes, now)
             state = profile.to_json()
+        self._outputs().sends.append(self.activation.removed(person, now))
+        self.stats.audience_inputs += 1
         self.merged_into[person] = survivor
         self._dirty.add(person)
         self._forward("merge_in", survivor, now, from_person=person, state=state)
@@ -505,6 +532,9 @@ class SegmentStep(Step):
         for record in encode_changes(changes, profile, now):
             send((topic, key, record))
         self.stats.changes += len(changes)
+        inputs = self.activation.memberships(changes, now)
+        self._outputs().sends.extend(inputs)
+        self.stats.audience_inputs += len(inputs)
 
     def _outputs(self) -> Outputs:
         assert self._out is not None, "outputs are emitted only inside the runtime's calls"

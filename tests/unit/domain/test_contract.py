@@ -30,6 +30,8 @@ def _check(model: type[BaseModel], schema: dict[str, Any], path: str) -> None:
 
 
 def _check_type(annotation: Any, avro: Any, path: str) -> None:
+    if get_origin(annotation) is typing.Annotated:  # StrictBool and friends: the type under the rule
+        annotation = get_args(annotation)[0]
     origin = get_origin(annotation)
     args = get_args(annotation)
     if isinstance(avro, list):  # union: only ["null", X] is used
@@ -53,6 +55,9 @@ def _check_type(annotation: Any, avro: Any, path: str) -> None:
     elif kind == "array":
         assert origin is list, path
         _check_type(args[0], avro["items"], f"{path}[]")
+    elif kind == "map":
+        assert origin is dict and args[0] is str, f"{path}: a map is dict[str, ...]"
+        _check_type(args[1], avro["values"], f"{path}{{}}")
     elif kind == "long" and avro.get("logicalType") == "timestamp-millis":
         assert annotation is datetime, f"{path}: timestamp-millis must be datetime"
     else:

@@ -39,6 +39,8 @@ _maybe = st.none() | _text
     version=st.integers(1, 2**30),
     email=_maybe,
     phone=_maybe,
+    advertising_id=_maybe,
+    consent=st.dictionaries(_text, st.tuples(st.booleans(), st.integers(0, 2**45)), max_size=4),
 )
 def test_change_bytes_equal_fastavro(
     person: str,
@@ -53,6 +55,8 @@ def test_change_bytes_equal_fastavro(
     version: int,
     email: str | None,
     phone: str | None,
+    advertising_id: str | None,
+    consent: dict[str, tuple[bool, int]],
 ) -> None:
     change = Change(person, segment, subject, entered, seq, at, trigger, reason, message_id, version)
     profile = Profile(person)
@@ -60,6 +64,9 @@ def test_change_bytes_equal_fastavro(
         profile.contacts["email"] = [email, 1]
     if phone is not None:
         profile.contacts["phone"] = [phone, 1]
+    if advertising_id is not None:
+        profile.contacts["advertisingId"] = [advertising_id, 1]
+    profile.consent = {purpose: [granted, at] for purpose, (granted, at) in consent.items()}
     expected = SEGMENT_CHANGE_CODEC.encode(
         {
             "changeId": change_id(change),
@@ -80,8 +87,13 @@ def test_change_bytes_equal_fastavro(
                 "userId": None,
                 "crmId": None,
                 "loyaltyCard": None,
+                "advertisingId": advertising_id,
             },
             "emittedAt": 123,
+            "consent": [
+                {"purpose": purpose, "granted": granted, "at": at}
+                for purpose, (granted, at) in sorted(consent.items())
+            ],
         }
     )
     assert encode_change(change, profile, 123) == expected
@@ -123,7 +135,12 @@ def test_resolved_event_decodes_to_a_segment_event() -> None:
             "userId": "u1",
             "traits": {"tier": "gold"},
             "properties": {"revenue": 42.5},
-            "context": {"channel": "app", "timezone": "Europe/London", "device": {"type": "ios"}},
+            "context": {
+                "channel": "app",
+                "timezone": "Europe/London",
+                "device": {"type": "ios"},
+                "consent": {"categoryPreferences": {"Advertising": False}},
+            },
             "lines": [{"ean": "4006381333931", "quantity": 2, "unitPrice": 21.25}],
             "timestamp": at,
             "receivedAt": at,
@@ -138,6 +155,7 @@ def test_resolved_event_decodes_to_a_segment_event() -> None:
     assert decoded.traits == {"tier": "gold"} and decoded.properties == {"revenue": 42.5}
     assert decoded.lines[0].ean == "4006381333931" and decoded.lines[0].quantity == 2
     assert decoded.identifiers == ("customer_id:u1",)
+    assert decoded.consent == {"Advertising": False}
 
 
 def test_a_profiles_changes_encode_like_one_at_a_time() -> None:

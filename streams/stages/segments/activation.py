@@ -1,0 +1,122 @@
+"""What the segment stage tells the audience writer, and the consent it keeps per person.
+
+The segment stage holds each person's memberships, contact identifiers and consent; audiences for ad
+platforms are computed from exactly those (docs/decisions/0013-audiences-for-ad-platforms.md). This
+module turns them into ``audiences.inputs`` records:
+
+- every membership change (``MembershipChange``, with the transition's ``seq``);
+- the person's audience identifiers and consent, whole (``PersonUpdate``), whenever either changes;
+- ``PersonRemoved`` when the person is merged into another one.
+
+All are idempotent for the writer (a repeated membership has an old ``seq``; an update replaces the
+person's facts whole), so replays after a crash repeat them harmlessly. A person who never had an
+audience identifier is not sent: without one it contributes to no audience, and its first identifier
+sends its consent with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from streams.domain.audiences.hashing import AudienceIdKind
+from streams.domain.audiences.state import MembershipChange, PersonRemoved, PersonUpdate
+from streams.domain.consent import ConsentPolicy, ConsentValueError, Decision, newer
+from streams.domain.segments.changes import Change
+from streams.domain.segments.engine import SUBJECT_SEP
+from streams.domain.segments.events import SegmentEvent
+from streams.domain.segments.profile import Profile
+from streams.wire.audiences import encode_input
+
+# Profile contact kind -> the identifier kind an ad platform may receive.
+AUDIENCE_CONTACTS = {
+    "email": AudienceIdKind.EMAIL,
+    "phone": AudienceIdKind.PHONE,
+    "userId": AudienceIdKind.EXTERNAL_ID,
+    "advertisingId": AudienceIdKind.MOBILE_ADVERTISING_ID,
+}
+
+Facts = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, bool, int], ...]]
+
+
+def facts(profile: Profile) -> Facts:
+    """The person's audience identifiers and consent, comparable before and after an event."""
+    contacts = profile.contacts
+    return (
+        tuple((kind, contacts[kind][0]) for kind in AUDIENCE_CONTACTS if kind in contacts),
+        tuple((purpose, entry[0], entry[1]) for purpose, entry in sorted(profile.consent.items())),
+    )
+
+
+class ActivationFeed:
+    """Builds the stage's ``audiences.inputs`` records and records the consent events state."""
+
+    def __init__(self, topic: str, policy: ConsentPolicy) -> None:
+        self.topic = topic
+        self.policy = policy
+        self.refused_consent = 0  # events whose consent was not a map of booleans (not read)
+
+    def record_consent(self, profile: Profile, event: SegmentEvent) -> None:
+        """Fold the consent the event states (CMP categories, ``traits.consent``) into the profile:
+        per purpose the newest by event time, a refusal winning a tie (streams/domain/consent.py)."""
+        stated_traits = event.traits.get("consent") if event.traits else None
+        if not event.consent and stated_traits is None:
+            return
+        try:
+            stated = self.policy.statement(event.consent, event.timestamp_ms) if event.consent else {}
+            if isinstance(stated_traits, dict):
+                for purpose, decision in self.policy.statement(stated_traits, event.timestamp_ms).items():
+                    if newer(stated.get(purpose), decision):
+                        stated[purpose] = decision
+        except ConsentValueError:
+            self.refused_consent += 1  # intake refuses these; a direct producer's are not read
+            return
+        consent = profile.consent
+        for purpose, decision in stated.items():
+            entry = consent.get(purpose)
+            if entry is None or newer(Decision(entry[0], entry[1]), decision):
+                consent[purpose] = [decision.granted, decision.at]
+
+    def memberships(self, changes: Iterable[Change], now: int) -> list[tuple[str, bytes, bytes]]:
+        at = _moment(now)
+        return [
+            (
+                self.topic,
+                change.person_id.encode(),
+                encode_input(
+                    MembershipChange(change.person_id, change.segment_id, change.subject, change.seq), at
+                ),
+            )
+            for change in changes
+        ]
+
+    def person(self, profile: Profile, now: int) -> tuple[str, bytes, bytes]:
+        identifiers, consent = facts(profile)
+        update = PersonUpdate(
+            profile.person_id,
+            {AUDIENCE_CONTACTS[kind]: (value,) for kind, value in identifiers},
+            {purpose: Decision(granted, at) for purpose, granted, at in consent},
+        )
+        return (self.topic, profile.person_id.encode(), encode_input(update, _moment(now)))
+
+    def removed(self, person_id: str, now: int) -> tuple[str, bytes, bytes]:
+        return (self.topic, person_id.encode(), encode_input(PersonRemoved(person_id), _moment(now)))
+
+    def resync(self, profile: Profile, now: int) -> list[tuple[str, bytes, bytes]]:
+        """Everything the writer holds of the person, again: after a restore that took over changes
+        published before a crash, whose audience inputs may not have been sent."""
+        at = _moment(now)
+        records = [self.person(profile, now)] if facts(profile)[0] else []
+        for key, seq in sorted(profile.members.items()):
+            segment_id, _, subject = key.partition(SUBJECT_SEP)
+            change = MembershipChange(profile.person_id, segment_id, subject or None, seq)
+            records.append((self.topic, profile.person_id.encode(), encode_input(change, at)))
+        return records
+
+
+def _moment(now_ms: int) -> datetime:
+    return datetime.fromtimestamp(now_ms / 1000, UTC)
+
+
+def has_audience_identifiers(value: Facts) -> bool:
+    return bool(value[0])
