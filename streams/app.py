@@ -1,6 +1,6 @@
 """The Faust application: one per worker process, built from the settings by :func:`create_app`.
 
-Every stage (sinks, identity resolver and link writer, segment stage) runs as a Faust service
+Every stage (sinks, identity resolver and link writer, segment stage, audience writer) runs as a Faust service
 (:class:`streams.kafka.hosting.StageService`) of the same app, as the settings enable them. Local
 defaults suit Tansu: short session timeouts (a group join waits about half of it), no web server
 unless a port is given (two workers on one host must not clash), and Faust's own loggers at WARNING
@@ -29,6 +29,7 @@ def create_app(
     history_sink: bool | None = None,
     identity: bool | None = None,
     segments: bool | None = None,
+    audiences: bool | None = None,
 ) -> faust.App:
     """The worker's Faust app for these settings.
 
@@ -75,6 +76,10 @@ def create_app(
         from streams.stages.segments.stage import SegmentStage
 
         stages += [("segments", SegmentStage)]
+    if settings.audiences_enabled if audiences is None else audiences:
+        from streams.stages.audiences.writer import AudienceWriter
+
+        stages += [("audiences", AudienceWriter)]
     board = StageBoard()
     for name, factory in stages:
         app.service(StageService.for_stage(settings, name, factory, board))

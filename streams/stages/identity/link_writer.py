@@ -42,11 +42,11 @@ from streams.domain.identity import IdentityRules, PersonRecord
 from streams.domain.resolution import FastExtractor, LinkState, invalid_reason
 from streams.kafka.config import consumer_config
 from streams.kafka.partitioner import murmur2_partition
+from streams.kafka.positions import POSITION_HEADER, encode_position, position_of
 from streams.kafka.reading import partitions_of, read_to_end
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
-from streams.stages.identity.positions import POSITION_HEADER, encode_position, position_of
 from streams.topics import (
     IDENTITY_ASSIGNMENTS_TOPIC,
     IDENTITY_CHANGES_TOPIC,

@@ -1,0 +1,1 @@
+"""The audience writer: ad-platform audiences from memberships, identifiers and consent."""
