@@ -14,6 +14,8 @@ import math
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from streams.wire.codecs import EVENT_CODEC
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -26,7 +28,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "campaign_name", "campaign_source", "campaign_medium",
     "store_id", "terminal_id", "transaction_id",
     "line_sku", "line_ean", "line_app_product_id", "line_quantity", "line_unit_price", "line_currency",
-    "currency", "traits", "properties",
+    "currency", "traits", "properties", "consent_categories", "consent_granted",
     "timestamp", "timestamp_ms", "sent_at_ms", "original_timestamp_ms", "received_at",
     "kafka_partition", "kafka_offset",
 )  # fmt: skip
@@ -69,7 +71,7 @@ def _layout(schema: dict[str, Any]) -> dict[str, int]:
     )}  # fmt: skip
     for prefix, record, names in (
         ("ctx.", context, ("channel", "source", "ip", "userAgent", "locale", "timezone",
-                           "device", "page", "campaign")),
+                           "device", "page", "campaign", "consent")),
         ("ids.", identifiers, ("email", "phone", "espSubscriberId", "loyaltyCard", "crmId")),
         ("store.", store, ("storeId", "terminalId", "transactionId")),
         ("line.", line, ("sku", "ean", "appProductId", "quantity", "unitPrice", "currency")),
@@ -112,7 +114,7 @@ def append(self, row, partition, offset):
      a_device_type, a_ip, a_ua, a_locale, a_tz, a_page_url, a_page_path, a_page_referrer,
      a_campaign_name, a_campaign_source, a_campaign_medium, a_store_id, a_terminal_id,
      a_transaction_id, a_sku, a_ean, a_app_id, a_qty, a_price, a_line_currency, a_currency,
-     a_traits, a_properties, a_timestamp, a_timestamp_ms, a_sent_at_ms, a_original_ms,
+     a_traits, a_properties, a_consent_categories, a_consent_granted, a_timestamp, a_timestamp_ms, a_sent_at_ms, a_original_ms,
      a_received_at, a_partition, a_offset) = self.appends
     a_message_id(row[{messageId}])
     a_type(row[{type}])
@@ -182,8 +184,17 @@ def append(self, row, partition, offset):
         a_price(())
         a_line_currency(())
         a_currency("")
-    a_traits(row[{traits}] or "")
+    traits = row[{traits}] or ""
+    a_traits(traits)
     a_properties(row[{properties}] or "")
+    consent = ctx[{ctx_consent}]
+    if consent is not None or '"consent"' in traits:
+        categories, granted = _consent_columns(consent, traits)
+        a_consent_categories(categories)
+        a_consent_granted(granted)
+    else:
+        a_consent_categories(())
+        a_consent_granted(())
     a_timestamp(_seconds(timestamp_ms))
     if timestamp_ms < 0:
         timestamp_ms = 0
@@ -199,9 +210,34 @@ def append(self, row, partition, offset):
 """
 
 
+def _consent_columns(consent: Any, traits: str) -> tuple[list[str], list[int]]:
+    """The categories an event stated (context.consent, then traits.consent) and 1/0 for each."""
+    categories: list[str] = []
+    granted: list[int] = []
+    preferences = consent[0] if isinstance(consent, tuple) else (consent or {}).get("categoryPreferences")
+    for category, value in (preferences or {}).items():
+        categories.append(category)
+        granted.append(1 if value else 0)
+    if traits:
+        try:
+            stated = orjson.loads(traits).get("consent")
+        except (orjson.JSONDecodeError, AttributeError):
+            stated = None
+        if isinstance(stated, dict):
+            for purpose, value in stated.items():
+                if isinstance(value, bool):
+                    categories.append(str(purpose))
+                    granted.append(1 if value else 0)
+    return categories, granted
+
+
 def _compile_append() -> Any:
     layout = {key.replace(".", "_"): value for key, value in _layout(EVENT_CODEC.current.parsed).items()}
-    scope: dict[str, Any] = {"_seconds": _seconds, "_finite_or_none": _finite_or_none}
+    scope: dict[str, Any] = {
+        "_seconds": _seconds,
+        "_finite_or_none": _finite_or_none,
+        "_consent_columns": _consent_columns,
+    }
     exec(compile(_APPEND_TEMPLATE.format(**layout), "<EventColumns.append>", "exec"), scope)
     return scope["append"]
 

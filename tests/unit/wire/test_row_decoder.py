@@ -28,6 +28,7 @@ def _records() -> list[dict[str, Any]]:
         if n % 3 == 0:  # traits and a campaign as well
             avro["traits"] = '{"tier": "gold", "age": 41}'
             avro["context"]["campaign"] = {"name": "autumn", "source": "mail", "medium": "email"}
+            avro["context"]["consent"] = {"categoryPreferences": {"Advertising": n % 2 == 0, "Email": True}}
         records.append(
             {"personId": f"P{n}", "identifiers": [f"email:u{n}@x.com"], "resolvedAt": AT, "event": avro}
         )
