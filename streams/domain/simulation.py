@@ -95,6 +95,22 @@ def catalog(seed: int = 0) -> list[Product]:
     return products
 
 
+def consent_banner(index: int) -> dict[str, bool] | None:
+    """What customer ``index`` answered the web shop's consent banner, sent with every web event as
+    Segment's consent wrappers do: one in ten never answered; of the rest, three in four accept
+    advertising (with Google's Consent Mode v2 signals) and two in three analytics. Derived from the
+    index alone, so it draws nothing from the stream's random generator."""
+    if index % 10 == 9:
+        return None
+    ads = index % 4 != 0
+    return {
+        "Advertising": ads,
+        "ad_user_data": ads,
+        "ad_personalization": ads,
+        "Analytics": index % 3 != 0,
+    }
+
+
 def _customer(rng: random.Random, index: int) -> Customer:
     first = rng.choice(_FIRST)
     registered = rng.random() < 0.7
@@ -182,6 +198,9 @@ def _session(day: _Day, customer: Customer, channel: ChannelName, campaign: str 
     if channel == "web":
         base["anonymousId"] = rng.choice(customer.cookies)
         base["context"]["userAgent"] = rng.choice(_USER_AGENTS)
+        preferences = consent_banner(customer.index)
+        if preferences is not None:
+            base["context"]["consent"] = {"categoryPreferences": preferences}
         if campaign:
             base["context"]["campaign"] = {"name": campaign, "source": "esp", "medium": "email"}
     else:
