@@ -23,6 +23,8 @@ ean, sku, appProductId,       one product line; quantity defaults to 1
 quantity, unitPrice, currency
 campaign                      context.campaign.name (ESP exports)
 properties.X, traits.X        any other property or trait, as text
+consent.X                     the person's consent for purpose X: true or false (a bulk consent
+                              import: rows of type identify with an identifier and a timestamp)
 ============================  ===========================================================
 
 Timestamps are taken as they are (no clock-skew correction: an exported ``sentAt`` is not now); one
@@ -150,6 +152,11 @@ def _csv_bytes(record: dict[Any, Any]) -> bytes:
     return orjson.dumps({str(k): v for k, v in record.items()})
 
 
+def _flag(text: str) -> bool | str:
+    """``true`` / ``false`` in any case as a boolean; anything else stays text, and is refused."""
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def _csv_event(group: list[tuple[int, dict[str, str]]]) -> Row:
     number, first = group[0]
     cells = {key: (value or "").strip() for key, value in first.items()}
@@ -172,6 +179,10 @@ def _csv_event(group: list[tuple[int, dict[str, str]]]) -> Row:
         values = {k.split(".", 1)[1]: v for k, v in cells.items() if k.startswith(f"{prefix}.") and v}
         if values:
             call[prefix] = values
+    # consent.<purpose> columns: a consent export (true / false; anything else makes the row bad)
+    consent = {k.split(".", 1)[1]: _flag(v) for k, v in cells.items() if k.startswith("consent.") and v}
+    if consent:
+        call.setdefault("traits", {})["consent"] = consent
     lines = []
     for _, record in group:
         line = {key: (record.get(key) or "").strip() for key in _LINE_COLUMNS}

@@ -102,3 +102,29 @@ def test_unreachable_broker_fails_fast_with_a_message(tmp_path: Path) -> None:
     result = _import(settings, "--channel", "web", str(data))
     assert result.returncode == 1
     assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr
+
+
+def test_a_consent_export_becomes_identify_calls_and_a_value_not_true_or_false_is_a_bad_row(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    result = _import(settings, "--channel", "email", "--source", "cmp", str(EXAMPLES / "consent_export.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "rows read: 4; events produced: 3; invalid: 1" in result.stdout
+    events = [
+        Event.from_avro(EVENT_CODEC.decode(value))
+        for _, value in consume_all(settings, settings.channel_topic("email"), 3)
+    ]
+    by_email = {event.identifiers.email: event for event in events}
+    assert by_email["bo.chen@example.com"].type == "identify"
+    assert (by_email["bo.chen@example.com"].traits or {})["consent"] == {
+        "advertising": False,
+        "email": True,
+        "ad_user_data": False,
+        "ad_personalization": False,
+    }
+    (invalid,) = [
+        INVALID_CODEC.decode(v) for _, v in consume_all(settings, settings.topic("events.invalid"), 1)
+    ]
+    assert invalid["position"] == "line 5"
+    assert "traits.consent.advertising: expected true or false" in invalid["reason"]
