@@ -73,6 +73,8 @@ def _clickhouse(settings: Settings) -> Iterator[Any]:
     client = clickhouse_client(settings, settings.clickhouse_database)
     try:
         yield client
+    except click.ClickException:  # said already: a file that cannot be written
+        raise
     except (CursorError, CursorExpired) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -113,6 +113,14 @@ def test_audiences_list_show_and_export(loaded: tuple[Settings, Path], tmp_path:
     assert not list(tmp_path.glob(".*partial"))
     stdout = _cli(settings, folder, "audiences", "export", "google", "vip", "--format", "google")
     assert stdout.stdout.replace("\r\n", "\n") == out.read_text().replace("\r\n", "\n")
+    nowhere = tmp_path / "missing" / "vip.csv"
+    unwritable = _cli(
+        settings, folder, "audiences", "export", "google", "vip", "--format", "google", "-o", str(nowhere)
+    )
+    assert (
+        unwritable.returncode == 1
+        and unwritable.stderr == f"Error: cannot write {nowhere}: No such file or directory\n"
+    )
     wrong = _cli(settings, folder, "audiences", "export", "google", "vip", "--format", "meta")
     assert wrong.returncode == 2
     assert (
