@@ -57,15 +57,18 @@ def create_app(
     )
     stages: list[tuple[str, StageFactory]] = []
     if settings.sink_enabled if history_sink is None else history_sink:
+        from streams.sinks.audiences import AudiencesSink
         from streams.sinks.events import HistorySink
         from streams.sinks.identity import IdentitySink
         from streams.sinks.segments import SegmentsSink
 
-        # events / invalid_events, the identity tables (0003) and the segment tables (0005-0006).
+        # events / invalid_events, the identity tables (0003), the segment tables (0005-0006) and the
+        # audience tables (0009).
         stages += [
             ("history-sink", HistorySink),
             ("identity-sink", IdentitySink),
             ("segments-sink", SegmentsSink),
+            ("audiences-sink", AudiencesSink),
         ]
     if settings.identity_enabled if identity is None else identity:
         from streams.stages.identity.link_writer import LinkWriter

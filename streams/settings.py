@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8090, ge=1, le=65535)
     api_tokens: SecretStr = SecretStr("")
+    # Audience pull API (same server): the destinations' YAML files, read again when one changes.
+    destinations_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "destinations"
 
     # Collector
     collector_host: str = "127.0.0.1"

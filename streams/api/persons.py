@@ -1,10 +1,12 @@
 """The read API: ``GET /v1/persons/lookup`` gives the single customer view of the person owning one
-identifier. Served by ``omniseg api serve``.
+identifier, and ``/v1/destinations/...`` serves audiences to ad platforms (:mod:`streams.api.audiences`,
+with its own keys). Served by ``omniseg api serve``.
 
 Auth: ``Authorization: Bearer <token>`` with one of the comma-separated ``OMNISEG_API_TOKENS``; anything
 else gets 401. Errors are JSON ``{"detail": "..."}``: 400 for an identifier that cannot be used (with the
 reason), 404 when no person has it, 503 when ClickHouse cannot be reached. ``GET /health`` needs no
-token: 200 when ClickHouse answers and the tables exist, 503 with a one-line reason otherwise.
+token: 200 when ClickHouse answers and the tables exist, 503 with a one-line reason otherwise. A request
+whose parameters do not validate gets 422 with the first problem in one line.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Annotated, Any
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from streams.api.audiences import audiences_router
+from streams.api.destinations import DestinationRegistry
 from streams.domain.identifiers import Normaliser
 from streams.domain.identity import IdentityRules
 from streams.domain.person_view import IdentifierQueryError, parse_identifier
@@ -28,8 +33,11 @@ from streams.warehouse.persons import PersonNotFound, PersonStore
 log = logging.getLogger("streams.api.persons")
 
 ClientFactory = Callable[[], Client]
-# The tables a lookup reads; /ready checks they exist.
-_HEALTH_TABLES = ("identities", "person_aliases", "event_persons", "segment_changes")
+# The tables a lookup and an audience pull read; /ready checks they exist.
+_HEALTH_TABLES = (
+    "identities", "person_aliases", "event_persons", "segment_changes", "audience_deltas",
+    "audience_members", "audience_pulls",
+)  # fmt: skip
 
 
 def api_tokens(settings: Settings) -> tuple[str, ...]:
@@ -59,13 +67,17 @@ def create_persons_app(
     *,
     normaliser: Normaliser | None = None,
     client_factory: ClientFactory | None = None,
+    destinations: DestinationRegistry | None = None,
 ) -> FastAPI:
-    """The FastAPI app. Identifiers are normalised with the identity rules of the settings."""
+    """The FastAPI app. Identifiers are normalised with the identity rules of the settings; destinations
+    come from ``settings.destinations_dir`` unless given."""
     tokens = tuple(token.encode() for token in api_tokens(settings))
     if normaliser is None:
         normaliser = IdentityRules.from_yaml(settings.identity_rules_path).normalisation.normaliser()
     make_client = client_factory or _client_factory(settings)
     app = FastAPI(title="omniseg read API", version="1")
+    registry = destinations or DestinationRegistry(settings.destinations_dir)
+    app.include_router(audiences_router(settings, make_client, registry))
 
     def authorised(request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -119,8 +131,8 @@ def create_persons_app(
 
     @app.get("/ready", tags=["operations"])
     def ready() -> JSONResponse:
-        """Readiness: 200 when ClickHouse answers and the person tables exist; 503 with the reason
-        otherwise. No token needed (load balancers and orchestrators call it)."""
+        """Readiness: 200 when ClickHouse answers and the person and audience tables exist; 503 with the
+        reason otherwise. No token needed (load balancers and orchestrators call it)."""
         where = f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
         try:
             client = make_client()
@@ -153,9 +165,15 @@ def create_persons_app(
             )
         return JSONResponse(status_code=200, content={"status": "ok", "clickhouse": where})
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return JSONResponse(status_code=422, content={"detail": f"{field}: {first.get('msg', 'invalid')}"})
+
     @app.exception_handler(ch_errors.ServerException)
     async def _server_error(_request: Request, exc: ch_errors.ServerException) -> JSONResponse:
-        log.error("person lookup: ClickHouse error: %s", exc)
+        log.error("read API: ClickHouse error: %s", exc)
         return JSONResponse(
             status_code=500,
             content={"detail": f"ClickHouse error (code {exc.code}); were the migrations applied?"},

@@ -6,11 +6,13 @@ import click
 
 from streams.cli import (
     api,
+    audiences,
     bench,
     catalog,
     collector,
     compiled,
     demo,
+    destinations,
     dev,
     errors,
     importer,
@@ -50,3 +52,5 @@ main.add_command(api.api)
 main.add_command(segments.segments)
 main.add_command(catalog.catalog)
 main.add_command(compiled.compiled)
+main.add_command(destinations.destinations)
+main.add_command(audiences.audiences)

@@ -33,6 +33,7 @@ STAGES = (
     "history-sink",
     "identity-sink",
     "segments-sink",
+    "audiences-sink",
     "identity-resolver",
     "identity-link-writer",
     "segments",

@@ -1,0 +1,55 @@
+"""Rows for the audience tables of migration 0009, from decoded ``audiences.deltas`` records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+
+from streams.domain.audiences.deltas import Delta
+from streams.sinks.identity_tables import Columns, datetime_seconds, epoch_millis
+from streams.wire.codecs import SerializationError
+
+DELTA_COLUMNS: tuple[str, ...] = (
+    "destination_id", "audience_id", "kind", "hash", "added", "kafka_offset", "at", "at_ms",
+)  # fmt: skip
+
+# Snapshot pages split the hash space by prefix, which needs the writer's form: SHA-256 lower-case hex.
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+class AudienceBatch:
+    """One batch of delta rows, inserted into both audience tables."""
+
+    def __init__(self) -> None:
+        self.rows = Columns(DELTA_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def tables(self) -> Iterator[tuple[str, Columns]]:
+        # audience_members first: readers take the frontier from audience_deltas, so every offset
+        # visible there must already be in audience_members (see migration 0009).
+        if len(self.rows):
+            yield "audience_members", self.rows
+            yield "audience_deltas", self.rows
+
+    def add_delta(self, delta: Delta, at: datetime | int, offset: int) -> None:
+        """One delta at ``offset`` of ``audiences.deltas``; refuses a record the readers cannot page."""
+        if not delta.destination_id or not delta.audience_id:
+            raise SerializationError("audience delta without a destinationId or audienceId")
+        if not _HASH.fullmatch(delta.hash):
+            raise SerializationError("audience delta whose hash is not 64 lower-case hex characters")
+        at_ms = max(epoch_millis(at), 0)
+        self.rows.append(
+            (
+                delta.destination_id,
+                delta.audience_id,
+                str(delta.kind),
+                delta.hash,
+                1 if delta.added else 0,
+                offset,
+                datetime_seconds(at_ms),
+                at_ms,
+            )
+        )

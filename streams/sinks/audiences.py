@@ -1,0 +1,49 @@
+"""The audiences sink: ``audiences.deltas`` -> ClickHouse ``audience_members`` and ``audience_deltas``.
+
+A :class:`~streams.sinks.table_sink.TableSinkStep` with consumer group ``<sink_group>.audiences``. Each
+delta is written with its Kafka offset, the pull API's cursor (migration 0009). The topic has one
+partition and the runtime inserts one batch at a time, in offset order, so the offsets in ClickHouse
+are always every written offset up to the largest: :func:`streams.warehouse.audiences.frontier` relies
+on it. Both tables are ReplacingMergeTrees keyed by the whole record, so replays collapse. A record
+that does not decode, or whose hash is not lower-case SHA-256 hex, goes to ``events.invalid``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.settings import Settings
+from streams.sinks.audience_tables import AudienceBatch
+from streams.sinks.table_sink import TableSink, TableSinkStep, sink_spec
+from streams.topics import AUDIENCE_DELTAS_TOPIC
+from streams.warehouse.writer import ClickHouseWriter
+from streams.wire.audiences import decode_delta
+
+
+def audiences_sink_group(settings: Settings) -> str:
+    """The sink's consumer group: derived from ``sink_group`` so test prefixes keep groups apart."""
+    return f"{settings.sink_group}.audiences"
+
+
+class AudiencesSinkStep(TableSinkStep):
+    """Audience deltas -> rows of both audience tables."""
+
+    def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
+        self.topic = settings.topic(AUDIENCE_DELTAS_TOPIC.name)
+        super().__init__(settings, writer)
+
+    def new_batch(self) -> AudienceBatch:
+        return AudienceBatch()
+
+    def add(self, batch: Any, topic: str, partition: int, offset: int, value: bytes) -> None:
+        delta, at = decode_delta(value)
+        batch.add_delta(delta, at, offset)
+
+
+class AudiencesSink(TableSink):
+    """The audiences sink stage."""
+
+    def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
+        step = AudiencesSinkStep(settings, writer)
+        spec = sink_spec(settings, "audiences-sink", audiences_sink_group(settings), [step.topic])
+        super().__init__(settings, spec, step)
