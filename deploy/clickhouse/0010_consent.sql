@@ -31,10 +31,10 @@ FROM
     SELECT message_id, type, channel, source, timestamp, timestamp_ms, category, granted
     FROM events
     ARRAY JOIN consent_categories AS category, consent_granted AS granted
-)
+) AS statements
 ANY LEFT JOIN
 (
     SELECT message_id, argMax(person_id, resolved_at_ms) AS person_id
     FROM event_persons
     GROUP BY message_id
-) USING message_id;
+) AS resolutions USING message_id;

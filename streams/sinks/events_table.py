@@ -114,8 +114,8 @@ def append(self, row, partition, offset):
      a_device_type, a_ip, a_ua, a_locale, a_tz, a_page_url, a_page_path, a_page_referrer,
      a_campaign_name, a_campaign_source, a_campaign_medium, a_store_id, a_terminal_id,
      a_transaction_id, a_sku, a_ean, a_app_id, a_qty, a_price, a_line_currency, a_currency,
-     a_traits, a_properties, a_consent_categories, a_consent_granted, a_timestamp, a_timestamp_ms, a_sent_at_ms, a_original_ms,
-     a_received_at, a_partition, a_offset) = self.appends
+     a_traits, a_properties, a_consent_categories, a_consent_granted, a_timestamp, a_timestamp_ms,
+     a_sent_at_ms, a_original_ms, a_received_at, a_partition, a_offset) = self.appends
     a_message_id(row[{messageId}])
     a_type(row[{type}])
     a_channel(ctx[{ctx_channel}])
