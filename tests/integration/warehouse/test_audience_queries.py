@@ -217,6 +217,10 @@ def test_listing_and_pulls(client: Client) -> None:
         "SELECT destination_id, audience_id, operation, rows, cursor_from, cursor_to, client "
         "FROM audience_pulls"
     ) == [("google", "vip", "deltas", 3, 0, 4, "127.0.0.1")]
+    skew = client.execute(
+        "SELECT abs(toInt64(toUnixTimestamp(at)) - toUnixTimestamp(ingested_at)) FROM audience_pulls"
+    )
+    assert skew[0][0] <= 5  # at is UTC, like the server's clock
     with pytest.raises(ValueError, match="operation"):
         record_pull(client, "google", "vip", "peek", 0, 0, 0, "x")
 
