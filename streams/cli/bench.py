@@ -289,3 +289,30 @@ def broker(steps: int, step: int, rounds: int) -> None:
         get_settings(), steps=steps, step=step, rounds=rounds, report=lambda line: click.echo(line, err=True)
     )
     click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("audiences")
+@click.option(
+    "--members",
+    type=click.IntRange(min=1000),
+    default=1_000_000,
+    show_default=True,
+    help="Members of the big audience (the small one has a tenth).",
+)
+@click.option(
+    "--page-size", type=click.IntRange(1, 10_000), default=10_000, show_default=True, help="Members per page."
+)
+@click.option("--keep", is_flag=True, help="Keep the benchmark's ClickHouse database.")
+def audiences(members: int, page_size: int, keep: bool) -> None:
+    """Audience snapshots over the pull API: members/s, and the API's memory for a small and a big
+    audience (it must not grow with the audience).
+
+    Uses its own ClickHouse database (dropped afterwards unless --keep) and starts a real
+    `omniseg api serve` process, which it stops. Needs the stack (omniseg dev up).
+    """
+    from streams.bench.audiences import run_audience_bench
+
+    result = run_audience_bench(
+        get_settings(), members, page_size, keep=keep, report=lambda line: click.echo(line, err=True)
+    )
+    click.echo(json.dumps(result, indent=2))

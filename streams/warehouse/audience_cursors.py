@@ -2,7 +2,7 @@
 
 A **cursor** is an offset of ``audiences.deltas`` written in decimal: cursor c means "every delta at an
 offset < c is included". A **page token** carries a snapshot from one page to the next: the snapshot's
-cursor, how many equal hash-prefix ranges it is split into (a power of 16) and the next range to read,
+cursor, how many equal hash-prefix ranges it is split into and the next range to read,
 bound to its destination and audience. Both are checked strictly: anything this module did not write
 is a :class:`CursorError`, never a guess.
 """
@@ -17,12 +17,15 @@ import re
 from dataclasses import dataclass
 
 MAX_CURSOR = 2**63 - 1  # Kafka offsets are signed 64-bit
-MAX_RANGE_DIGITS = 6  # at most 16**6 ranges: ~1.7e11 members at 10,000 per page
+# Range bounds are the first 8 hex digits of a hash (a 32-bit prefix), so a snapshot has at most 2**24
+# ranges (each then spans 256 prefixes): ~1.7e11 members at 10,000 per page.
+_PREFIX_DIGITS = 8
+_PREFIXES = 16**_PREFIX_DIGITS
+MAX_RANGES = 2**24
 _DIGITS = re.compile(r"(0|[1-9][0-9]{0,18})")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _TAG = re.compile(r"[0-9a-f]{12}")
 _TOKEN_VERSION = 1
-_RANGES = {16**digits: digits for digits in range(MAX_RANGE_DIGITS + 1)}
 
 
 class CursorError(ValueError):
@@ -49,31 +52,28 @@ def format_cursor(cursor: int) -> str:
 @dataclass(frozen=True, slots=True)
 class PageToken:
     cursor: int  # the snapshot's cursor
-    ranges: int  # hash-prefix ranges the snapshot is split into, a power of 16
+    ranges: int  # equal hash-prefix ranges the snapshot is split into (1..MAX_RANGES)
     page: int  # the range to read next, 0 <= page < ranges
 
 
 def ranges_for(size: int, page_size: int) -> int:
-    """The fewest ranges (a power of 16) that put at most about ``page_size`` of ``size`` members in
-    each, hashes being uniform: 1, 16, 256, ..."""
-    ranges = 1
-    while ranges * page_size < size and ranges < 16**MAX_RANGE_DIGITS:
-        ranges *= 16
-    return ranges
+    """The fewest ranges that put about ``page_size`` of ``size`` members in each (hashes are uniform,
+    so a range holds its share of the members, give or take a few per cent)."""
+    return min(max(1, -(-size // page_size)), MAX_RANGES)
 
 
 def hash_range(ranges: int, page: int) -> tuple[str | None, str | None]:
     """``(lo, hi)`` of range ``page``: hashes ``>= lo`` and ``< hi``, None for no bound.
 
-    Hashes are lower-case hex of one length, so string order is numeric order and a prefix of ``d``
-    hex digits splits them into ``16**d`` equal ranges. The first range has no lower bound and the last
-    none above, so every string falls in exactly one range.
+    Hashes are lower-case hex of one length, so string order is numeric order, and an 8-digit prefix
+    bound compares with a whole hash as the numbers do. Range ``page`` starts at prefix
+    ``page * 16**8 // ranges``: the ranges are equal to within one prefix. The first range has no lower
+    bound and the last none above, so every string falls in exactly one range.
     """
-    digits = _RANGES[ranges]
-    if not 0 <= page < ranges:
-        raise ValueError(f"page {page} outside 0..{ranges - 1}")
-    lo = f"{page:0{digits}x}" if page > 0 else None
-    hi = f"{page + 1:0{digits}x}" if page < ranges - 1 else None
+    if not 1 <= ranges <= MAX_RANGES or not 0 <= page < ranges:
+        raise ValueError(f"page {page} outside 0..{ranges - 1} (ranges 1..{MAX_RANGES})")
+    lo = f"{page * _PREFIXES // ranges:0{_PREFIX_DIGITS}x}" if page > 0 else None
+    hi = f"{(page + 1) * _PREFIXES // ranges:0{_PREFIX_DIGITS}x}" if page < ranges - 1 else None
     return lo, hi
 
 
@@ -108,7 +108,7 @@ def decode_page_token(text: str, destination_id: str, audience_id: str) -> PageT
         raise malformed
     if not (isinstance(tag, str) and _TAG.fullmatch(tag)):
         raise malformed
-    if not (0 <= cursor <= MAX_CURSOR and ranges in _RANGES and 0 < page < ranges):
+    if not (0 <= cursor <= MAX_CURSOR and 1 <= ranges <= MAX_RANGES and 0 < page < ranges):
         raise malformed
     token = PageToken(cursor, ranges, page)
     if encode_page_token(token, destination_id, audience_id) != text:

@@ -100,12 +100,17 @@ def check_cursor(client: Client, cursor: int) -> int:
             f"cursor {cursor} is ahead of the newest delta (cursor {upper}); "
             "take a new snapshot when in doubt"
         )
+    check_retained(client, cursor)
+    return upper
+
+
+def check_retained(client: Client, cursor: int) -> None:
+    """Raise :class:`CursorExpired` when ``cursor`` is older than the retained deltas."""
     oldest = oldest_cursor(client)
     if cursor < oldest:
         raise CursorExpired(
             f"cursor {cursor} is older than the retained deltas (oldest cursor {oldest}); take a new snapshot"
         )
-    return upper
 
 
 _SIZES = """
@@ -175,8 +180,10 @@ def snapshot_page(
     a cursor older than the retained deltas.
     """
     if page_token is not None:
+        # The token's cursor was checked against the frontier when the first page was read (and the
+        # token is bound to it); only retention can have moved past it since.
         token = decode_page_token(page_token, destination_id, audience)
-        check_cursor(client, token.cursor)
+        check_retained(client, token.cursor)
     else:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")

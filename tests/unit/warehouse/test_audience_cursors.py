@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from streams.warehouse.audience_cursors import (
     MAX_CURSOR,
-    MAX_RANGE_DIGITS,
+    MAX_RANGES,
     CursorError,
     PageToken,
     decode_page_token,
@@ -25,7 +25,7 @@ from streams.warehouse.audience_cursors import (
 
 @st.composite
 def tokens(draw: st.DrawFn) -> PageToken:
-    ranges = 16 ** draw(st.integers(1, MAX_RANGE_DIGITS))
+    ranges = draw(st.integers(2, MAX_RANGES))
     return PageToken(draw(st.integers(0, MAX_CURSOR)), ranges, draw(st.integers(1, ranges - 1)))
 
 
@@ -53,7 +53,7 @@ def _raw(body: object) -> str:
         _raw([1, 5, 16]),
         _raw([2, 5, 16, 1, "x"]),  # an unknown version
         _raw([1, -1, 16, 1, "0" * 12]),
-        _raw([1, 5, 15, 1, "0" * 12]),  # not a power of 16
+        _raw([1, 5, 2**24 + 1, 1, "0" * 12]),  # more ranges than a snapshot has
         _raw([1, 5, 16, 0, "0" * 12]),  # page 0 is the first page: it has no token
         _raw([1, 5, 16, 16, "0" * 12]),
         _raw([1, 5.0, 16, 1, "0" * 12]),
@@ -86,29 +86,32 @@ def test_malformed_cursors_are_refused(text: str) -> None:
         parse_cursor(text)
 
 
-def test_ranges_grow_by_sixteen_until_a_page_holds_the_audience() -> None:
-    assert [ranges_for(size, 1000) for size in (0, 1, 1000, 1001, 16_000, 16_001)] == [1, 1, 1, 16, 16, 256]
-    assert ranges_for(10**20, 1) == 16**MAX_RANGE_DIGITS
+def test_ranges_are_the_fewest_that_keep_a_page_to_about_its_size() -> None:
+    assert [ranges_for(size, 1000) for size in (0, 1, 1000, 1001, 16_000, 16_001)] == [1, 1, 1, 2, 16, 17]
+    assert ranges_for(10**20, 1) == MAX_RANGES
 
 
 def test_hash_ranges_split_the_space_into_equal_prefixes() -> None:
     assert hash_range(1, 0) == (None, None)
-    assert [hash_range(16, k) for k in (0, 1, 15)] == [(None, "1"), ("1", "2"), ("f", None)]
-    assert [hash_range(256, k) for k in (0, 171, 255)] == [(None, "01"), ("ab", "ac"), ("ff", None)]
+    assert [hash_range(16, k) for k in (0, 1, 15)] == [
+        (None, "10000000"),
+        ("10000000", "20000000"),
+        ("f0000000", None),
+    ]
+    assert hash_range(3, 1) == ("55555555", "aaaaaaaa")
     with pytest.raises(ValueError):
         hash_range(16, 16)
-    with pytest.raises(KeyError):
-        hash_range(15, 0)
+    with pytest.raises(ValueError):
+        hash_range(MAX_RANGES + 1, 0)
 
 
-@given(
-    st.from_regex(r"[0-9a-f]{64}", fullmatch=True), st.sampled_from([(1, 0), (16, 1), (256, 2), (4096, 3)])
-)
-def test_every_hash_is_in_exactly_one_range(value: str, split: tuple[int, int]) -> None:
-    ranges, digits = split
-
+@given(st.from_regex(r"[0-9a-f]{64}", fullmatch=True), st.integers(1, 5000))
+def test_every_hash_is_in_exactly_one_range(value: str, ranges: int) -> None:
     def inside(page: int) -> bool:
         lo, hi = hash_range(ranges, page)
         return (lo is None or value >= lo) and (hi is None or value < hi)
 
-    assert [page for page in range(ranges) if inside(page)] == [int(value[:digits] or "0", 16)]
+    # the range whose prefix interval holds the hash's first 8 digits
+    prefix = int(value[:8], 16)
+    expected = next(k for k in range(ranges) if prefix < (k + 1) * 16**8 // ranges)
+    assert [page for page in range(ranges) if inside(page)] == [expected]

@@ -16,6 +16,7 @@ APPLIED = {
     "0007_dedup_by_message_id.sql": "609275ac1c043c6c",
     "0008_original_timestamp.sql": "200e169ff18c57cf",
     "0009_audiences.sql": "1e9440f8e1075f5d",
+    "0010_consent.sql": "d6273d8349b6852f",
 }
 
 
