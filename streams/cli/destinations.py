@@ -1,4 +1,4 @@
-"""``omniseg destinations``: API keys for destinations and a check of their YAML files."""
+"""``omniseg destinations``: API keys for destinations, a check of their YAML files, and apply."""
 
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def check(directory: Path | None) -> None:
     """
     from streams.domain.audiences.destinations import DestinationError, load_destination_dir
 
-    directory = directory or get_settings().destinations_dir
+    settings = get_settings()
+    directory = directory or settings.destinations_dir
     try:
-        found = load_destination_dir(directory)
+        found = load_destination_dir(directory, purposes=settings.consent_purposes)
     except DestinationError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -50,3 +51,42 @@ def check(directory: Path | None) -> None:
             f"ok       {destination.id} ({destination.kind.value}): {len(destination.audiences)} audiences"
         )
     click.echo(f"{len(found)} destinations valid in {directory}", err=True)
+
+
+@destinations.command("apply")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--dry-run", is_flag=True, help="Validate against the live segments; publish nothing.")
+def apply(directory: Path | None, dry_run: bool) -> None:
+    """Publish the destinations of DIRECTORY (default: OMNISEG_DESTINATIONS_DIR) to the audience writer.
+
+    Validated first against the live segment definitions and the consent settings (every problem one
+    line, exit code 2, nothing published). Running workers apply it at once: audiences a destination
+    gains get their members as adds, audiences it loses get removes. The read API reads the same files
+    for its keys and permissions, and notices a change by itself.
+    """
+    from confluent_kafka import KafkaException
+
+    from streams.cli.errors import require_kafka
+    from streams.domain.audiences.destinations import DestinationError
+    from streams.stages.audiences.configuration import apply_destinations
+
+    settings = get_settings()
+    directory = directory or settings.destinations_dir
+    require_kafka(settings)
+    try:
+        applied = apply_destinations(settings, directory, dry_run=dry_run, progress=click.echo)
+    except DestinationError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(2)
+    except (KafkaException, TimeoutError) as exc:
+        raise click.ClickException(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the stack up (omniseg dev up)?"
+        ) from exc
+    if applied.offset is None:
+        click.echo(f"destinations: {applied.summary()} (dry run: nothing published)", err=True)
+    else:
+        click.echo(
+            f"destinations: {applied.summary()} published (audiences.inputs offset {applied.offset})",
+            err=True,
+        )
