@@ -33,11 +33,13 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from streams.dev.demo_audiences import DESTINATIONS_DIR, demo_destinations, run_ad_platform_tour
 from streams.dev.probes import http_healthy
 from streams.dev.process import ManagedProcess, StackError, free_port, port_is_free
 from streams.dev.stack import LocalStack, clickhouse_client
 from streams.domain.simulation import generate, stream_id
 from streams.settings import Channel, Settings
+from streams.stages.audiences.configuration import apply_destinations
 from streams.warehouse import kpi
 
 Report = Callable[[str], None]
@@ -79,12 +81,24 @@ def run_demo(
     )
     worker_log = stack.worker().log_file
     _catalog_and_segments(settings, report)
+    destinations, destination_keys = demo_destinations(stack.state_dir)
+    applied = apply_destinations(settings, destinations)
+    report(f"destinations from {DESTINATIONS_DIR.name}/ (with this run's API keys): {applied.summary()}")
+    api_port = settings.api_port if port_is_free(settings.api_port) else free_port()
+    api = _process(
+        stack.state_dir,
+        "demo-api",
+        ["api", "serve", "--port", str(api_port)],
+        {**env, "OMNISEG_DESTINATIONS_DIR": str(destinations)},
+        api_port,
+    )
     finished = False
     result = DemoResult(stream_id=stream_id(seed, customers, days))
     try:
         report("== 2. worker and collector")
         result.worker_pid = stack.start_worker(report=report)
         report(f"collector on http://127.0.0.1:{port} (pid {collector.start(60)}, log {collector.log_file})")
+        report(f"read API on http://127.0.0.1:{api_port} (pid {api.start(60)}, log {api.log_file})")
         now = datetime.now(UTC)
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         calls = generate(seed=seed, customers=customers, days=days, start=today - timedelta(days=days - 1))
@@ -124,10 +138,20 @@ def run_demo(
         report("\n== 7. segments (real-time profiles -> segments.changes -> ClickHouse)")
         _wait_for_segments(settings, land_timeout_s)
         _print_segments(settings, report)
+        report("\n== 8. ad platforms (audiences pulled over the API as snapshot + deltas)")
+        tour = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        run_ad_platform_tour(
+            api_port,
+            destination_keys["google-ads"],
+            lambda calls: _post(tour, _keys(settings)["web"], calls, result),
+            report,
+        )
+        tour.close()
         finished = True
         return result
     finally:
         collector.stop()
+        api.stop()
         if down:
             stack.down(report=report)
         elif not (finished and keep_worker):

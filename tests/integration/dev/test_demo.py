@@ -46,6 +46,7 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
         "OMNISEG_DEV_CLICKHOUSE_PORT": str(clickhouse_port),
         "OMNISEG_DEV_CLICKHOUSE_HTTP_PORT": str(free_port()),
         "OMNISEG_COLLECTOR_PORT": str(free_port()),
+        "OMNISEG_API_PORT": str(free_port()),
     }
     later = {name: value for name, value in env.items() if not name.startswith("OMNISEG_")}
     later["OMNISEG_DEV_STATE_DIR"] = str(state)
@@ -60,6 +61,16 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
         for title in ("Events per channel", "funnel per channel", "revenue per channel", "Rejected records"):
             assert title in result.stdout
         assert "unknown call type 'purchase'" in result.stdout
+        # The ad platform's view: Dana enters the target, moves to the suppression audience with her
+        # purchase, and leaves it when she withdraws consent.
+        tour = result.stdout[result.stdout.index("== 8. ad platforms") :]
+        for line in (
+            "next delta of browsed-shoes-not-bought: add",
+            "next delta of browsed-shoes-not-bought: remove",
+            "next delta of already-purchased/product:P0001: add",
+            "next delta of already-purchased/product:P0001: remove",
+        ):
+            assert line in tour, tour
 
         # The KPIs agree with the stream: the history days are labelled, today's live traffic falls in
         # membership spells, and identity changes fall on the days of the events that caused them.
