@@ -29,6 +29,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from streams.bench.audience_probe import bench_configuration
 from streams.bench.identity import seed
 from streams.bench.measure import (
     CpuMeter,
@@ -81,6 +82,7 @@ def run_pipeline_bench(
     probe_log: Path | None = None,
 ) -> dict[str, Any]:
     from streams.dev.stack import apply_migrations, create_topics
+    from streams.stages.audiences.configuration import publish_configuration
     from streams.stages.segments.definitions import apply_definitions
 
     memory = measure_profiles(profile_persons, 5, report)
@@ -92,6 +94,7 @@ def run_pipeline_bench(
             "sink_group": f"bench-sink-{suffix}",
             "identity_group": f"bench-identity-{suffix}",
             "segments_group": f"bench-segments-{suffix}",
+            "audiences_group": f"bench-audiences-{suffix}",
         }
     )
     create_topics(settings)
@@ -103,6 +106,7 @@ def run_pipeline_bench(
         directory.mkdir()
         (directory / "bench.yaml").write_text(bench_definitions())
         apply_definitions(settings, directory)
+        publish_configuration(settings, bench_configuration())
         seed(settings, persons, IdentityRules.from_yaml(settings.identity_rules_path), report)
         rng = random.Random(1)
         producer = probe_producer(settings)
@@ -163,6 +167,7 @@ def run_pipeline_bench(
                 meter,
                 hops=hops,
                 probe_log=probe_log,
+                audiences=True,
             )
             expected += latency["probe_events"]
             drain(expected, time.monotonic())

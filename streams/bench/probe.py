@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from streams.bench.audience_probe import AudienceWatch
 from streams.bench.measure import (
     CpuMeter,
     Report,
@@ -149,6 +150,7 @@ def run_probe(
     *,
     hops: bool = False,
     probe_log: Path | None = None,
+    audiences: bool = False,
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s; every tenth is a probe; latency = produce -> read on segments.changes.
 
@@ -157,17 +159,21 @@ def run_probe(
     With ``hops``, a second reader tails ``events.resolved`` for the probes' ``resolvedAt`` (the time to
     the resolver). It reads the whole topic, which costs the bench and the broker CPU that the measured
     processes then lack, so it is off unless asked for.
+
+    With ``audiences``, a thread also polls ClickHouse for the probes' persons' hashes in an audience
+    delta (:mod:`streams.bench.audience_probe`; the bench's destination must be published).
     """
     count = int(rate * seconds)
     order = list(range(persons))
     rng.shuffle(order)
     probe_events = []
+    probe_persons: list[tuple[str, int]] = []
     for n in range(count):
         k = offset + 1_000_000 + n
         if n % 10 == 0:  # a probe, each to a different person so it always enters
-            probe_events.append(
-                Event.model_validate(event_data(k, order[(n // 10) % persons], rng, PROBE_EVENT))
-            )
+            person = order[(n // 10) % persons]
+            probe_events.append(Event.model_validate(event_data(k, person, rng, PROBE_EVENT)))
+            probe_persons.append((probe_events[-1].messageId, person))
         else:
             probe_events.append(
                 Event.model_validate(event_data(k, rng.randrange(persons), rng, rng.choice(EVENT_NAMES)))
@@ -206,9 +212,12 @@ def run_probe(
         if hops
         else None
     )
+    watch = AudienceWatch(settings, probe_persons) if audiences else None
     reader.start()
     if resolved_reader is not None:
         resolved_reader.start()
+    if watch is not None:
+        watch.start()
     # Open-loop load: every record is encoded up front with its scheduled send time as timestamp and
     # receivedAt, then sent on schedule; latency counts from the scheduled time (no coordinated omission).
     start_at = time.time() + 1.0 + count * 100e-6
@@ -246,6 +255,19 @@ def run_probe(
     reader.finish()
     if resolved_reader is not None:
         resolved_reader.finish()
+    audience: dict[str, Any] = {}
+    if watch is not None:
+        watch.finish(30)
+        visible = [(seen - sent[mid]) * 1000 for mid, seen in watch.seen.items() if mid in sent]
+        report(
+            f"latency probe: {len(visible):,} of {watch.wanted:,} probes visible in an audience delta; "
+            f"event -> delta p50 {percentile(visible, 0.5):,.0f} ms, p99 {percentile(visible, 0.99):,.0f} ms"
+        )
+        audience = {
+            "event_to_audience_delta_ms_p50": round(percentile(visible, 0.5), 1),
+            "event_to_audience_delta_ms_p99": round(percentile(visible, 0.99), 1),
+            "probes_missing_in_audience": watch.wanted - len(visible),
+        }
     values = list(latency.values())
     if probe_log is not None:
         write_probe_log(probe_log, sent, actual, latency, to_evaluated)
@@ -271,5 +293,6 @@ def run_probe(
         "send_to_evaluated_ms_p50": round(percentile(list(to_evaluated.values()), 0.5), 1),
         "send_to_evaluated_ms_p99": round(percentile(list(to_evaluated.values()), 0.99), 1),
         "sender_started_late_by_s": round(max(0.0, late_by), 2),
+        **audience,
         **cpu,
     }

@@ -55,6 +55,7 @@ def worker_env(settings: Settings) -> dict[str, Any]:
         "sink_group": settings.sink_group,
         "identity_group": settings.identity_group,
         "segments_group": settings.segments_group,
+        "audiences_group": settings.audiences_group,
         "segments_state_flush_s": settings.segments_state_flush_s,
     }
 
