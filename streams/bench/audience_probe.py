@@ -30,7 +30,7 @@ POLL_S = 0.05
 _CONFIGURATION = f"""
 id: {DESTINATION}
 kind: generic
-api_key_sha256: {"0" * 63}1
+api_key_sha256: "{"0" * 63}1"
 identifiers: [email, external_id]
 audiences:
   - segment: probe
