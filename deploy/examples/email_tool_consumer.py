@@ -17,7 +17,11 @@ It depends only on confluent-kafka and fastavro (no omniseg code), as a third-pa
   dropped here. ESP list operations are idempotent, so a replay after a restart of this consumer is
   harmless too;
 - offsets are committed after the changes they cover are handled (at-least-once), and Ctrl-C (or
-  SIGTERM) finishes the current batch, commits and leaves the group.
+  SIGTERM) finishes the current batch, commits and leaves the group;
+- with ``--consent-purpose email``, a person who has not granted that purpose is not added to the list
+  (``skip_no_consent``); the record's ``consent`` holds the person's decisions, and a purpose absent
+  there follows ``--consent-default`` (set it as omniseg's ``OMNISEG_CONSENT_DEFAULTS``: not granted
+  unless configured). Removals always go through.
 
 Usage::
 
@@ -127,7 +131,19 @@ def _iso(value: Any) -> Any:
     return value.isoformat(timespec="milliseconds") if isinstance(value, datetime) else value
 
 
-def handle(record: dict[str, Any]) -> dict[str, Any]:
+def granted(record: dict[str, Any], purpose: str | None, default: bool) -> bool:
+    """Whether the person of ``record`` has granted ``purpose`` (always, when no purpose is checked)."""
+    if purpose is None:
+        return True
+    for decision in record.get("consent") or ():
+        if decision["purpose"] == purpose:
+            return bool(decision["granted"])
+    return default
+
+
+def handle(
+    record: dict[str, Any], consent_purpose: str | None = None, consent_default: bool = False
+) -> dict[str, Any]:
     """What an ESP connector does with one change: add to / remove from the segment's list.
 
     Here the action is printed as one JSON line; a real connector calls its ESP API at this point
@@ -138,6 +154,8 @@ def handle(record: dict[str, Any]) -> dict[str, Any]:
     action = "add_to_list" if record["change"] == "entered" else "remove_from_list"
     if not (email or esp_id):
         action = "none"  # nobody to email: a person known by loyalty card or cookie only
+    elif action == "add_to_list" and not granted(record, consent_purpose, consent_default):
+        action = "skip_no_consent"
     segment = record["segmentId"]
     line = {
         "action": action,
@@ -263,7 +281,7 @@ class Follower:
             elif not self.recent.add(record["changeId"]):
                 self.duplicates += 1
             else:
-                handle(record)
+                handle(record, self.args.consent_purpose, self.args.consent_default == "granted")
                 self.handled += 1
             done[(str(message.topic()), int(message.partition() or 0))] = int(message.offset() or 0) + 1
         if done:
@@ -316,6 +334,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-messages", type=int, help="Stop after handling this many changes.")
     parser.add_argument("--idle-exit", type=float, help="Stop after this many seconds with no new record.")
     parser.add_argument("--dedupe-capacity", type=int, default=100_000, help="Change ids remembered.")
+    parser.add_argument(
+        "--consent-purpose",
+        help="Add only persons who granted this consent purpose (e.g. email); default: no check.",
+    )
+    parser.add_argument(
+        "--consent-default",
+        choices=("granted", "refused"),
+        default="refused",
+        help="A person who never stated the purpose (default refused, as omniseg's default).",
+    )
     args = parser.parse_args(argv)
     if not args.segment:
         parser.error("give --segment (or set EMAIL_TOOL_SEGMENT)")

@@ -31,7 +31,9 @@ SCRIPT = Path(__file__).resolve().parents[4] / "deploy" / "examples" / "email_to
 AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
 
-def change(person: str, segment: str, seq: int, email: str | None = None) -> dict[str, Any]:
+def change(
+    person: str, segment: str, seq: int, email: str | None = None, consent: bool | None = None
+) -> dict[str, Any]:
     """A SegmentChange record as the segment stage writes it (changeId stable per person/segment/seq)."""
     return {
         "changeId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{person}/{segment}/{seq}")),
@@ -54,6 +56,7 @@ def change(person: str, segment: str, seq: int, email: str | None = None) -> dic
             "loyaltyCard": None,
         },
         "emittedAt": AT,
+        "consent": [] if consent is None else [{"purpose": "email", "granted": consent, "at": AT}],
     }
 
 
@@ -206,3 +209,23 @@ def test_ctrl_c_finishes_the_batch_commits_and_leaves(settings: Settings) -> Non
 
     again = run(settings, "prospects", group, "--idle-exit", "4")
     assert again.lines == []
+
+
+def test_with_a_consent_purpose_only_persons_who_granted_it_are_added(settings: Settings) -> None:
+    yes = change("p-yes", "news", 1, "yes@example.com", consent=True)
+    no = change("p-no", "news", 1, "no@example.com", consent=False)
+    unsaid = change("p-unsaid", "news", 1, "unsaid@example.com")
+    no_out = change("p-no", "news", 2, "no@example.com", consent=False)
+    produce(settings, [(c["personId"], SEGMENT_CHANGE_CODEC.encode(c)) for c in (yes, no, unsaid, no_out)])
+    group = f"email-tool-{uuid.uuid4().hex[:8]}"
+
+    result = run(settings, "news", group, "--idle-exit", "4", "--consent-purpose", "email")
+
+    assert result.code == 0, result.stderr
+    actions = {(line["personId"], line["seq"]): line["action"] for line in result.lines}
+    assert actions == {
+        ("p-yes", 1): "add_to_list",
+        ("p-no", 1): "skip_no_consent",
+        ("p-unsaid", 1): "skip_no_consent",  # never said: refused by default, as omniseg
+        ("p-no", 2): "remove_from_list",  # removals always go through
+    }
