@@ -26,7 +26,7 @@ the person's identifiers and consent whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 
 from streams.domain.audiences.deltas import Delta
@@ -86,11 +86,21 @@ class PersonFacts:
 
 
 def contribution(
-    facts: PersonFacts, destinations: Mapping[str, Destination], policy: ConsentPolicy
+    facts: PersonFacts,
+    destinations: Mapping[str, Destination],
+    policy: ConsentPolicy,
+    read: Container[str] | None = None,
 ) -> dict[AudienceKey, frozenset[Member]]:
-    """What one person adds to each audience of ``destinations`` (audiences it adds nothing to are absent)."""
+    """What one person adds to each audience of ``destinations`` (audiences it adds nothing to are absent).
+
+    ``read``: the segments any of the destinations reads, when known (memberships of others add
+    nothing, so they are not looked at)."""
+    if not facts.identifiers:
+        return {}
     keys = facts.member_keys()
-    if not keys or not facts.identifiers:
+    if read is not None:
+        keys = [key for key in keys if key[0] in read]
+    if not keys:
         return {}
     result: dict[AudienceKey, frozenset[Member]] = {}
     for destination in destinations.values():
@@ -114,6 +124,7 @@ class AudienceState:
     def __init__(self, configuration: Configuration | None = None) -> None:
         self.destinations: dict[str, Destination] = {}
         self.policy = ConsentPolicy()
+        self.read: frozenset[str] = frozenset()  # the segments any destination reads
         self.persons: dict[str, PersonFacts] = {}
         # audience -> member -> the persons contributing it (never empty: an empty set is deleted)
         self.members: dict[AudienceKey, dict[Member, set[str]]] = {}
@@ -128,6 +139,12 @@ class AudienceState:
             key = (item.segment_id, item.subject)
             if facts is not None and facts.memberships.get(key, 0) >= item.seq:
                 return []  # a repeat of a change already applied
+            if item.segment_id not in self.read:
+                # No destination reads this segment: no contribution changes (most changes).
+                if facts is None:
+                    facts = self.persons[item.person_id] = PersonFacts()
+                facts.memberships[key] = item.seq
+                return []
             before = self._contribution(facts)
             if facts is None:
                 facts = self.persons[item.person_id] = PersonFacts()
@@ -158,7 +175,7 @@ class AudienceState:
     def _contribution(self, facts: PersonFacts | None) -> dict[AudienceKey, frozenset[Member]]:
         if facts is None:
             return {}
-        return contribution(facts, self.destinations, self.policy)
+        return contribution(facts, self.destinations, self.policy, self.read)
 
     def _settle(
         self,
@@ -194,6 +211,7 @@ class AudienceState:
         previous = {person_id: self._contribution(facts) for person_id, facts in self.persons.items()}
         self.destinations = {d.id: d for d in configuration.destinations}
         self.policy = configuration.policy
+        self.read = frozenset(s.segment for d in configuration.destinations for s in d.audiences)
         deltas: list[Delta] = []
         for person_id in sorted(self.persons):
             after = self._contribution(self.persons[person_id])

@@ -20,13 +20,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from streams.domain.audiences.hashing import AudienceIdKind
-from streams.domain.audiences.state import MembershipChange, PersonRemoved, PersonUpdate
+from streams.domain.audiences.state import PersonRemoved, PersonUpdate
 from streams.domain.consent import ConsentPolicy, ConsentValueError, Decision, newer
 from streams.domain.segments.changes import Change
 from streams.domain.segments.engine import SUBJECT_SEP
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.profile import Profile
-from streams.wire.audiences import encode_input
+from streams.wire.audiences import encode_input, encode_membership
 
 # Profile contact kind -> the identifier kind an ad platform may receive.
 AUDIENCE_CONTACTS = {
@@ -78,14 +78,12 @@ class ActivationFeed:
                 consent[purpose] = [decision.granted, decision.at]
 
     def memberships(self, changes: Iterable[Change], now: int) -> list[tuple[str, bytes, bytes]]:
-        at = _moment(now)
+        topic = self.topic
         return [
             (
-                self.topic,
+                topic,
                 change.person_id.encode(),
-                encode_input(
-                    MembershipChange(change.person_id, change.segment_id, change.subject, change.seq), at
-                ),
+                encode_membership(change.person_id, change.segment_id, change.subject, change.seq, now),
             )
             for change in changes
         ]
@@ -105,12 +103,12 @@ class ActivationFeed:
     def resync(self, profile: Profile, now: int) -> list[tuple[str, bytes, bytes]]:
         """Everything the writer holds of the person, again: after a restore that took over changes
         published before a crash, whose audience inputs may not have been sent."""
-        at = _moment(now)
         records = [self.person(profile, now)] if facts(profile)[0] else []
+        key_bytes = profile.person_id.encode()
         for key, seq in sorted(profile.members.items()):
             segment_id, _, subject = key.partition(SUBJECT_SEP)
-            change = MembershipChange(profile.person_id, segment_id, subject or None, seq)
-            records.append((self.topic, profile.person_id.encode(), encode_input(change, at)))
+            value = encode_membership(profile.person_id, segment_id, subject or None, seq, now)
+            records.append((self.topic, key_bytes, value))
         return records
 
 

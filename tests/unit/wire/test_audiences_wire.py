@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.domain.audiences.deltas import Delta
 from streams.domain.audiences.destinations import load_destination_dir
@@ -26,6 +28,7 @@ from streams.wire.audiences import (
     decode_input,
     encode_delta,
     encode_input,
+    encode_membership,
 )
 from streams.wire.codecs import AUDIENCE_INPUT_CODEC, SerializationError
 
@@ -89,3 +92,18 @@ def test_a_membership_without_a_segment_is_refused() -> None:
 def test_a_delta_round_trips() -> None:
     delta = Delta("google-ads", "already-purchased/product:blouse-1", AudienceIdKind.EMAIL, "ab" * 32, True)
     assert decode_delta(encode_delta(delta, AT)) == (delta, AT)
+
+
+@given(
+    person=st.text(max_size=40),
+    segment=st.text(min_size=1, max_size=40),
+    subject=st.none() | st.text(max_size=40),
+    seq=st.integers(1, 2**40),
+    at_ms=st.integers(0, 2**45),
+)
+def test_membership_bytes_equal_the_codecs(
+    person: str, segment: str, subject: str | None, seq: int, at_ms: int
+) -> None:
+    at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    expected = encode_input(MembershipChange(person, segment, subject, seq), at)
+    assert encode_membership(person, segment, subject, seq, at_ms) == expected
