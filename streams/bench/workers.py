@@ -73,20 +73,24 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
 ROLES: dict[str, list[dict[str, Any]]] = {
     # one process runs every stage
     "single": [{}],
-    # two processes of one worker: identity + sinks, and segments
-    "split": [{"segments_enabled": False}, {"sink_enabled": False, "identity_enabled": False}],
+    # two processes of one worker: identity + sinks (+ the audience writer), and segments, as
+    # docker-compose deploys them: the segment process keeps its core for the segment stage
+    "split": [
+        {"segments_enabled": False},
+        {"sink_enabled": False, "identity_enabled": False, "audiences_enabled": False},
+    ],
     # three: identity, the sinks, and segments (the OS schedules the resolver beside the sinks'
     # ClickHouse inserts instead of the GIL)
     "split3": [
-        {"segments_enabled": False, "sink_enabled": False},
+        {"segments_enabled": False, "sink_enabled": False, "audiences_enabled": False},
         {"segments_enabled": False, "identity_enabled": False},
-        {"sink_enabled": False, "identity_enabled": False},
+        {"sink_enabled": False, "identity_enabled": False, "audiences_enabled": False},
     ],
 }
 
 
 ROLE_NAMES = {
     "single": ["worker (all stages)"],
-    "split": ["worker: identity + sinks", "worker: segments"],
+    "split": ["worker: identity + sinks + audiences", "worker: segments"],
     "split3": ["worker: identity", "worker: sinks", "worker: segments"],
 }
