@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     # Ad-platform audiences (docs/decisions/0013-audiences-for-ad-platforms.md)
     audiences_enabled: bool = True  # run the audience writer in `omniseg worker`
     audiences_group: str = "omniseg-audiences"
+    # The audiences sink inserts at least this often while deltas arrive (the pull API sees a change
+    # this much later at most; deltas are few, so short batches cost little).
+    audiences_sink_flush_interval_s: float = Field(default=0.1, gt=0)
 
     # Worker supervision (streams/kafka/hosting.py, streams/kafka/health.py). A stage with records
     # waiting and none handled for ``stage_stall_s`` (or without partitions while its group's offsets

@@ -30,7 +30,8 @@ class AudiencesSinkStep(TableSinkStep):
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
         self.topic = settings.topic(AUDIENCE_DELTAS_TOPIC.name)
-        super().__init__(settings, writer)
+        # Deltas are few and an ad platform waits for them: short batches (docs/audiences.md).
+        super().__init__(settings, writer, flush_interval_s=settings.audiences_sink_flush_interval_s)
 
     def new_batch(self) -> AudienceBatch:
         return AudienceBatch()
@@ -45,5 +46,11 @@ class AudiencesSink(TableSink):
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None) -> None:
         step = AudiencesSinkStep(settings, writer)
-        spec = sink_spec(settings, "audiences-sink", audiences_sink_group(settings), [step.topic])
+        spec = sink_spec(
+            settings,
+            "audiences-sink",
+            audiences_sink_group(settings),
+            [step.topic],
+            flush_interval_s=settings.audiences_sink_flush_interval_s,
+        )
         super().__init__(settings, spec, step)

@@ -75,9 +75,15 @@ class SinkStats:
         return self.rows.get("invalid_events", 0)
 
 
-def sink_spec(settings: Settings, name: str, group: str, topics: Sequence[str]) -> StageSpec:
-    """A sink's declaration: batches of ``sink_batch_size`` or ``sink_flush_interval_s``, one insert in
-    flight, the producer only for refused records."""
+def sink_spec(
+    settings: Settings,
+    name: str,
+    group: str,
+    topics: Sequence[str],
+    flush_interval_s: float | None = None,
+) -> StageSpec:
+    """A sink's declaration: batches of ``sink_batch_size`` or ``flush_interval_s`` (default
+    ``sink_flush_interval_s``), one insert in flight, the producer only for refused records."""
     return StageSpec(
         name=name,
         group=group,
@@ -85,7 +91,7 @@ def sink_spec(settings: Settings, name: str, group: str, topics: Sequence[str]) 
         batch_size=settings.sink_batch_size,
         consumer=dict(SINK_CONSUMER),
         paced=False,
-        wait_s=settings.sink_flush_interval_s,
+        wait_s=flush_interval_s or settings.sink_flush_interval_s,
         gather=True,
         max_inflight=1,
         commit_every_s=0.0,
@@ -97,9 +103,14 @@ class TableSinkStep(Step):
     """Records -> rows of the current batch; at a checkpoint, the batch's insert (one per table)."""
 
     def __init__(
-        self, settings: Settings, writer: ClickHouseWriter | None, compacted: Sequence[str] = ()
+        self,
+        settings: Settings,
+        writer: ClickHouseWriter | None,
+        compacted: Sequence[str] = (),
+        flush_interval_s: float | None = None,
     ) -> None:
         self.settings = settings
+        self.flush_interval_s = flush_interval_s or settings.sink_flush_interval_s
         self.stats = SinkStats()
         self.writer = writer or ClickHouseWriter(settings)
         self.abandon: Any = None  # the runtime's abandon event, set by the sink's runtime
@@ -123,7 +134,7 @@ class TableSinkStep(Step):
     def process(self, records: list[Any], out: Outputs) -> None:
         if not self._pending:
             # A batch's clock starts with its first record: none waits longer than one interval.
-            self._deadline = time.monotonic() + self.settings.sink_flush_interval_s
+            self._deadline = time.monotonic() + self.flush_interval_s
         batch, add, compacted = self._batch, self.add, self._compacted
         for msg in records:
             topic: str = msg.topic()
