@@ -3,7 +3,7 @@ configuration is one clear SerializationError, never a half-read configuration."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -104,6 +104,6 @@ def test_a_delta_round_trips() -> None:
 def test_membership_bytes_equal_the_codecs(
     person: str, segment: str, subject: str | None, seq: int, at_ms: int
 ) -> None:
-    at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at_ms)  # exact: no float seconds
     expected = encode_input(MembershipChange(person, segment, subject, seq), at)
     assert encode_membership(person, segment, subject, seq, at_ms) == expected
