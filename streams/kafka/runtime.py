@@ -246,7 +246,8 @@ class StageRuntime:
         return sender.drained_wait_s(longest) if sender is not None else longest
 
     def _positions(self, messages: list[Message]) -> list[Message]:
-        """Note each record's offset in the current checkpoint; Kafka errors are logged, not handed on."""
+        """Note each record's offset in the current checkpoint; Kafka errors are logged, not handed on,
+        and the end of a partition (a consumer with ``enable.partition.eof``) goes to the step."""
         offsets = self._current.offsets
         clean = True
         for msg in messages:
@@ -258,7 +259,11 @@ class StageRuntime:
             return messages
         for msg in messages:
             error = msg.error()
-            if error is not None:
+            if error is None:
+                continue
+            if error.code() == KafkaError._PARTITION_EOF:
+                self.step.reached_end(msg.topic(), msg.partition())  # type: ignore[arg-type]
+            else:
                 self._kafka_error(error)
         return [msg for msg in messages if msg.error() is None]
 

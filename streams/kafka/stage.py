@@ -203,6 +203,11 @@ class Step:
         """Partitions were assigned: restore their state (``claim`` tells where the group stands and
         where to start reading)."""
 
+    def reached_end(self, topic: str, partition: int) -> None:
+        """The consumer read ``partition`` of ``topic`` to its current end (reported only when the
+        spec's consumer sets ``enable.partition.eof``; records before the end come in this turn or
+        an earlier one, and :meth:`process` has them before the turn's checkpoint)."""
+
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions were revoked after their checkpoint was committed: drop their state."""
 

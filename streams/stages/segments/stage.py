@@ -48,7 +48,7 @@ from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.preparation import ProductLookup
 from streams.domain.segments.profile import Profile
-from streams.domain.segments.recovery import adopt
+from streams.domain.segments.recovery import Published, adopt, newer_than, unpublished
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
@@ -99,7 +99,8 @@ def segment_stage_spec(settings: Settings) -> StageSpec:
         ],
         batch_size=settings.segments_batch_size,
         # Co-partitioning: the same partition number of every input topic to one worker.
-        consumer={"partition.assignment.strategy": "range"},
+        # The end of each partition is reported: recovery waits for the replay (reached_end).
+        consumer={"partition.assignment.strategy": "range", "enable.partition.eof": True},
         # Room for several checkpoints in flight (changes + states) before produce() raises BufferError.
         producer={"queue.buffering.max.messages": 1_000_000},
         paced=True,
@@ -159,8 +160,11 @@ class SegmentStep(Step):
         self._dirty = self.store.dirty
         self._timers = Timers()
         self._to_write: list[str] = []  # the checkpoint being written, a slice per turn
-        # Persons whose restored state took over published changes -> segments to evaluate again.
-        self._recovered: dict[str, list[str]] = {}
+        # Recovery (docs/decisions/0012): persons whose restored state is older than the changes their
+        # partitions published -> those changes, until the replay of their partitions reached its end;
+        # and the (topic, partition) pairs still replaying.
+        self._pending: dict[str, dict[str, Published]] = {}
+        self._replaying: set[tuple[str, int]] = set()
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
         self._out: Outputs | None = None  # the outputs of the call in progress
@@ -251,7 +255,7 @@ class SegmentStep(Step):
         profile records the offset of the last record applied to it and a replay skips what it has.
         """
         self._out = out
-        if self._recovered:
+        if self._pending:
             self._evaluate_recovered(out)
         self._to_write = self.store.take_dirty()
         self.sealing = bool(self._to_write)
@@ -276,7 +280,7 @@ class SegmentStep(Step):
             return
         started = time.monotonic()
         count = self.store.restore(numbers)
-        self._adopt_published(numbers)
+        self._await_published(numbers, partitions)
         wanted = set(numbers)
         for person, profile in self.profiles.items():
             if profile.due and self.store.partition(person) in wanted:
@@ -290,38 +294,48 @@ class SegmentStep(Step):
             time.monotonic() - started,
         )
 
-    def _adopt_published(self, numbers: list[int]) -> None:
-        """Recovery: the restored profiles take over the changes their partitions published after
-        the state was saved (a crash between the two); they are evaluated again at the next
-        checkpoint, after the replay of the input since the last commit (docs/decisions/0012)."""
+    def _await_published(self, numbers: list[int], partitions: list[tuple[str, int]]) -> None:
+        """Recovery: note the changes the partitions published after their state was saved (a crash
+        between the two). The replay of the input since the last commit does not publish them again
+        (:meth:`_publish`); once it reached the end of a person's partitions, the profile takes over
+        what is still newer than its state and is evaluated again (:meth:`_evaluate_recovered`)."""
         published = self.store.published_since_saved(self._changes_topic, numbers)
-        adopted = 0
+        behind = 0
         for person, keys in published.items():
             if person in self.merged_into:
                 continue  # merged away: its exits went out with the merge
-            moved = adopt(self.store.profile(person), keys)
-            if moved:
-                self._recovered.setdefault(person, []).extend(moved)
-                self._dirty.add(person)
-                adopted += 1
-        if adopted:
-            self.stats.recovered += adopted
+            newer = newer_than(self.store.profile(person), keys)
+            if newer:
+                self._pending[person] = newer
+                behind += 1
+        if behind:
+            self._replaying.update(partitions)
+            self.stats.recovered += behind
             log.warning(
-                "segments: %d restored profiles were older than the changes they had published; "
-                "they took those changes over and are evaluated again",
-                adopted,
+                "segments: %d restored profiles are older than the changes they had published; they "
+                "take those changes over once the replay of their partitions is done",
+                behind,
             )
 
+    def reached_end(self, topic: str, partition: int) -> None:
+        self._replaying.discard((topic, partition))
+
     def _evaluate_recovered(self, out: Outputs) -> None:
+        """The persons whose partitions are replayed to the end take over the changes published after
+        their state, and the memberships that moved are evaluated again."""
+        replaying = {partition for _topic, partition in self._replaying}
         now = self.now_ms()
-        recovered, self._recovered = self._recovered, {}
-        for person, segment_ids in recovered.items():
+        reason = "recovered: state restored older than its published changes"
+        for person in list(self._pending):
+            if self.store.partition(person) in replaying:
+                continue
+            published = self._pending.pop(person)
             profile = self.profiles.get(person)
             if profile is None:
                 continue  # revoked or merged since
-            reason = "recovered: state restored older than its published changes"
-            changes = self.engine.reevaluate(profile, now, "timer", reason, segment_ids)
+            moved = adopt(profile, published)
             self._dirty.add(person)
+            changes = self.engine.reevaluate(profile, now, "timer", reason, moved) if moved else []
             if changes:
                 self._publish(profile, changes, now)
             # The crashed owner may have published changes without their audience inputs.
@@ -336,6 +350,9 @@ class SegmentStep(Step):
         if not numbers:
             return
         self.store.drop(numbers)
+        self._replaying.difference_update(partitions)
+        for person in [p for p in self._pending if self.store.partition(p) in numbers]:
+            del self._pending[person]
         self._timers.keep(self.profiles.__contains__)
 
     # -- profiles -----------------------------------------------------------------------------------
@@ -452,8 +469,11 @@ class SegmentStep(Step):
         if person in self.merged_into or person == survivor:
             return  # replayed: already handed over
         profile = self.profiles.pop(person, None)
+        published = self._pending.pop(person, None) if self._pending else None
         state = None
         if profile is not None:
+            if published:
+                adopt(profile, published)  # merged while replaying: its exits follow what was published
             changes = self.engine.release(profile, now, survivor)
             if changes:
                 self._publish(profile, changes, now)
@@ -526,6 +546,12 @@ class SegmentStep(Step):
         )
 
     def _publish(self, profile: Profile, changes: list[Change], now: int) -> None:
+        if self._pending:
+            published = self._pending.get(profile.person_id)
+            if published is not None:
+                changes = unpublished(changes, published)  # a replay after a crash
+                if not changes:
+                    return
         send = self._outputs().sends.append
         key = profile.person_id.encode()
         topic = self._changes_topic

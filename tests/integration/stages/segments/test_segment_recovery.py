@@ -1,6 +1,7 @@
 """A segment stage restored from state older than the changes it had published (a crash between the
-two) takes those changes over, so that state and published changes agree: an entry whose window
-passed meanwhile exits, one that still holds is not published twice, an exit is not undone."""
+two) takes those changes over once the replay of its partitions is done, so that state and published
+changes agree: an entry whose window passed meanwhile exits, one that still holds is not published
+twice (not even while a long replay outlasts many checkpoints), an exit is not undone."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from tests.integration.stages.segments.test_segment_stage import (
 
 pytestmark = pytest.mark.integration
 
+_VIEWS_BEFORE_ORDER = 5_000
+
 
 @pytest.fixture
 def stages() -> Iterator[Stages]:
@@ -49,11 +52,14 @@ def _published(person: str, entered: bool, seq: int, at_ms: int) -> bytes:
 
 
 def test_a_restore_takes_over_changes_published_after_the_saved_state(
-    settings_factory: Callable[..., Settings], stages: Stages, tmp_path: Path
+    settings_factory: Callable[..., Settings],
+    stages: Stages,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     settings = settings_factory(
-        segments_group=f"seg-{suffix}", segments_state_flush_s=0.5, segments_timer_interval_s=0.1
+        segments_group=f"seg-{suffix}", segments_state_flush_s=0.05, segments_timer_interval_s=0.1
     )
     apply_definitions(settings, write_definitions(tmp_path / "segments", DEFINITIONS))
     clock = Clock()
@@ -66,10 +72,16 @@ def test_a_restore_takes_over_changes_published_after_the_saved_state(
     old_clock.offset = -2 * HOUR_S
     producer.produce(resolved, _resolved(stale, 1, old_clock), stale.encode())
     producer.produce(changes_topic, _published(stale, True, 1, int(old_clock() * 1000)), stale.encode())
+    # Views ahead of the holding person's order make the replay outlast many checkpoints: the profiles
+    # that took changes over are evaluated only once the replay reached the end of their partitions.
+    for n in range(_VIEWS_BEFORE_ORDER):
+        producer.produce(resolved, _resolved(holding, 100 + n, clock, "Product Viewed"), holding.encode())
+        producer.poll(0)
     producer.produce(resolved, _resolved(holding, 1, clock), holding.encode())
     producer.produce(changes_topic, _published(holding, True, 1, int(clock() * 1000)), holding.encode())
     assert producer.flush(10) == 0
     changes = Changes(settings)
+    request.addfinalizer(changes.consumer.close)
     changes.wait(lambda seen: len(seen) == 2)
 
     stage = stages.start(settings, clock)  # the new owner: restores, replays both orders

@@ -151,7 +151,10 @@ def stages() -> Iterator[Stages]:
 
 
 def test_enter_expire_merge_redefine_and_restart(
-    settings_factory: Callable[..., Settings], stages: Stages, tmp_path: Path
+    settings_factory: Callable[..., Settings],
+    stages: Stages,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     settings = settings_factory(
@@ -166,6 +169,7 @@ def test_enter_expire_merge_redefine_and_restart(
     producer = Producer(producer_config(settings, "it-segments"))
     resolved = settings.topic("events.resolved")
     changes = Changes(settings)
+    request.addfinalizer(changes.consumer.close)
     survivor, merged = f"person-s-{suffix}", f"person-m-{suffix}"
 
     # Enter at once on a purchase; the contact identifiers ride along.
