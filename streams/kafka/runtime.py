@@ -234,7 +234,7 @@ class StageRuntime:
                 self.ready.set()
 
     def _read(self, consumer: Consumer, limit: int) -> list[Message]:
-        if self.spec.gather:
+        if self.spec.gather and self.step.gathering():
             return consumer.consume(min(limit, _GATHER_MAX), self._wait_s())
         return consume_ready(consumer, limit, self._wait_s())
 

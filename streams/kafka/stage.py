@@ -126,8 +126,9 @@ class StageSpec:
     paced: bool = True
     # How long a turn waits for records when nothing has arrived.
     wait_s: float = 0.02
-    # A turn reads until it has ``batch_size`` records or its wait is over (a sink filling a batch),
-    # instead of taking whatever has arrived (a stage passing records on as soon as it can).
+    # While the step is gathering (``Step.gathering``), a turn reads until it has ``batch_size``
+    # records or its wait is over (a sink filling a batch), instead of taking whatever has arrived
+    # (a stage passing records on as soon as it can).
     gather: bool = False
     # Checkpoints whose outputs are not all acknowledged before the loop waits for the broker.
     max_inflight: int = 32
@@ -177,6 +178,12 @@ class Step:
     def wait_s(self, longest: float) -> float:
         """How long an idle turn may wait for records (``longest`` at most)."""
         return longest
+
+    def gathering(self) -> bool:
+        """Whether a batch is being filled: a gathering stage (``StageSpec.gather``) then reads until
+        the batch is full or :meth:`wait_s` is over; otherwise a turn takes whatever has arrived, so
+        that a batch's interval starts with its first record, not with an idle wait before it."""
+        return False
 
     def after_turn(self, handled: int, out: Outputs) -> None:
         """After each batch (``handled`` records, maybe none): timers, slices of a checkpoint."""

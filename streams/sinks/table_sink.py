@@ -157,6 +157,9 @@ class TableSinkStep(Step):
             return longest
         return max(0.0, self._deadline - time.monotonic())
 
+    def gathering(self) -> bool:
+        return self._pending > 0
+
     def checkpoint_due(self, handled: int) -> bool:
         pending = self._pending
         return pending >= self.settings.sink_batch_size or (
