@@ -121,6 +121,16 @@ AUDIENCE_INPUTS_TOPIC = TopicSpec(
     "order: the audience writer's input (docs/decisions/0013-audiences-for-ad-platforms.md).",
 )
 
+AUDIENCE_CONFIGURATION_TOPIC = TopicSpec(
+    name="audiences.configuration",
+    key='"configuration", UTF-8',
+    value_schema="audience_input",
+    compacted=True,
+    partitions=1,
+    doc="The destinations configuration last applied (compacted): segment workers forward only the "
+    "memberships of segments some destination reads.",
+)
+
 AUDIENCE_DELTAS_TOPIC = TopicSpec(
     name="audiences.deltas",
     key="destination id, UTF-8",
@@ -144,6 +154,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SEGMENT_STATE_TOPIC,
     SEGMENT_FORWARD_TOPIC,
     AUDIENCE_INPUTS_TOPIC,
+    AUDIENCE_CONFIGURATION_TOPIC,
     AUDIENCE_DELTAS_TOPIC,
 )
 

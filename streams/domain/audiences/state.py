@@ -75,6 +75,11 @@ class Configuration:
 AudienceInput = MembershipChange | PersonUpdate | PersonRemoved | Configuration
 
 
+def read_segments(configuration: Configuration) -> frozenset[str]:
+    """The segments some destination of ``configuration`` reads: memberships of others add nothing."""
+    return frozenset(entry.segment for d in configuration.destinations for entry in d.audiences)
+
+
 @dataclass(slots=True)
 class PersonFacts:
     memberships: dict[tuple[str, str | None], int] = field(default_factory=dict)  # key -> newest seq
@@ -211,7 +216,7 @@ class AudienceState:
         previous = {person_id: self._contribution(facts) for person_id, facts in self.persons.items()}
         self.destinations = {d.id: d for d in configuration.destinations}
         self.policy = configuration.policy
-        self.read = frozenset(s.segment for d in configuration.destinations for s in d.audiences)
+        self.read = read_segments(configuration)
         deltas: list[Delta] = []
         for person_id in sorted(self.persons):
             after = self._contribution(self.persons[person_id])

@@ -1,5 +1,6 @@
 """``omniseg destinations apply``: validate the destination files against the live segments and the
-consent settings, then publish them with the consent policy on ``audiences.inputs``.
+consent settings, then publish them with the consent policy on ``audiences.configuration`` and
+``audiences.inputs``.
 
 The writer applies a configuration at its place in the input log, so every audience is recomputed
 from the same facts whatever order the files were edited in: a destination that gains an audience gets
@@ -20,7 +21,7 @@ from streams.domain.audiences.state import Configuration
 from streams.kafka.config import producer_config
 from streams.settings import Settings
 from streams.stages.segments.definitions import DefinitionsFollower
-from streams.topics import AUDIENCE_INPUTS_TOPIC
+from streams.topics import AUDIENCE_CONFIGURATION_TOPIC, AUDIENCE_INPUTS_TOPIC
 from streams.wire.audiences import encode_input
 
 _FLUSH_S = 30.0
@@ -75,7 +76,12 @@ def apply_destinations(
 
 
 def publish_configuration(settings: Settings, configuration: Configuration) -> int:
-    """Produce ``configuration`` on ``audiences.inputs``; its offset once acknowledged."""
+    """Produce ``configuration`` on ``audiences.configuration`` (what segment workers forward), then
+    on ``audiences.inputs`` (where the writer applies it); its offset there once acknowledged.
+
+    In that order: a segment worker that forwards a newly read segment's memberships before the writer
+    reads it costs nothing (the writer keeps them until a destination reads the segment), while the
+    other way round the audience would miss those memberships until the workers learnt of it."""
     producer = Producer(producer_config(settings, "omniseg-destinations-apply"))
     delivered: list[int] = []
     failed: list[str] = []
@@ -86,13 +92,11 @@ def publish_configuration(settings: Settings, configuration: Configuration) -> i
         else:
             delivered.append(msg.offset())  # type: ignore[attr-defined]
 
-    producer.produce(
-        settings.topic(AUDIENCE_INPUTS_TOPIC.name),
-        encode_input(configuration, datetime.now(UTC)),
-        b"configuration",
-        on_delivery=report,
-    )
-    if producer.flush(_FLUSH_S) > 0 or failed or not delivered:
-        reason = failed[0] if failed else f"not acknowledged within {_FLUSH_S:g}s"
-        raise KafkaException(f"the destinations were not published: {reason}")
+    value = encode_input(configuration, datetime.now(UTC))
+    for topic in (AUDIENCE_CONFIGURATION_TOPIC, AUDIENCE_INPUTS_TOPIC):
+        delivered.clear()
+        producer.produce(settings.topic(topic.name), value, b"configuration", on_delivery=report)
+        if producer.flush(_FLUSH_S) > 0 or failed or not delivered:
+            reason = failed[0] if failed else f"not acknowledged within {_FLUSH_S:g}s"
+            raise KafkaException(f"the destinations were not published on {topic.name}: {reason}")
     return delivered[0]

@@ -4,7 +4,8 @@ The segment stage holds each person's memberships, contact identifiers and conse
 platforms are computed from exactly those (docs/decisions/0013-audiences-for-ad-platforms.md). This
 module turns them into ``audiences.inputs`` records:
 
-- every membership change (``MembershipChange``, with the transition's ``seq``);
+- every membership change of a segment some destination reads (``MembershipChange``, with the
+  transition's ``seq``); when a segment starts being read, every membership the profiles hold of it;
 - the person's audience identifiers and consent, whole (``PersonUpdate``), whenever either changes;
 - ``PersonRemoved`` when the person is merged into another one.
 
@@ -54,6 +55,8 @@ class ActivationFeed:
     def __init__(self, topic: str, policy: ConsentPolicy) -> None:
         self.topic = topic
         self.policy = policy
+        # The segments some destination reads (streams/stages/segments/audience_reads.py).
+        self.reads: frozenset[str] = frozenset()
         self.refused_consent = 0  # events whose consent was not a map of booleans (not read)
 
     def record_consent(self, profile: Profile, event: SegmentEvent) -> None:
@@ -78,7 +81,10 @@ class ActivationFeed:
                 consent[purpose] = [decision.granted, decision.at]
 
     def memberships(self, changes: Iterable[Change], now: int) -> list[tuple[str, bytes, bytes]]:
-        topic = self.topic
+        """The changes of read segments."""
+        topic, reads = self.topic, self.reads
+        if not reads:
+            return []
         return [
             (
                 topic,
@@ -86,6 +92,7 @@ class ActivationFeed:
                 encode_membership(change.person_id, change.segment_id, change.subject, change.seq, now),
             )
             for change in changes
+            if change.segment_id in reads
         ]
 
     def person(self, profile: Profile, now: int) -> tuple[str, bytes, bytes]:
@@ -104,11 +111,22 @@ class ActivationFeed:
         """Everything the writer holds of the person, again: after a restore that took over changes
         published before a crash, whose audience inputs may not have been sent."""
         records = [self.person(profile, now)] if facts(profile)[0] else []
+        records.extend(self.held(profile, self.reads, now))
+        return records
+
+    def held(self, profile: Profile, segments: frozenset[str], now: int) -> list[tuple[str, bytes, bytes]]:
+        """Every membership the profile holds of ``segments``, entered or exited (its newest ``seq``):
+        sent when a segment starts being read, so that the writer has the segment's memberships
+        whatever it was told before."""
+        if not segments:
+            return []
+        records = []
         key_bytes = profile.person_id.encode()
         for key, seq in sorted(profile.members.items()):
             segment_id, _, subject = key.partition(SUBJECT_SEP)
-            value = encode_membership(profile.person_id, segment_id, subject or None, seq, now)
-            records.append((self.topic, key_bytes, value))
+            if segment_id in segments:
+                value = encode_membership(profile.person_id, segment_id, subject or None, seq, now)
+                records.append((self.topic, key_bytes, value))
         return records
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
 from streams.stages.segments.activation import ActivationFeed, facts, has_audience_identifiers
+from streams.stages.segments.audience_reads import AudienceReads
 from streams.stages.segments.definitions import DefinitionsFollower
 from streams.state.profiles import ProfileStore
 from streams.state.timers import Timers
@@ -167,6 +168,7 @@ class SegmentStep(Step):
         self._replaying: set[tuple[str, int]] = set()
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
+        self._reads: AudienceReads | None = None
         self._out: Outputs | None = None  # the outputs of the call in progress
         self._next_flush = 0.0
         self._next_freeze = 0.0
@@ -189,6 +191,9 @@ class SegmentStep(Step):
         loaded = self._definitions.load()
         self._load_catalog()
         self._engine = self._build_engine()
+        self._reads = AudienceReads(self.settings)
+        self._reads.load()
+        self.activation.reads = self._reads.segments
         log.info("segments: %d definitions active (%d records read)", len(self._definitions.active), loaded)
         now = time.monotonic()
         self._next_flush = now + self.settings.segments_state_flush_s
@@ -198,6 +203,8 @@ class SegmentStep(Step):
         self.store.close()
         if self._definitions is not None:
             self._definitions.close()
+        if self._reads is not None:
+            self._reads.close()
         if self._replica is not None:
             self._replica.close()
 
@@ -209,6 +216,11 @@ class SegmentStep(Step):
         changed = self._definitions.poll()
         if changed:
             self._redefine(changed)
+        assert self._reads is not None
+        added = self._reads.poll()
+        self.activation.reads = self._reads.segments
+        if added:
+            self._send_held(added, self.profiles.values())
 
     def process(self, records: list[Any], out: Outputs) -> None:
         self._out = out
@@ -281,6 +293,13 @@ class SegmentStep(Step):
         started = time.monotonic()
         count = self.store.restore(numbers)
         self._await_published(numbers, partitions)
+        # What the writer was told of these persons before is unknown: their memberships of read
+        # segments go again (idempotent for the writer).
+        wanted = set(numbers)
+        self._send_held(
+            self.activation.reads,
+            (p for person, p in self.profiles.items() if self.store.partition(person) in wanted),
+        )
         wanted = set(numbers)
         for person, profile in self.profiles.items():
             if profile.due and self.store.partition(person) in wanted:
@@ -316,6 +335,21 @@ class SegmentStep(Step):
                 "take those changes over once the replay of their partitions is done",
                 behind,
             )
+
+    def _send_held(self, segments: frozenset[str], profiles: Iterable[Profile]) -> None:
+        """The memberships ``profiles`` hold of ``segments``, to the audience writer."""
+        if not segments:
+            return
+        now, sends = self.now_ms(), self._outputs().sends
+        count = 0
+        for profile in profiles:
+            records = self.activation.held(profile, segments, now)
+            sends.extend(records)
+            count += len(records)
+        self.stats.audience_inputs += count
+        log.info(
+            "segments: %d memberships of %s sent to the audience writer", count, ", ".join(sorted(segments))
+        )
 
     def reached_end(self, topic: str, partition: int) -> None:
         self._replaying.discard((topic, partition))

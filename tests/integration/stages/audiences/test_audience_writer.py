@@ -37,7 +37,7 @@ from streams.stages.audiences.configuration import publish_configuration
 from streams.stages.audiences.writer import AudienceWriter
 from streams.stages.segments.definitions import apply_definitions
 from streams.stages.segments.stage import SegmentStage
-from streams.wire.audiences import decode_delta, encode_input
+from streams.wire.audiences import decode_delta, decode_input, encode_input
 from streams.wire.codecs import EVENT_CODEC
 from streams.wire.identity import event_body, resolved_event
 from tests.integration.stages.segments.segment_files import write_definitions
@@ -278,3 +278,82 @@ def test_consent_given_withdrawn_and_given_again_moves_a_buyer_in_and_out_of_the
     deltas.settle(1)
     removes = [d for d in deltas.seen if d.destination_id == "ads" and not d.added]
     assert [d.hash for d in removes] == [_meta_email(yes)[1]]
+
+
+def _memberships_on_inputs(settings: Settings) -> list[MembershipChange]:
+    """Every membership change on audiences.inputs so far."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"it-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(settings.topic("audiences.inputs"), 0, OFFSET_BEGINNING)])
+    found: list[MembershipChange] = []
+    try:
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None, "audiences.inputs was not read to its end"
+            if msg.error() is not None:
+                break  # the end of the partition
+            item = decode_input(msg.value() or b"")
+            if isinstance(item, MembershipChange):
+                found.append(item)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_only_read_segments_are_forwarded_and_a_segment_that_starts_being_read_brings_its_members(
+    settings_factory: Callable[..., Settings], running: Running, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    settings = settings_factory(
+        audiences_group=f"aud-{suffix}", segments_group=f"seg-{suffix}", segments_state_flush_s=0.5
+    )
+    buyers = "id: buyers\nwhen: {event: Order Completed, count: {gte: 1}}\n"
+    apply_definitions(
+        settings,
+        write_definitions(
+            tmp_path / "segments",
+            {"buyers.yaml": buyers, "shoppers.yaml": buyers.replace("buyers", "shoppers")},
+        ),
+    )
+    publish_configuration(settings, _configuration())  # reads buyers, not shoppers
+    running.start(SegmentStage(settings))
+    running.start(AudienceWriter(settings))
+    deltas = Deltas(settings)
+    producer = Producer(producer_config(settings, "it-audience-reads"))
+    person = f"p-{suffix}"
+    producer.produce(settings.topic("events.resolved"), _resolved(person, 1), person.encode())
+    assert producer.flush(10) == 0
+    deltas.wait(
+        lambda _: deltas.audience("mail", "buyers") == {(AudienceIdKind.EMAIL, _google_email(person))}
+    )
+    assert {m.segment_id for m in _memberships_on_inputs(settings)} == {"buyers"}, (
+        "a segment no destination reads is not forwarded"
+    )
+
+    # The mail destination starts reading shoppers: the person's membership goes to the writer now.
+    more = _DESTINATIONS.replace(
+        "  audiences:\n    - segment: buyers\n",
+        "  audiences:\n    - segment: buyers\n    - segment: shoppers\n",
+    )
+    assert more.count("segment: shoppers") == 2  # both destinations
+    publish_configuration(
+        settings,
+        Configuration(
+            tuple(load_destinations([("test.yaml", more)])), ConsentPolicy(defaults={"email": True})
+        ),
+    )
+    deltas.wait(
+        lambda _: deltas.audience("mail", "shoppers") == {(AudienceIdKind.EMAIL, _google_email(person))}
+    )
+    assert [(m.person_id, m.seq) for m in _memberships_on_inputs(settings) if m.segment_id == "shoppers"] == [
+        (person, 1)
+    ]
+
+
+def _google_email(person: str) -> str:
+    return hashlib.sha256(f"{person}@shop.example".encode()).hexdigest()
