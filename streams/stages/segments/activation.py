@@ -6,7 +6,9 @@ module turns them into ``audiences.inputs`` records:
 
 - every membership change of a segment some destination reads (``MembershipChange``, with the
   transition's ``seq``); when a segment starts being read, every membership the profiles hold of it;
-- the person's audience identifiers and consent, whole (``PersonUpdate``), whenever either changes;
+- the person's audience identifiers and consent, whole (``PersonUpdate``), whenever either changes
+  while the person holds a membership of a read segment (entered or exited), and with its first one:
+  the writer needs no facts of anybody else;
 - ``PersonRemoved`` when the person is merged into another one.
 
 All are idempotent for the writer (a repeated membership has an old ``seq``; an update replaces the
@@ -17,7 +19,7 @@ sends its consent with it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from streams.domain.audiences.hashing import AudienceIdKind
@@ -27,6 +29,7 @@ from streams.domain.segments.changes import Change
 from streams.domain.segments.engine import SUBJECT_SEP
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.profile import Profile
+from streams.domain.segments.recovery import membership_key
 from streams.wire.audiences import encode_input, encode_membership
 
 # Profile contact kind -> the identifier kind an ad platform may receive.
@@ -80,12 +83,22 @@ class ActivationFeed:
             if entry is None or newer(Decision(entry[0], entry[1]), decision):
                 consent[purpose] = [decision.granted, decision.at]
 
-    def memberships(self, changes: Iterable[Change], now: int) -> list[tuple[str, bytes, bytes]]:
-        """The changes of read segments."""
-        topic, reads = self.topic, self.reads
+    def reads_any(self, profile: Profile) -> bool:
+        """Whether the person holds a membership (entered or exited) of a segment some destination
+        reads: the writer then has its facts, and must hear when they change."""
+        reads = self.reads
+        return bool(reads) and any(key.partition(SUBJECT_SEP)[0] in reads for key in profile.members)
+
+    def memberships(
+        self, profile: Profile, changes: Sequence[Change], now: int
+    ) -> list[tuple[str, bytes, bytes]]:
+        """The changes of read segments; led by the person's facts when they are its first memberships
+        of read segments (the writer has no facts of a person before)."""
+        reads = self.reads
         if not reads:
             return []
-        return [
+        topic = self.topic
+        records = [
             (
                 topic,
                 change.person_id.encode(),
@@ -94,6 +107,18 @@ class ActivationFeed:
             for change in changes
             if change.segment_id in reads
         ]
+        if records and self._first_reads(profile, changes) and facts(profile)[0]:
+            records.insert(0, self.person(profile, now))
+        return records
+
+    def _first_reads(self, profile: Profile, changes: Iterable[Change]) -> bool:
+        """Whether the profile's memberships of read segments all began with ``changes`` (already
+        applied to it): then the writer has had no facts of the person."""
+        reads, began = self.reads, set()
+        for change in changes:
+            if change.segment_id in reads and change.seq == 1:
+                began.add(membership_key(change.segment_id, change.subject))
+        return all(key in began for key in profile.members if key.partition(SUBJECT_SEP)[0] in reads)
 
     def person(self, profile: Profile, now: int) -> tuple[str, bytes, bytes]:
         identifiers, consent = facts(profile)
@@ -110,14 +135,12 @@ class ActivationFeed:
     def resync(self, profile: Profile, now: int) -> list[tuple[str, bytes, bytes]]:
         """Everything the writer holds of the person, again: after a restore that took over changes
         published before a crash, whose audience inputs may not have been sent."""
-        records = [self.person(profile, now)] if facts(profile)[0] else []
-        records.extend(self.held(profile, self.reads, now))
-        return records
+        return self.held(profile, self.reads, now)
 
     def held(self, profile: Profile, segments: frozenset[str], now: int) -> list[tuple[str, bytes, bytes]]:
-        """Every membership the profile holds of ``segments``, entered or exited (its newest ``seq``):
-        sent when a segment starts being read, so that the writer has the segment's memberships
-        whatever it was told before."""
+        """Every membership the profile holds of ``segments``, entered or exited (its newest ``seq``),
+        led by its facts: sent when a segment starts being read, so that the writer has the segment's
+        memberships whatever it was told before."""
         if not segments:
             return []
         records = []
@@ -127,6 +150,8 @@ class ActivationFeed:
             if segment_id in segments:
                 value = encode_membership(profile.person_id, segment_id, subject or None, seq, now)
                 records.append((self.topic, key_bytes, value))
+        if records and facts(profile)[0]:
+            records.insert(0, self.person(profile, now))
         return records
 
 

@@ -439,10 +439,14 @@ class SegmentStep(Step):
 
     def _apply(self, profile: Profile, event: SegmentEvent, now: int) -> None:
         due = profile.due
-        # Only an event with identifiers or consent can change what audiences read of the person.
-        watched = bool(event.identifiers or event.consent or (event.traits and "consent" in event.traits))
-        before = facts(profile) if watched else None
-        if watched:
+        # Only an event with identifiers or consent can change what audiences read of the person, and
+        # the writer follows the facts only of persons with a membership of a read segment (a first
+        # one brings the facts with it: ActivationFeed.memberships).
+        states = bool(event.consent or (event.traits and "consent" in event.traits))
+        before = None
+        if (states or event.identifiers) and self.activation.reads_any(profile):
+            before = facts(profile)
+        if states:
             self.activation.record_consent(profile, event)
         changes = self.engine.apply(profile, event, now)
         self.stats.events += 1
@@ -481,9 +485,10 @@ class SegmentStep(Step):
             merged = Profile.from_json(state)
             merged.members.clear()  # its owner already published its exits
             merged.versions.clear()
-            before = facts(profile)
+            before = facts(profile) if self.activation.reads_any(profile) else None
             _, changes = self.engine.absorb(profile, merged, now)
-            self._send_facts_if_changed(profile, before, now)
+            if before is not None:
+                self._send_facts_if_changed(profile, before, now)
             self._dirty.add(person)
             self.stats.merges += 1
             if changes:
@@ -592,7 +597,7 @@ class SegmentStep(Step):
         for record in encode_changes(changes, profile, now):
             send((topic, key, record))
         self.stats.changes += len(changes)
-        inputs = self.activation.memberships(changes, now)
+        inputs = self.activation.memberships(profile, changes, now)
         self._outputs().sends.extend(inputs)
         self.stats.audience_inputs += len(inputs)
 
