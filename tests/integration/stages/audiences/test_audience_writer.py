@@ -40,6 +40,7 @@ from streams.stages.segments.stage import SegmentStage
 from streams.wire.audiences import decode_delta, decode_input, encode_input
 from streams.wire.codecs import EVENT_CODEC
 from streams.wire.identity import event_body, resolved_event
+from tests.integration.stages.audiences.topic_reading import topic_values
 from tests.integration.stages.segments.segment_files import write_definitions
 
 pytestmark = pytest.mark.integration
@@ -282,27 +283,8 @@ def test_consent_given_withdrawn_and_given_again_moves_a_buyer_in_and_out_of_the
 
 def _memberships_on_inputs(settings: Settings) -> list[MembershipChange]:
     """Every membership change on audiences.inputs so far."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"it-{uuid.uuid4().hex}",
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(settings.topic("audiences.inputs"), 0, OFFSET_BEGINNING)])
-    found: list[MembershipChange] = []
-    try:
-        while True:
-            msg = consumer.poll(10)
-            assert msg is not None, "audiences.inputs was not read to its end"
-            if msg.error() is not None:
-                break  # the end of the partition
-            item = decode_input(msg.value() or b"")
-            if isinstance(item, MembershipChange):
-                found.append(item)
-    finally:
-        consumer.close()
-    return found
+    items = [decode_input(value) for value in topic_values(settings, "audiences.inputs")]
+    return [item for item in items if isinstance(item, MembershipChange)]
 
 
 def test_only_read_segments_are_forwarded_and_a_segment_that_starts_being_read_brings_its_members(

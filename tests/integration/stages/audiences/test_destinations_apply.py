@@ -1,23 +1,22 @@
 """``omniseg destinations apply`` on the real broker: the example destinations validate against the live
-example segments and land on audiences.inputs as one configuration; a file naming a segment that is not
-live is refused in one line per problem and publishes nothing."""
+example segments and land on audiences.configuration and audiences.inputs as one configuration; a file
+naming a segment that is not live is refused in one line per problem and publishes nothing."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streams.domain.audiences.state import Configuration
 from streams.settings import Settings
 from streams.stages.segments.definitions import apply_definitions
 from streams.wire.audiences import decode_input
+from tests.integration.stages.audiences.topic_reading import topic_values
 
 pytestmark = pytest.mark.integration
 
@@ -40,25 +39,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _inputs(settings: Settings) -> list[bytes]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"it-{uuid.uuid4().hex}",
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(settings.topic("audiences.inputs"), 0, OFFSET_BEGINNING)])
-    values: list[bytes] = []
-    try:
-        while True:
-            msg = consumer.poll(5)
-            if msg is None:
-                return values
-            if msg.error() is not None:
-                return values  # the end of the partition
-            values.append(msg.value() or b"")
-    finally:
-        consumer.close()
+    return topic_values(settings, "audiences.inputs")
 
 
 def test_apply_publishes_the_examples_and_refuses_unknown_segments(
@@ -79,6 +60,7 @@ def test_apply_publishes_the_examples_and_refuses_unknown_segments(
     configuration = decode_input(value)
     assert isinstance(configuration, Configuration)
     assert {d.id for d in configuration.destinations} == {"google-ads", "meta-ads"}
+    assert topic_values(settings, "audiences.configuration") == [value], "what segment workers follow"
 
     broken = tmp_path / "destinations"
     broken.mkdir()
