@@ -5,7 +5,9 @@ what the pull API reads).
 The bench publishes one destination, ``bench`` (generic, email and external id, advertising granted by
 default), that reads the probe segment. Every probe enters a person into it, so the person's hashes are
 added; a thread polls ``audience_deltas`` for new rows every ``POLL_S`` and notes when each probe's
-first hash appears (the poll interval bounds the error: at most ``POLL_S`` late).
+first hash appears (the poll interval bounds the error: at most ``POLL_S`` late). Each delta row also
+holds the time the audience writer applied its input (``at_ms``), which splits the hop after the
+change: up to the writer, and from the writer through its transaction and the sink's insert.
 """
 
 from __future__ import annotations
@@ -54,13 +56,15 @@ def person_hashes(person: int) -> list[str]:
 
 class AudienceWatch:
     """Polls ``audience_deltas`` from the offset it started at; ``seen[message_id]`` is when the first
-    hash of that probe's person was visible (monotonic-free wall time, ``time.time()``)."""
+    hash of that probe's person was visible (wall time, ``time.time()``), ``written[message_id]`` when
+    the audience writer applied the input that added it (the writer's wall clock)."""
 
     def __init__(self, settings: Settings, probes: Iterable[tuple[str, int]]) -> None:
         self._client: Client = clickhouse_client(settings, settings.clickhouse_database)
         self._by_hash = {h: message_id for message_id, person in probes for h in person_hashes(person)}
         self.wanted = len({message_id for message_id in self._by_hash.values()})
         self.seen: dict[str, float] = {}
+        self.written: dict[str, float] = {}
         start = self._client.execute("SELECT max(kafka_offset) + 1, count() FROM audience_deltas")[0]
         self._next = int(start[0]) if start[1] else 0
         self._stop = threading.Event()
@@ -72,16 +76,17 @@ class AudienceWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             rows = self._client.execute(
-                "SELECT hash, kafka_offset FROM audience_deltas "
+                "SELECT hash, kafka_offset, at_ms FROM audience_deltas "
                 "WHERE destination_id = %(destination)s AND added = 1 AND kafka_offset >= %(next)s",
                 {"destination": DESTINATION, "next": self._next},
             )
             now = time.time()
-            for digest, offset in rows:
+            for digest, offset, at_ms in rows:
                 self._next = max(self._next, int(offset) + 1)
                 message_id = self._by_hash.get(digest)
                 if message_id is not None and message_id not in self.seen:
                     self.seen[message_id] = now
+                    self.written[message_id] = at_ms / 1000
             self._stop.wait(POLL_S)
 
     def finish(self, timeout_s: float, done: Callable[[], bool] | None = None) -> None:

@@ -15,6 +15,11 @@ from streams.settings import Settings
 _librdkafka_log = logging.getLogger("streams.kafka.librdkafka")
 
 
+# How long the broker may hold a stage's fetch when there is nothing to read. The local broker (Tansu)
+# answers such a fetch only when the wait runs out, so a record produced meanwhile waits up to this long.
+STAGE_FETCH_WAIT_MS = 20
+
+
 def consumer_config(settings: Settings, group: str, client_id: str, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -27,7 +32,7 @@ def consumer_config(settings: Settings, group: str, client_id: str, **extra: Any
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 3),
         "enable.partition.eof": False,
-        "fetch.wait.max.ms": 20,
+        "fetch.wait.max.ms": STAGE_FETCH_WAIT_MS,
         "queued.max.messages.kbytes": 32 * 1024,
         "logger": _librdkafka_log,
     }

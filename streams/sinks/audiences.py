@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.kafka.config import STAGE_FETCH_WAIT_MS
 from streams.settings import Settings
 from streams.sinks.audience_tables import AudienceBatch
 from streams.sinks.table_sink import TableSink, TableSinkStep, sink_spec
@@ -52,5 +53,7 @@ class AudiencesSink(TableSink):
             audiences_sink_group(settings),
             [step.topic],
             flush_interval_s=settings.audiences_sink_flush_interval_s,
+            # Deltas are few and awaited: the stages' short fetch wait, not the other sinks' 250 ms.
+            fetch_wait_ms=STAGE_FETCH_WAIT_MS,
         )
         super().__init__(settings, spec, step)

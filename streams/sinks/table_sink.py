@@ -81,15 +81,23 @@ def sink_spec(
     group: str,
     topics: Sequence[str],
     flush_interval_s: float | None = None,
+    fetch_wait_ms: int | None = None,
 ) -> StageSpec:
     """A sink's declaration: batches of ``sink_batch_size`` or ``flush_interval_s`` (default
-    ``sink_flush_interval_s``), one insert in flight, the producer only for refused records."""
+    ``sink_flush_interval_s``), one insert in flight, the producer only for refused records.
+
+    ``fetch_wait_ms`` overrides :data:`SINK_CONSUMER`'s fetch wait for a sink whose records are few and
+    awaited: the local broker answers a fetch that found nothing only when its wait runs out, so a
+    record produced meanwhile waits up to the whole fetch wait before its batch even starts."""
+    consumer = dict(SINK_CONSUMER)
+    if fetch_wait_ms is not None:
+        consumer["fetch.wait.max.ms"] = fetch_wait_ms
     return StageSpec(
         name=name,
         group=group,
         topics=list(topics),
         batch_size=settings.sink_batch_size,
-        consumer=dict(SINK_CONSUMER),
+        consumer=consumer,
         paced=False,
         wait_s=flush_interval_s or settings.sink_flush_interval_s,
         gather=True,
