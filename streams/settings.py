@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=4, ge=1)
     kafka_replication: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
+    # How long a transactional stage newly assigned its log waits before it fences the earlier owner
+    # (streams/kafka/runtime.py, ``StageRuntime._handover_s``).
+    kafka_handover_ms: int = Field(default=6000, ge=0)
     # How long the pipeline's producers gather records into one batch: fewer, larger produce requests
     # (docs/decisions/0006-producer-pacing.md). Each hop's latency grows by at most this much.
     kafka_linger_ms: int = Field(default=50, ge=0, le=1000)

@@ -469,6 +469,17 @@ class StageRuntime:
             for (topic, partition), offset in starts.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
 
+    def _handover_s(self) -> float:
+        """How long a transactional stage waits between being assigned and fencing earlier owners.
+
+        An earlier owner that is alive learns of the rebalance at its next heartbeat (every third of
+        the session timeout) and stops after the transaction it is in. Fencing a producer while its
+        produce requests are in flight can leave, on Tansu, the last stable offset of the partitions
+        its transaction wrote stuck: ``read_committed`` readers then stop there without an error
+        (docs/identity.md). Apache Kafka needs no wait (``kafka_handover_ms`` 0).
+        """
+        return self.settings.kafka_handover_ms / 1000
+
     def _new_transactional_producer(self) -> None:
         """Fence every earlier owner of the transactional id (it aborts what they had open)."""
         old, self.producer = self.producer, None
@@ -479,9 +490,12 @@ class StageRuntime:
         self.producer = producer
 
     def _claim(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """Take ``partitions`` over: a transactional stage fences earlier owners first; the step
-        restores their state and may say where to start reading."""
+        """Take ``partitions`` over: a transactional stage waits out the hand-over and fences earlier
+        owners first; the step restores their state and may say where to start reading. Claims nothing
+        if the stage is stopped meanwhile."""
         if self.spec.transactional:
+            if self._stop.wait(self._handover_s()):
+                return {}
             self._new_transactional_producer()
         claim = _Claim(self.consumer)
         self.step.assigned(partitions, claim)

@@ -130,6 +130,11 @@ class Worker:
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def last_link_claim(self) -> str:
+        """When this worker last took the link log over (its log's timestamp; empty if never)."""
+        claims = re.findall(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*link writer: owner of", self.text())
+        return claims[-1] if claims else ""
+
     def kill9(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -233,7 +238,7 @@ def test_two_workers_and_a_kill9_resolve_every_event_and_publish_each_merge_once
         send(stream[:third])
         wait_for(lambda: collect() >= third // 2, 90, "the first events to resolve", [a, b])
         # Kill the worker that owns the link log, while it is working through the second third.
-        owner = a if "owner of" in a.text() else b
+        owner = max((a, b), key=Worker.last_link_claim)
         send(stream[third : 2 * third])
         wait_for(lambda: collect() >= third + 50, 60, "the second third to be under way", [a, b])
         owner.kill9()
@@ -257,7 +262,7 @@ def test_two_workers_and_a_kill9_resolve_every_event_and_publish_each_merge_once
     finally:
         probe.close()
     # The link log changed hands: the first owner, then a survivor or the restarted worker took over.
-    takeovers = re.findall(r"owner of \S+ from offset (\d+)", a.text() + b.text())
+    takeovers = re.findall(r"link writer: owner of \S+ from offset (\d+)", a.text() + b.text())
     print("link log owners took over at offsets", takeovers)
     assert len(takeovers) >= 2 and max(int(o) for o in takeovers) > 0, takeovers
     check_against_reference(settings, stream)
