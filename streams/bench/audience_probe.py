@@ -20,7 +20,7 @@ from clickhouse_driver import Client
 
 from streams.dev.stack import clickhouse_client
 from streams.dev.workload import shopper_identifiers
-from streams.domain.audiences.destinations import load_destinations
+from streams.domain.audiences.destinations import audience_id, load_destinations
 from streams.domain.audiences.hashing import AudienceIdKind, Platform, hash_identifier
 from streams.domain.audiences.state import Configuration
 from streams.domain.consent import ConsentPolicy
@@ -28,6 +28,7 @@ from streams.domain.identifiers import IdKind
 from streams.settings import Settings
 
 DESTINATION = "bench"
+AUDIENCE = audience_id("probe", None)
 POLL_S = 0.05
 _CONFIGURATION = f"""
 id: {DESTINATION}
@@ -76,9 +77,12 @@ class AudienceWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             rows = self._client.execute(
+                # The primary key's prefix (destination, audience, offset): each poll reads only the
+                # new rows, not the whole audience, so the watch costs ClickHouse little.
                 "SELECT hash, kafka_offset, at_ms FROM audience_deltas "
-                "WHERE destination_id = %(destination)s AND added = 1 AND kafka_offset >= %(next)s",
-                {"destination": DESTINATION, "next": self._next},
+                "WHERE destination_id = %(destination)s AND audience_id = %(audience)s "
+                "AND kafka_offset >= %(next)s AND added = 1",
+                {"destination": DESTINATION, "audience": AUDIENCE, "next": self._next},
             )
             now = time.time()
             for digest, offset, at_ms in rows:
