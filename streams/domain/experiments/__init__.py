@@ -1,0 +1,1 @@
+"""Use cases measured like experiments: arms, sufficient statistics, lift with confidence, reports."""
