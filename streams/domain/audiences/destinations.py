@@ -20,11 +20,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from streams.domain.audiences.hashing import AudienceIdKind, Platform
 from streams.domain.segments.model import SegmentDefinition
+from streams.domain.yaml_documents import DocumentError, field_path, mappings
 
 # A destination's kind is the platform whose rules hash its identifiers.
 DestinationKind = Platform
@@ -254,36 +254,12 @@ def segment_map(definitions: Iterable[SegmentDefinition]) -> dict[str, tuple[str
     return {d.id: (d.kind, d.per if d.kind == "suppression" else None) for d in definitions}
 
 
-def _field_path(loc: Sequence[int | str]) -> str:
-    path = "".join(f"[{item}]" if isinstance(item, int) else f".{item}" for item in loc)
-    return path.removeprefix(".") or "(top level)"
-
-
 def _documents(text: str, *, source: str) -> list[tuple[str, dict[str, Any]]]:
     """The raw destination mappings of one YAML file, each with its label for problem lines."""
     try:
-        loaded = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise DestinationError([f"{source}: not valid YAML: {exc}"]) from exc
-    raw: list[Any] = []
-    for document in loaded:
-        if document is None:
-            continue
-        if isinstance(document, dict) and "destinations" in document and len(document) == 1:
-            document = document["destinations"]
-        raw.extend(document if isinstance(document, list) else [document])
-    found: list[tuple[str, dict[str, Any]]] = []
-    problems: list[str] = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            problems.append(
-                f"{source}: destination #{index + 1}: expected a mapping, got {type(item).__name__}"
-            )
-            continue
-        found.append((f"{source}: destination {item.get('id', f'#{index + 1}')!r}", item))
-    if problems:
-        raise DestinationError(problems)
-    return found
+        return mappings(text, source=source, plural="destinations", noun="destination")
+    except DocumentError as exc:
+        raise DestinationError(exc.problems) from None
 
 
 def _reference_problems(
@@ -353,7 +329,7 @@ def load_destinations(
             except ValidationError as exc:
                 for error in exc.errors():
                     message = error["msg"].removeprefix("Value error, ")
-                    problems.append(f"{label}: {_field_path(error['loc'])}: {message}")
+                    problems.append(f"{label}: {field_path(error['loc'])}: {message}")
                 continue
             problems.extend(
                 f"{label}: {line}" for line in _reference_problems(destination, purposes, segments)
