@@ -153,6 +153,15 @@ class ClickHouseBackend:
         )
 
 
+_TSV_ESCAPE = re.compile(r"\\(.)")
+_TSV_CHARS = {"b": "\b", "f": "\f", "r": "\r", "n": "\n", "t": "\t", "0": "\0"}
+
+
+def _unescape(cell: str) -> str:
+    """A TabSeparated cell's text: ``\\n``, ``\\t``, ``\\\\``, ``\\'`` and the like undone."""
+    return _TSV_ESCAPE.sub(lambda m: _TSV_CHARS.get(m.group(1), m.group(1)), cell) if "\\" in cell else cell
+
+
 class ChdbBackend:
     """chDB (ClickHouse as a library): proves migrations run on a current ClickHouse."""
 
@@ -172,7 +181,7 @@ class ChdbBackend:
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         result = self._session.query(sql, "TabSeparated")
         text = result.bytes().decode()
-        return [tuple(line.split("\t")) for line in text.splitlines() if line]
+        return [tuple(_unescape(cell) for cell in line.split("\t")) for line in text.splitlines() if line]
 
     def record(self, database: str, migration: Migration) -> None:
         # name and checksum are [a-z0-9_] by construction, so inlining them is safe.
