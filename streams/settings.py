@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = SecretStr("")
     # Audience pull API (same server): the destinations' YAML files, read again when one changes.
     destinations_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "destinations"
+    # Use cases (``omniseg usecases``): their YAML definitions, and the segment definitions their
+    # audiences are checked against.
+    usecases_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "usecases"
+    segments_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "segments"
 
     # Collector
     collector_host: str = "127.0.0.1"

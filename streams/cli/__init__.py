@@ -21,6 +21,7 @@ from streams.cli import (
     person,
     segments,
     topics,
+    usecases,
     worker,
 )
 
@@ -54,3 +55,4 @@ main.add_command(catalog.catalog)
 main.add_command(compiled.compiled)
 main.add_command(destinations.destinations)
 main.add_command(audiences.audiences)
+main.add_command(usecases.usecases)
