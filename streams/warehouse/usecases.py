@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.domain.experiments.assignment import RunningUseCase
 from streams.domain.experiments.usecases import UseCase
 from streams.warehouse.sql_text import Rows, integer, quote
 
@@ -43,6 +44,17 @@ class Registration:
     def usecase(self) -> UseCase:
         """The use case as registered (the definition stored at the start)."""
         return UseCase.model_validate_json(self.definition)
+
+    def running_usecase(self) -> RunningUseCase:
+        """What the audience layer needs of it."""
+        usecase = self.usecase()
+        return RunningUseCase(
+            self.usecase_id,
+            self.version,
+            usecase.audience.segment,
+            usecase.audience.subject,
+            usecase.control_share,
+        )
 
 
 _COLUMNS = (
@@ -167,3 +179,11 @@ def _revision() -> int:
     global _last_revision
     _last_revision = max(_last_revision + 1, time.time_ns() // 1_000_000)
     return _last_revision
+
+
+def running(rows: Rows) -> tuple[RunningUseCase, ...]:
+    """Every running version, as the audience layer needs it, sorted by use case id."""
+    latest_of: dict[str, Registration] = {}
+    for reg in registrations(rows):
+        latest_of[reg.usecase_id] = reg  # ordered by version: the last is the newest
+    return tuple(reg.running_usecase() for _, reg in sorted(latest_of.items()) if reg.running)

@@ -33,6 +33,7 @@ from streams.domain.audiences.deltas import Delta
 from streams.domain.audiences.destinations import Destination, audience_id
 from streams.domain.audiences.hashing import AudienceIdKind, Platform, hashes
 from streams.domain.consent import ConsentPolicy, Decision
+from streams.domain.experiments.assignment import RunningUseCase
 
 Member = tuple[AudienceIdKind, str]  # (kind, hash)
 AudienceKey = tuple[str, str]  # (destination id, audience id)
@@ -66,10 +67,12 @@ class PersonRemoved:
 
 @dataclass(frozen=True, slots=True)
 class Configuration:
-    """The destinations and the consent policy in force from this point of the input on."""
+    """The destinations, the consent policy and the running use cases in force from this point of the
+    input on."""
 
     destinations: tuple[Destination, ...]
     policy: ConsentPolicy
+    usecases: tuple[RunningUseCase, ...] = ()
 
 
 AudienceInput = MembershipChange | PersonUpdate | PersonRemoved | Configuration

@@ -9,6 +9,7 @@ across restarts and replays. SHA-256 spreads the ids uniformly; its first 8 byte
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from streams.domain.experiments.model import Arm
 
@@ -24,3 +25,28 @@ def bucket(usecase_id: str, person_id: str) -> float:
 def arm(usecase_id: str, person_id: str, control_share: float) -> Arm:
     """The person's arm in the use case: control for a ``control_share`` fraction of persons."""
     return Arm.CONTROL if bucket(usecase_id, person_id) < control_share else Arm.TREATMENT
+
+
+@dataclass(frozen=True, slots=True)
+class RunningUseCase:
+    """What the audience layer needs of a running use case: whose persons it splits, and how.
+
+    The segment stage marks the changes of its audience with the person's arm (and the sink records
+    the entries as exposures); the audience writer leaves its control persons out of every
+    destination audience drawn from the same segment and subject.
+    """
+
+    usecase_id: str
+    version: int
+    segment_id: str
+    subject: str | None
+    control_share: float
+
+    def covers(self, segment_id: str, subject: str | None) -> bool:
+        return segment_id == self.segment_id and subject == self.subject
+
+    def arm(self, person_id: str) -> Arm:
+        return arm(self.usecase_id, person_id, self.control_share)
+
+    def is_control(self, person_id: str) -> bool:
+        return bucket(self.usecase_id, person_id) < self.control_share
