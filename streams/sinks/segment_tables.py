@@ -19,6 +19,10 @@ DEFINITION_COLUMNS: tuple[str, ...] = (
     "segment_id", "version", "deleted", "kind", "personalised", "definition", "hash", "source", "applied_at",
 )  # fmt: skip
 
+EXPOSURE_COLUMNS: tuple[str, ...] = (
+    "usecase_id", "version", "person_id", "arm", "at", "at_ms", "segment_id", "subject", "change_id",
+)  # fmt: skip
+
 _CONTACTS = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard")
 
 
@@ -29,9 +33,10 @@ class SegmentBatch:
         self.changes = Columns(CHANGE_COLUMNS)
         self.definitions = Columns(DEFINITION_COLUMNS)
         self.products: list[dict[str, Any]] = []
+        self.exposures = Columns(EXPOSURE_COLUMNS)
 
     def __len__(self) -> int:
-        return len(self.changes) + len(self.definitions) + len(self.products)
+        return len(self.changes) + len(self.definitions) + len(self.products) + len(self.exposures)
 
     def tables(self) -> Iterator[tuple[str, Columns]]:
         if len(self.definitions):
@@ -44,6 +49,8 @@ class SegmentBatch:
             yield "products", columns
         if len(self.changes):
             yield "segment_changes", self.changes
+        if len(self.exposures):
+            yield "usecase_exposures", self.exposures
 
     def add_change(self, row: tuple[Any, ...], partition: int, offset: int) -> None:
         """One ``SegmentChange`` as a tuple in the schema's field order (``RecordReader`` decodes it)."""
@@ -77,6 +84,26 @@ class SegmentBatch:
                 offset,
             )
         )
+        usecases = row[14] if len(row) > 14 else None
+        if usecases and change == "entered":
+            # An entry into a running use case's audience is an exposure (migration 0011).
+            for entry in usecases:
+                usecase_id, usecase_version, arm = (
+                    (entry["usecaseId"], entry["version"], entry["arm"]) if isinstance(entry, dict) else entry
+                )
+                self.exposures.append(
+                    (
+                        usecase_id,
+                        max(int(usecase_version), 0),
+                        person,
+                        arm,
+                        datetime_seconds(at_ms),
+                        at_ms,
+                        segment,
+                        subject or "",
+                        change_id,
+                    )
+                )
 
     def add_definition(self, record: dict[str, Any]) -> None:
         """One decoded ``SegmentDefinition`` version."""

@@ -17,38 +17,22 @@ the right side here has one row per person anyway.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from streams.domain.experiments.model import Arm
-from streams.domain.experiments.usecases import UseCaseAudience
+from streams.domain.experiments.model import Arm, Power, UseCaseReport
+from streams.domain.experiments.outcomes import FLOAT_FIELDS, SUM_FIELDS, ArmDay, total
+from streams.domain.experiments.report import baseline_of
+from streams.domain.experiments.report import build as build_report
+from streams.domain.experiments.report import plan as plan_power
+from streams.domain.experiments.usecases import UseCase, UseCaseAudience
 from streams.warehouse.sql_text import Rows, integer, quote
+from streams.warehouse.usecases import Registration
 
 DAY_MS = 86_400_000
 
 
-@dataclass(frozen=True)
-class ArmDay:
-    """The sums over the persons of one arm first exposed on one day."""
-
-    arm: Arm
-    day: date
-    persons: int
-    converted: int  # persons with an order in their window
-    revenue: float  # net revenue (orders minus returns)
-    revenue_sq: float
-    orders: int
-    orders_sq: int
-    order_revenue: float  # the value of the orders (AOV's numerator)
-    order_revenue_sq: float
-    order_revenue_orders: float  # sum of order_revenue * orders, for AOV's covariance
-    returners: int  # persons with a return or refund
-    repeaters: int  # persons with two or more orders
-    visitors: int  # persons with a page or screen view after their exposure
-
-
-_FLOATS = frozenset({"revenue", "revenue_sq", "order_revenue", "order_revenue_sq", "order_revenue_orders"})
 _SUMS = """
     count() AS persons,
     sum(p_orders > 0) AS converted,
@@ -122,13 +106,12 @@ ORDER BY exposed_arm, day"""
 
 def _arm_days(rows: Rows, sql: str) -> list[ArmDay]:
     found: list[ArmDay] = []
-    names = [f.name for f in fields(ArmDay)]
     for row in rows(sql):
         arm, day, *sums = row
         # chDB gives text: convert each sum to its field's type.
         values: dict[str, Any] = {
-            name: (float(value) if name in _FLOATS else int(value))
-            for name, value in zip(names[2:], sums, strict=True)
+            name: (float(value) if name in FLOAT_FIELDS else int(value))
+            for name, value in zip(SUM_FIELDS, sums, strict=True)
         }
         found.append(ArmDay(Arm(str(arm)), _date(day), **values))
     return found
@@ -172,3 +155,55 @@ def audience_history(
         WHERE segment_id = {quote(audience.segment)} AND subject = {quote(audience.subject or "")}
           AND change = 'entered' AND at_ms >= {integer(start_ms)} AND at_ms < {integer(end_ms)}"""
     return _arm_days(rows, _stats_sql(source, window_days, start_ms))
+
+
+def report(rows: Rows, registration: Registration, now: datetime) -> UseCaseReport:
+    """The report of one registered version, over its exposures up to its stop (or now)."""
+    usecase = registration.usecase()
+    start_ms = int(registration.started_at.timestamp() * 1000)
+    end = registration.stopped_at or now
+    end_ms = int(end.timestamp() * 1000) + 1
+    days = exposure_stats(
+        rows, registration.usecase_id, registration.version, usecase.attribution_window_days, start_ms, end_ms
+    )
+    return build_report(
+        usecase,
+        registration.version,
+        registration.started_at,
+        registration.stopped_at,
+        days,
+        contaminated(rows, registration.usecase_id, registration.version),
+        now,
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sample-size plan of a use case before its start, from its audience's recent history."""
+
+    power: Power
+    entrants_per_day: float  # persons entering the audience per day, over the history looked at
+    history_days: int
+    measured_baseline: bool  # False: the definition's baseline was used
+
+    @property
+    def days_needed(self) -> float:
+        """Days of inflow until both arms have their persons, plus one window for their outcomes."""
+        needed = self.power.needed_control + self.power.needed_treatment
+        if self.entrants_per_day <= 0:
+            return float("inf")
+        return needed / self.entrants_per_day
+
+
+def plan(rows: Rows, usecase: UseCase, now: datetime, history_days: int = 28) -> Plan:
+    """Persons needed per arm and how long the audience's inflow takes to bring them: the baseline
+    (unless the definition gives one) and the inflow are those of the persons who entered the
+    audience in the ``history_days`` before the last full window (so their outcomes are complete)."""
+    end_ms = int(now.timestamp() * 1000) - usecase.attribution_window_days * DAY_MS
+    start_ms = end_ms - history_days * DAY_MS
+    days = audience_history(rows, usecase.audience, usecase.attribution_window_days, start_ms, end_ms)
+    entrants = total(Arm.TREATMENT, days)
+    measured, spread = baseline_of(usecase, entrants)
+    baseline = usecase.baseline if usecase.baseline is not None else measured
+    power = plan_power(usecase, baseline, spread, 0, 0)
+    return Plan(power, entrants.persons / history_days, history_days, usecase.baseline is None)

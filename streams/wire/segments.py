@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from streams.domain.experiments.assignment import RunningUseCase
+from streams.domain.experiments.model import Arm
 from streams.domain.segments.changes import Change
 from streams.domain.segments.events import SegmentEvent, line_item, segment_event
 from streams.domain.segments.profile import FORMAT, Profile
@@ -187,6 +189,28 @@ def encode_change(change: Change, profile: Profile, emitted_at_ms: int) -> bytes
     return encode_changes([change], profile, emitted_at_ms)[0]
 
 
+# (segment id, subject) -> the running use cases whose audience it is (usually empty).
+Covering = Mapping[tuple[str, str | None], Sequence[RunningUseCase]]
+_ARM_INDEX = {Arm.CONTROL: avro_long(0), Arm.TREATMENT: avro_long(1)}
+
+
+def covering(usecases: Iterable[RunningUseCase]) -> dict[tuple[str, str | None], list[RunningUseCase]]:
+    """The :data:`Covering` map of the running use cases."""
+    found: dict[tuple[str, str | None], list[RunningUseCase]] = {}
+    for usecase in usecases:
+        found.setdefault((usecase.segment_id, usecase.subject), []).append(usecase)
+    return found
+
+
+def _usecases(person_id: str, usecases: Sequence[RunningUseCase]) -> bytes:
+    """The ``usecases`` array of one change: each covering use case with the person's arm."""
+    items = [
+        _cached_text(usecase.usecase_id) + _long(usecase.version) + _ARM_INDEX[usecase.arm(person_id)]
+        for usecase in usecases
+    ]
+    return _long(len(items)) + b"".join(items) + _NULL
+
+
 # Segment ids, subjects and reasons repeat across changes: their encoded forms are kept (bounded).
 _TEXTS: dict[str, bytes] = {}
 _MAX_TEXTS = 50_000
@@ -201,8 +225,11 @@ def _cached_text(value: str) -> bytes:
     return encoded
 
 
-def encode_changes(changes: Iterable[Change], profile: Profile, emitted_at_ms: int) -> list[bytes]:
-    """The segments.changes records of one profile's changes (person and contacts encoded once)."""
+def encode_changes(
+    changes: Iterable[Change], profile: Profile, emitted_at_ms: int, usecases: Covering | None = None
+) -> list[bytes]:
+    """The segments.changes records of one profile's changes (person and contacts encoded once), each
+    with the running use cases covering its segment and subject (``usecases``) and the person's arm."""
     contacts = profile.contacts
     person = _text(profile.person_id)
     parts = []
@@ -231,6 +258,9 @@ def encode_changes(changes: Iterable[Change], profile: Profile, emitted_at_ms: i
                     _NULL if message_id is None else b"\x02" + _text(message_id),
                     _long(change.version),
                     tail,
+                    _usecases(change.person_id, covered)
+                    if usecases and (covered := usecases.get((change.segment_id, subject)))
+                    else _NULL,
                 )
             )
         )

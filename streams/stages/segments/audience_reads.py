@@ -14,6 +14,7 @@ import logging
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams.domain.audiences.state import Configuration, read_segments
+from streams.domain.experiments.assignment import RunningUseCase
 from streams.kafka.config import consumer_config
 from streams.kafka.reading import read_to_end
 from streams.settings import Settings
@@ -32,6 +33,7 @@ class AudienceReads:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic(AUDIENCE_CONFIGURATION_TOPIC.name)
         self.segments: frozenset[str] = frozenset()
+        self.usecases: tuple[RunningUseCase, ...] = ()  # the running use cases (their arms mark changes)
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -66,6 +68,7 @@ class AudienceReads:
             return
         if isinstance(item, Configuration):
             self.segments = read_segments(item)
+            self.usecases = item.usecases
 
     def close(self) -> None:
         self._consumer.close()

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.domain.experiments.assignment import RunningUseCase
 from streams.domain.segments.changes import Change
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
@@ -67,6 +68,8 @@ from streams.topics import (
 )
 from streams.wire.codecs import SerializationError
 from streams.wire.segments import (
+    Covering,
+    covering,
     decode_forward,
     decode_merge,
     decode_resolved,
@@ -169,6 +172,9 @@ class SegmentStep(Step):
         self._engine: SegmentEngine | None = None
         self._definitions: DefinitionsFollower | None = None
         self._reads: AudienceReads | None = None
+        # The running use cases, by the (segment, subject) of their audience: their changes carry arms.
+        self._covered: tuple[RunningUseCase, ...] = ()
+        self._covering: Covering = {}
         self._out: Outputs | None = None  # the outputs of the call in progress
         self._next_flush = 0.0
         self._next_freeze = 0.0
@@ -194,6 +200,7 @@ class SegmentStep(Step):
         self._reads = AudienceReads(self.settings)
         self._reads.load()
         self.activation.reads = self._reads.segments
+        self._covering = covering(self._reads.usecases)
         log.info("segments: %d definitions active (%d records read)", len(self._definitions.active), loaded)
         now = time.monotonic()
         self._next_flush = now + self.settings.segments_state_flush_s
@@ -219,6 +226,9 @@ class SegmentStep(Step):
         assert self._reads is not None
         added = self._reads.poll()
         self.activation.reads = self._reads.segments
+        if self._reads.usecases != self._covered:
+            self._covered = self._reads.usecases
+            self._covering = covering(self._covered)
         if added:
             self._send_held(added, self.profiles.values())
 
@@ -594,7 +604,7 @@ class SegmentStep(Step):
         send = self._outputs().sends.append
         key = profile.person_id.encode()
         topic = self._changes_topic
-        for record in encode_changes(changes, profile, now):
+        for record in encode_changes(changes, profile, now, self._covering):
             send((topic, key, record))
         self.stats.changes += len(changes)
         inputs = self.activation.memberships(profile, changes, now)

@@ -9,12 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.events import Event
+from streams.domain.experiments.assignment import RunningUseCase
 from streams.domain.segments.changes import Change
 from streams.domain.segments.profile import FORMAT, Profile
 from streams.wire.codecs import EVENT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_STATE_CODEC
 from streams.wire.identity import event_body, resolved_event
 from streams.wire.segments import (
     change_id,
+    covering,
     decode_resolved,
     decode_state,
     encode_change,
@@ -94,6 +96,7 @@ def test_change_bytes_equal_fastavro(
                 {"purpose": purpose, "granted": granted, "at": at}
                 for purpose, (granted, at) in sorted(consent.items())
             ],
+            "usecases": [],
         }
     )
     assert encode_change(change, profile, 123) == expected
@@ -175,3 +178,34 @@ def test_a_profiles_changes_encode_like_one_at_a_time() -> None:
             change.seq,
         )
         assert decoded["contacts"]["email"] == "a@example.com"
+
+
+@given(
+    person=_text,
+    subject=_maybe,
+    entered=st.booleans(),
+    usecases=st.lists(
+        st.tuples(_text, st.integers(1, 2**30), st.floats(0.05, 0.5), st.booleans()), max_size=3
+    ),
+)
+def test_changes_carry_the_arms_of_the_running_use_cases_covering_them(
+    person: str, subject: str | None, entered: bool, usecases: list[tuple[str, int, float, bool]]
+) -> None:
+    running = [
+        RunningUseCase(uid, version, "seg" if covers else "other", subject, share)
+        for uid, version, share, covers in usecases
+    ]
+    change = Change(person, "seg", subject, entered, 1, 5, "event", "r", None, 1)
+    profile = Profile(person)
+    (record,) = encode_changes([change], profile, 9, covering(running))
+    decoded = SEGMENT_CHANGE_CODEC.decode(record)
+    expected = [
+        {"usecaseId": u.usecase_id, "version": u.version, "arm": u.arm(person).value}
+        for u in running
+        if u.covers("seg", subject)
+    ]
+    assert decoded["usecases"] == expected
+    without = SEGMENT_CHANGE_CODEC.decode(encode_changes([change], profile, 9)[0])
+    assert without["usecases"] == [] and {k: v for k, v in decoded.items() if k != "usecases"} == {
+        k: v for k, v in without.items() if k != "usecases"
+    }
