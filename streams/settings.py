@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # audiences are checked against.
     usecases_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "usecases"
     segments_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "segments"
+    # Where ``omniseg usecases report`` writes the HTML pages (relative to the working directory).
+    reports_dir: Path = Path("omniseg-reports")
 
     # Collector
     collector_host: str = "127.0.0.1"

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from streams.api.audiences import audiences_router
 from streams.api.destinations import DestinationRegistry
+from streams.api.usecases import usecases_router
 from streams.domain.identifiers import Normaliser
 from streams.domain.identity import IdentityRules
 from streams.domain.person_view import IdentifierQueryError, parse_identifier
@@ -92,6 +93,8 @@ def create_persons_app(
                 detail="missing or unknown bearer token (send Authorization: Bearer <token>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    app.include_router(usecases_router(settings, make_client, authorised))
 
     @app.get("/v1/persons/lookup", dependencies=[Depends(authorised)])
     def lookup(

@@ -28,12 +28,22 @@ from streams.settings import get_settings
     show_default=True,
     help="How long today's traffic takes to send, live.",
 )
+@click.option(
+    "--usecase-shoppers",
+    type=click.IntRange(100, 1_000_000),
+    default=3000,
+    show_default=True,
+    help="New shoppers played through the use case shoes-reminder (act 9).",
+)
 @click.option("--down", is_flag=True, help="Stop the local stack and the worker at the end.")
-def demo(customers: int, days: int, seed: int, live_seconds: float, down: bool) -> None:
+def demo(
+    customers: int, days: int, seed: int, live_seconds: float, usecase_shoppers: int, down: bool
+) -> None:
     """Start the local stack, a worker and the collector; send a realistic four-channel stream
     (web sessions, app, email campaigns, store baskets, with bad records mixed in) through the
     collector: the days before today as history at full speed, then today's traffic live over
-    --live-seconds; wait until ClickHouse holds it; print counts and KPI queries.
+    --live-seconds; wait until ClickHouse holds it; print counts and KPI queries, the segments, an ad
+    platform's view of its audiences, and a use case measured against its control group.
 
     The stack and the worker stay up afterwards for your own queries and imports; `omniseg dev down`
     stops them.
@@ -50,6 +60,7 @@ def demo(customers: int, days: int, seed: int, live_seconds: float, down: bool) 
             report=click.echo,
             live_seconds=live_seconds,
             down=down,
+            usecase_shoppers=usecase_shoppers,
         )
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)

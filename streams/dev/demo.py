@@ -34,6 +34,7 @@ import orjson
 from tqdm import tqdm
 
 from streams.dev.demo_audiences import DESTINATIONS_DIR, demo_destinations, run_ad_platform_tour
+from streams.dev.demo_usecase import run_usecase_act
 from streams.dev.probes import http_healthy
 from streams.dev.process import ManagedProcess, StackError, free_port, port_is_free
 from streams.dev.stack import LocalStack, clickhouse_client
@@ -68,6 +69,7 @@ def run_demo(
     live_seconds: float = 30.0,
     keep_worker: bool = True,
     down: bool = False,
+    usecase_shoppers: int = 3000,
 ) -> DemoResult:
     stack = LocalStack(settings)
     report("== 1. local stack")
@@ -147,6 +149,17 @@ def run_demo(
             report,
         )
         tour.close()
+        report("\n== 9. a use case measured like an experiment (control group, pre-registered KPIs)")
+        act = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        html = run_usecase_act(
+            settings,
+            lambda calls: _post(act, _keys(settings)["web"], calls, result),
+            report,
+            shoppers=usecase_shoppers,
+            seed=seed,
+        )
+        act.close()
+        report(f"\nHTML report (open it in a browser; it needs no network): {html}")
         finished = True
         return result
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from streams.domain.experiments import statistics
+from streams.domain.experiments import statistics as st
 from streams.domain.experiments.kpis import USECASE_KPIS
 from streams.domain.experiments.model import (
     Arm,
@@ -46,7 +46,7 @@ def estimates(usecase: UseCase, control: ArmDay, treatment: ArmDay) -> tuple[Est
     roles = {usecase.primary_kpi: Role.PRIMARY} | dict.fromkeys(usecase.guardrail_kpis, Role.GUARDRAIL)
     order = [*usecase.kpis(), *(name for name in USECASE_KPIS if name not in roles)]
     return tuple(
-        statistics.compare(
+        st.compare(
             name,
             roles.get(name, Role.EXPLORATORY),
             kpi_stats(name, control),
@@ -64,7 +64,7 @@ def cumulative(usecase: UseCase, days: Sequence[ArmDay]) -> tuple[CumulativePoin
         control, treatment = total(Arm.CONTROL, days, day), total(Arm.TREATMENT, days, day)
         if control.persons < 2 or treatment.persons < 2:
             continue
-        estimate = statistics.compare(
+        estimate = st.compare(
             usecase.primary_kpi,
             Role.PRIMARY,
             kpi_stats(usecase.primary_kpi, control),
@@ -94,12 +94,12 @@ def plan(
         usecase.control_share,
     )
     if kind is MetricKind.PROPORTION:
-        needed = statistics.needed_sample(baseline, mde, alpha, power, share)
-        reached = statistics.power_reached(baseline, mde, alpha, n_control, n_treatment)
+        needed = st.needed_sample(baseline, mde, alpha, power, share)
+        reached = st.power_reached(baseline, mde, alpha, n_control, n_treatment)
     else:
         sd = baseline_sd if baseline_sd is not None else float("nan")
-        needed = statistics.needed_sample_means(baseline, sd, mde, alpha, power, share)
-        reached = statistics.power_reached_means(baseline, sd, mde, alpha, n_control, n_treatment)
+        needed = st.needed_sample_means(baseline, sd, mde, alpha, power, share)
+        reached = st.power_reached_means(baseline, sd, mde, alpha, n_control, n_treatment)
     return Power(baseline, mde, alpha, power, needed[0], needed[1], reached)
 
 
@@ -153,7 +153,7 @@ def build(
         alpha=usecase.significance,
         arms=(summary(control), summary(treatment)),
         estimates=estimates(usecase, control, treatment),
-        sample_ratio=statistics.sample_ratio(control.persons, treatment.persons, usecase.control_share),
+        sample_ratio=st.sample_ratio(control.persons, treatment.persons, usecase.control_share),
         power=plan(usecase, baseline, spread, control.persons, treatment.persons),
         cumulative=cumulative(usecase, days),
         contaminated=contaminated,

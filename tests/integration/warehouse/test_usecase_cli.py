@@ -22,6 +22,8 @@ USECASE = (DEPLOY / "usecases" / "shoes_reminder.yaml").read_text()
 def _cli(settings: Settings, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        "OMNISEG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "OMNISEG_TOPIC_PREFIX": settings.topic_prefix,
         "OMNISEG_CLICKHOUSE_HOST": settings.clickhouse_host,
         "OMNISEG_CLICKHOUSE_PORT": str(settings.clickhouse_port),
         "OMNISEG_CLICKHOUSE_DATABASE": settings.clickhouse_database,
