@@ -61,7 +61,8 @@ def _exposed(source: str) -> str:
         SELECT person, min(at_ms) AS first_ms, uniqExact(arm_name) AS arms, any(arm_name) AS exposed_arm
         FROM
         (
-            SELECT cityHash64(if(canonical_person_id = '', person_id, canonical_person_id)) AS person, arm_name, at_ms
+            SELECT cityHash64(if(canonical_person_id = '', person_id, canonical_person_id)) AS person,
+                   arm_name, at_ms
             FROM ({source}) AS source
             ANY LEFT JOIN {_CANONICAL} USING person_id
         )

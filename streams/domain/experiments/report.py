@@ -94,6 +94,8 @@ def plan(
         usecase.control_share,
     )
     if kind is MetricKind.PROPORTION:
+        if not 0 < baseline * (1 + mde) < 1 or not 0 < baseline < 1:  # no baseline yet (nan), or no rate
+            return Power(baseline, mde, alpha, power, 0, 0, float("nan"))
         needed = st.needed_sample(baseline, mde, alpha, power, share)
         reached = st.power_reached(baseline, mde, alpha, n_control, n_treatment)
     else:

@@ -30,9 +30,14 @@ def _cli(settings: Settings, folder: Path, *args: str) -> subprocess.CompletedPr
         "OMNISEG_USECASES_DIR": str(folder),
         "OMNISEG_SEGMENTS_DIR": str(DEPLOY / "segments"),
     }
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
+    # A stale compiled build announces itself on stderr; that is not the command's output.
+    done.stderr = "".join(
+        line for line in done.stderr.splitlines(keepends=True) if not line.startswith("omniseg: running pure")
+    )
+    return done
 
 
 def test_start_edit_refused_new_version_stop(
@@ -102,3 +107,35 @@ def test_bad_definitions_and_unknown_ids_get_one_line_each(
     assert unknown.returncode == 1 and "no use case 'nobody'" in unknown.stderr
     never = _cli(settings, folder, "usecases", "stop", "shoes-reminder")
     assert never.returncode == 1 and "never started" in never.stderr
+
+
+def test_plan_and_report(settings_factory: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = settings_factory()
+    folder = tmp_path / "usecases"
+    folder.mkdir()
+    (folder / "shoes.yaml").write_text(USECASE)
+    env_reports = tmp_path / "reports"
+
+    no_history = _cli(settings, folder, "usecases", "plan", "shoes-reminder")
+    assert no_history.returncode == 1
+    assert (
+        no_history.stderr.strip().count("\n") == 0
+        and "give `baseline:` in the definition" in no_history.stderr
+    )
+
+    (folder / "shoes.yaml").write_text(USECASE + "baseline: 0.08\n")
+    planned = _cli(settings, folder, "usecases", "plan", "shoes-reminder")
+    assert planned.returncode == 0, planned.stderr
+    assert "baseline        0.08 (from the definition)" in planned.stdout
+    assert "persons needed" in planned.stdout and "never at the current inflow" in planned.stdout
+
+    never = _cli(settings, folder, "usecases", "report", "shoes-reminder")
+    assert never.returncode == 1 and "was never started" in never.stderr
+
+    assert _cli(settings, folder, "usecases", "start", "shoes-reminder").returncode == 0
+    html = env_reports / "report.html"
+    reported = _cli(settings, folder, "usecases", "report", "shoes-reminder", "--html", str(html))
+    assert reported.returncode == 0, reported.stderr
+    assert "use case shoes-reminder v1" in reported.stdout and "conversion_rate (primary)" in reported.stdout
+    assert f"HTML report: {html}" in reported.stdout and html.read_text().startswith("<!doctype html>")
+    assert _cli(settings, folder, "usecases", "report", "shoes-reminder", "--version", "3").returncode == 1
