@@ -1,1 +1,3 @@
-"""Reports for people: a use case's report as terminal text and as one self-contained HTML page."""
+"""Renderers of a use-case experiment report (:class:`~streams.domain.experiments.model.UseCaseReport`):
+plain text for the terminal (``usecase_text``) and one self-contained HTML page with inline SVG charts
+(``usecase_html``). They read only the report's plain values and never touch ClickHouse."""

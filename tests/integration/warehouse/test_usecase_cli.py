@@ -136,6 +136,6 @@ def test_plan_and_report(settings_factory: Callable[..., Settings], tmp_path: Pa
     html = env_reports / "report.html"
     reported = _cli(settings, folder, "usecases", "report", "shoes-reminder", "--html", str(html))
     assert reported.returncode == 0, reported.stderr
-    assert "use case shoes-reminder v1" in reported.stdout and "conversion_rate (primary)" in reported.stdout
+    assert "Use-case report: shoes-reminder v1" in reported.stdout and "conversion_rate" in reported.stdout
     assert f"HTML report: {html}" in reported.stdout and html.read_text().startswith("<!doctype html>")
     assert _cli(settings, folder, "usecases", "report", "shoes-reminder", "--version", "3").returncode == 1

@@ -4,6 +4,7 @@ plan's power, and its text."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, date, datetime
 
 import yaml
@@ -54,8 +55,9 @@ def test_a_report_orders_and_labels_the_kpis_and_accumulates_the_primary() -> No
     assert report.power.baseline == 22 / 210 and 0 < report.power.reached < 1
     assert report.sample_ratio.control == 210 and not report.sample_ratio.mismatch
     text = render_text(report)
-    assert "conversion_rate (primary)" in text and "visit_rate (exploratory, not pre-registered)" in text
-    assert "SRM OK" in text and "contaminated persons excluded (merges joined both arms): 3" in text
+    assert re.search(r"conversion_rate +primary", text)
+    assert re.search(r"visit_rate +exploratory, not pre-registered", text)
+    assert "SRM OK" in text and "Contaminated persons excluded: 3" in text
     assert "nan" not in text
 
 
@@ -66,4 +68,4 @@ def test_an_empty_report_renders_without_figures() -> None:
     assert report.arms[0].persons == 0 and math.isnan(report.primary.p_value)
     assert report.cumulative == ()
     text = render_text(report)
-    assert "nan" not in text and "no test (too little data)" in text
+    assert "nan" not in text and "SRM not checked" in text
