@@ -1,8 +1,9 @@
 """The audience topics on the wire: ``audiences.inputs`` and ``audiences.deltas`` records <-> the domain.
 
-A configuration travels as JSON (the destinations as they validate, and the consent policy) and is
-validated again when read, so a record written by a newer omniseg with rules this one does not know is
-a clear error, never a half-read configuration.
+A configuration travels as JSON (the destinations as they validate, the consent policy and the running
+use cases) and is validated again when read, so a record written by a newer omniseg with rules this one
+does not know is a clear error, never a half-read configuration. A configuration written before use
+cases existed has no ``usecases``: none is running.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from streams.domain.audiences.state import (
     PersonUpdate,
 )
 from streams.domain.consent import ConsentPolicy, Decision
+from streams.domain.experiments.assignment import RunningUseCase
 from streams.wire.codecs import AUDIENCE_DELTA_CODEC, AUDIENCE_INPUT_CODEC, MAGIC, SerializationError
 from streams.wire.identity import RecordReader, avro_long, avro_string
 
@@ -43,8 +45,32 @@ def configuration_json(configuration: Configuration) -> str:
                 "defaults": dict(policy.defaults),
                 "aliases": dict(policy.aliases),
             },
+            "usecases": [
+                {
+                    "usecaseId": usecase.usecase_id,
+                    "version": usecase.version,
+                    "segmentId": usecase.segment_id,
+                    "subject": usecase.subject,
+                    "controlShare": usecase.control_share,
+                }
+                for usecase in configuration.usecases
+            ],
         }
     ).decode()
+
+
+def _usecase(raw: Any) -> RunningUseCase:
+    usecase_id, version, segment_id = raw["usecaseId"], raw["version"], raw["segmentId"]
+    subject, share = raw["subject"], raw["controlShare"]
+    if not (isinstance(usecase_id, str) and usecase_id and isinstance(segment_id, str) and segment_id):
+        raise ValueError(f"use case without a usecaseId or segmentId: {raw!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"use case {usecase_id!r}: version {version!r} is not a positive integer")
+    if subject is not None and not isinstance(subject, str):
+        raise ValueError(f"use case {usecase_id!r}: subject {subject!r} is not a string")
+    if not isinstance(share, int | float) or isinstance(share, bool) or not 0.0 <= share <= 1.0:
+        raise ValueError(f"use case {usecase_id!r}: controlShare {share!r} is not between 0 and 1")
+    return RunningUseCase(usecase_id, version, segment_id, subject, float(share))
 
 
 def configuration_from_json(text: str) -> Configuration:
@@ -60,11 +86,12 @@ def configuration_from_json(text: str) -> Configuration:
             [(CONFIGURATION_SOURCE, orjson.dumps(data["destinations"]).decode())],
             purposes=policy.purposes,
         )
+        usecases = tuple(_usecase(raw) for raw in data.get("usecases", ()))
     except DestinationError as exc:
         raise SerializationError(f"audience configuration does not validate: {exc.problems[0]}") from exc
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise SerializationError(f"audience configuration is malformed: {exc}") from exc
-    return Configuration(tuple(destinations), policy)
+    return Configuration(tuple(destinations), policy, usecases)
 
 
 def encode_input(item: AudienceInput, at: datetime) -> bytes:

@@ -3,7 +3,12 @@
 What a person contributes to an audience (``contribution``): when the person is a member of a segment
 (and subject) the destination reads, and has granted every consent purpose the destination requires,
 the hashes of the person's identifiers of the kinds the destination may receive, hashed for its
-platform; otherwise nothing.
+platform; otherwise nothing. A person in the control arm of a running use case contributes nothing to
+the audiences drawn from the segment and subject the use case covers (``RunningUseCase.covers``): the
+use case measures what showing them the ads changes, so its control persons are held out of every
+destination's audience of its segment and subject, and nowhere else (treatment persons, and other
+audiences, are unaffected). The arm is a pure function of (use case, person), so a replay decides the
+same.
 
 An audience is the union of its members' contributions. Two persons can contribute the same hash
 (Google removes the dots of Gmail addresses, so ``jane.doe@gmail.com`` and ``janedoe@gmail.com`` of two
@@ -13,11 +18,17 @@ blouse would see its ads again.
 
 Invariants (property-tested against a from-scratch computation, tests/unit/domain/audiences):
 
-- after any sequence of inputs, each audience equals the union of the persons' contributions;
+- after any sequence of inputs, each audience equals the union of the persons' contributions under the
+  configuration in force (its destinations, consent policy and running use cases): a configuration that
+  starts a use case removes the hashes only its control persons gave, one that stops it adds them back;
 - per (destination, audience, kind, hash) the deltas alternate add / remove, starting with an add, so
   folding the deltas of any prefix gives the audience after that prefix;
 - ``apply`` is a pure function of the state and the input, and its deltas come in a deterministic
   order: a writer that replays its input after a crash republishes the same deltas.
+
+The running use cases are looked up by (segment, subject) in a map built once per configuration
+(:func:`covering`): with no use case running, or none covering a person's keys, a contribution costs
+one emptiness check, or one dict lookup per key read.
 
 Inputs are idempotent where the pipeline may repeat them: a membership change applies only when its
 ``seq`` is newer than the one held (segment changes are at least once), and a person update replaces
@@ -26,7 +37,7 @@ the person's identifiers and consent whole.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streams.domain.audiences.deltas import Delta
@@ -37,6 +48,9 @@ from streams.domain.experiments.assignment import RunningUseCase
 
 Member = tuple[AudienceIdKind, str]  # (kind, hash)
 AudienceKey = tuple[str, str]  # (destination id, audience id)
+SegmentKey = tuple[str, str | None]  # (segment id, subject)
+# (segment id, subject) -> the running use cases covering it; keys no use case covers are absent.
+Covering = Mapping[SegmentKey, tuple[RunningUseCase, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +97,50 @@ def read_segments(configuration: Configuration) -> frozenset[str]:
     return frozenset(entry.segment for d in configuration.destinations for entry in d.audiences)
 
 
+def covering(usecases: Iterable[RunningUseCase]) -> dict[SegmentKey, tuple[RunningUseCase, ...]]:
+    """The :data:`Covering` map of ``usecases`` (in their order)."""
+    found: dict[SegmentKey, list[RunningUseCase]] = {}
+    for usecase in usecases:
+        found.setdefault((usecase.segment_id, usecase.subject), []).append(usecase)
+    return {key: tuple(found[key]) for key in found}
+
+
+def held_out(person_id: str, usecases: tuple[RunningUseCase, ...] | None) -> bool:
+    """Whether ``person_id`` is in the control arm of one of ``usecases`` (the ones covering a key)."""
+    return usecases is not None and any(usecase.is_control(person_id) for usecase in usecases)
+
+
 @dataclass(slots=True)
 class PersonFacts:
-    memberships: dict[tuple[str, str | None], int] = field(default_factory=dict)  # key -> newest seq
+    memberships: dict[SegmentKey, int] = field(default_factory=dict)  # key -> newest seq
     identifiers: Mapping[AudienceIdKind, tuple[str, ...]] = field(default_factory=dict)
     consent: Mapping[str, Decision] = field(default_factory=dict)
 
-    def member_keys(self) -> list[tuple[str, str | None]]:
+    def member_keys(self) -> list[SegmentKey]:
         return [key for key, seq in self.memberships.items() if seq % 2 == 1]
 
 
 def contribution(
+    person_id: str,
     facts: PersonFacts,
     destinations: Mapping[str, Destination],
     policy: ConsentPolicy,
     read: Container[str] | None = None,
+    usecases: Covering | None = None,
 ) -> dict[AudienceKey, frozenset[Member]]:
-    """What one person adds to each audience of ``destinations`` (audiences it adds nothing to are absent).
+    """What person ``person_id`` adds to each audience of ``destinations`` (audiences it adds nothing to
+    are absent).
 
     ``read``: the segments any of the destinations reads, when known (memberships of others add
-    nothing, so they are not looked at)."""
+    nothing, so they are not looked at). ``usecases``: the running use cases by the key they cover
+    (:func:`covering`); a key a use case has the person in control of adds nothing."""
     if not facts.identifiers:
         return {}
     keys = facts.member_keys()
     if read is not None:
         keys = [key for key in keys if key[0] in read]
+    if usecases and keys:
+        keys = [key for key in keys if not held_out(person_id, usecases.get(key))]
     if not keys:
         return {}
     result: dict[AudienceKey, frozenset[Member]] = {}
@@ -133,6 +166,8 @@ class AudienceState:
         self.destinations: dict[str, Destination] = {}
         self.policy = ConsentPolicy()
         self.read: frozenset[str] = frozenset()  # the segments any destination reads
+        self.usecases: tuple[RunningUseCase, ...] = ()  # the running use cases
+        self.covering: dict[SegmentKey, tuple[RunningUseCase, ...]] = {}  # covering(self.usecases)
         self.persons: dict[str, PersonFacts] = {}
         # audience -> member -> the persons contributing it (never empty: an empty set is deleted)
         self.members: dict[AudienceKey, dict[Member, set[str]]] = {}
@@ -153,21 +188,21 @@ class AudienceState:
                     facts = self.persons[item.person_id] = PersonFacts()
                 facts.memberships[key] = item.seq
                 return []
-            before = self._contribution(facts)
+            before = self._contribution(item.person_id, facts)
             if facts is None:
                 facts = self.persons[item.person_id] = PersonFacts()
             facts.memberships[key] = item.seq
         elif isinstance(item, PersonUpdate):
             facts = self.persons.get(item.person_id)
-            before = self._contribution(facts)
+            before = self._contribution(item.person_id, facts)
             if facts is None:
                 facts = self.persons[item.person_id] = PersonFacts()
             facts.identifiers = dict(item.identifiers)
             facts.consent = dict(item.consent)
         else:
             facts = self.persons.pop(item.person_id, None)
-            return self._settle(item.person_id, self._contribution(facts), {})
-        return self._settle(item.person_id, before, self._contribution(facts))
+            return self._settle(item.person_id, self._contribution(item.person_id, facts), {})
+        return self._settle(item.person_id, before, self._contribution(item.person_id, facts))
 
     def audience(self, destination_id: str, audience: str) -> set[Member]:
         return set(self.members.get((destination_id, audience), {}))
@@ -180,10 +215,12 @@ class AudienceState:
             if destination == destination_id
         }
 
-    def _contribution(self, facts: PersonFacts | None) -> dict[AudienceKey, frozenset[Member]]:
+    def _contribution(
+        self, person_id: str, facts: PersonFacts | None
+    ) -> dict[AudienceKey, frozenset[Member]]:
         if facts is None:
             return {}
-        return contribution(facts, self.destinations, self.policy, self.read)
+        return contribution(person_id, facts, self.destinations, self.policy, self.read, self.covering)
 
     def _settle(
         self,
@@ -215,13 +252,41 @@ class AudienceState:
         return deltas
 
     def _configure(self, configuration: Configuration) -> list[Delta]:
-        """Recompute every person's contributions under the new destinations and policy."""
-        previous = {person_id: self._contribution(facts) for person_id, facts in self.persons.items()}
-        self.destinations = {d.id: d for d in configuration.destinations}
+        """Recompute the persons' contributions under the new destinations, policy and use cases.
+
+        When only the running use cases changed (a use case started or stopped), only the persons who
+        are members of a key whose covering use cases changed can contribute differently: the others
+        are not recomputed (their hashing is most of the cost)."""
+        destinations = {d.id: d for d in configuration.destinations}
+        usecases = covering(configuration.usecases)
+        persons: list[str]
+        if destinations == self.destinations and configuration.policy == self.policy:
+            changed = {
+                key
+                for key in self.covering.keys() | usecases.keys()
+                if key[0] in self.read and self.covering.get(key) != usecases.get(key)
+            }
+            persons = (
+                sorted(
+                    person_id
+                    for person_id, facts in self.persons.items()
+                    if any(facts.memberships.get(key, 0) % 2 == 1 for key in changed)
+                )
+                if changed
+                else []
+            )
+        else:
+            persons = sorted(self.persons)
+        previous = {
+            person_id: self._contribution(person_id, self.persons[person_id]) for person_id in persons
+        }
+        self.destinations = destinations
         self.policy = configuration.policy
         self.read = read_segments(configuration)
+        self.usecases = configuration.usecases
+        self.covering = usecases
         deltas: list[Delta] = []
-        for person_id in sorted(self.persons):
-            after = self._contribution(self.persons[person_id])
+        for person_id in persons:
+            after = self._contribution(person_id, self.persons[person_id])
             deltas.extend(self._settle(person_id, previous[person_id], after))
         return deltas

@@ -28,17 +28,22 @@ _TIMEOUT_S = 60.0
 
 
 class AudienceReads:
-    """The read segments of the newest configuration on ``audiences.configuration``."""
+    """The read segments and running use cases of the newest configuration on
+    ``audiences.configuration``, and that configuration whole (the publishers of a configuration read
+    it once to keep what they do not replace: streams/stages/audiences/configuration.py)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client_id: str = "omniseg-segments-audience-reads") -> None:
         self.topic = settings.topic(AUDIENCE_CONFIGURATION_TOPIC.name)
         self.segments: frozenset[str] = frozenset()
         self.usecases: tuple[RunningUseCase, ...] = ()  # the running use cases (their arms mark changes)
+        self.configuration: Configuration | None = None  # the newest readable one, whole
+        # (offset, reason) of a record after ``configuration`` that could not be read, if any
+        self.unreadable: tuple[int, str] | None = None
         self._consumer = Consumer(
             consumer_config(
                 settings,
                 f"{settings.segments_group}.audience-reads",  # assign only, never committed
-                "omniseg-segments-audience-reads",
+                client_id,
                 # Rarely written: a slow poll costs the broker little.
                 **{"enable.partition.eof": True, "fetch.wait.max.ms": 250},
             )
@@ -65,10 +70,13 @@ class AudienceReads:
             item = decode_input(value)
         except SerializationError as exc:
             log.error("segments: unreadable audiences configuration at offset %s: %s", msg.offset(), exc)
+            self.unreadable = (msg.offset() or 0, str(exc))
             return
         if isinstance(item, Configuration):
             self.segments = read_segments(item)
             self.usecases = item.usecases
+            self.configuration = item
+            self.unreadable = None
 
     def close(self) -> None:
         self._consumer.close()

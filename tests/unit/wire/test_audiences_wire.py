@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from streams.domain.audiences.state import (
     PersonUpdate,
 )
 from streams.domain.consent import ConsentPolicy, Decision
+from streams.domain.experiments.assignment import RunningUseCase
 from streams.wire.audiences import (
     configuration_from_json,
     configuration_json,
@@ -72,6 +74,58 @@ def test_a_configuration_round_trips_with_its_destinations_and_policy() -> None:
     assert configuration.destinations
     decoded = decode_input(encode_input(configuration, AT))
     assert decoded == configuration
+
+
+USECASES = (
+    RunningUseCase("winback-email", 3, "lapsed-customers", None, 0.1),
+    RunningUseCase("blouse-suppression", 1, "already-purchased", "product:blouse-1", 0.25),
+)
+
+
+def test_a_configuration_round_trips_with_its_running_use_cases() -> None:
+    configuration = Configuration(_configuration().destinations, POLICY, USECASES)
+    decoded = decode_input(encode_input(configuration, AT))
+    assert decoded == configuration
+    assert isinstance(decoded, Configuration) and decoded.usecases == USECASES
+    assert orjson.loads(configuration_json(configuration))["usecases"][1] == {
+        "usecaseId": "blouse-suppression",
+        "version": 1,
+        "segmentId": "already-purchased",
+        "subject": "product:blouse-1",
+        "controlShare": 0.25,
+    }
+
+
+def test_a_configuration_published_before_use_cases_has_none_running() -> None:
+    data = orjson.loads(configuration_json(Configuration(_configuration().destinations, POLICY, USECASES)))
+    del data["usecases"]
+    decoded = configuration_from_json(orjson.dumps(data).decode())
+    assert decoded == _configuration()
+    assert decoded.usecases == ()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"controlShare": 1.5},
+        {"controlShare": "0.1"},
+        {"version": 0},
+        {"usecaseId": ""},
+        {"subject": 7},
+        {"segmentId": None},
+        {},  # no segmentId at all
+    ],
+    ids=str,
+)
+def test_a_damaged_use_case_is_one_clear_error(change: dict[str, object]) -> None:
+    data = orjson.loads(configuration_json(Configuration(_configuration().destinations, POLICY, USECASES)))
+    if change:
+        data["usecases"][0] |= change
+    else:
+        del data["usecases"][0]["segmentId"]
+    with pytest.raises(SerializationError, match="malformed") as caught:
+        configuration_from_json(orjson.dumps(data).decode())
+    assert "\n" not in str(caught.value)
 
 
 def test_a_configuration_that_no_longer_validates_is_one_clear_error() -> None:

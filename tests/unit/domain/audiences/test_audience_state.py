@@ -1,9 +1,10 @@
 """AudienceState against a from-scratch computation, over random streams of memberships, identifier and
-consent changes, merges and reconfigurations.
+consent changes, merges and reconfigurations (destinations, consent policy and running use cases).
 
 The reference below keeps only the latest facts per person and recomputes every audience from nothing:
-members of the segment the destination reads, with every required purpose granted, contribute the
-platform hashes of their identifiers of the granted kinds.
+members of the segment the destination reads, with every required purpose granted, and not in the
+control arm of a running use case covering that segment and subject, contribute the platform hashes of
+their identifiers of the granted kinds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from streams.domain.audiences.state import (
     PersonUpdate,
 )
 from streams.domain.consent import ConsentPolicy, Decision
+from streams.domain.experiments.assignment import RunningUseCase, arm
+from streams.domain.experiments.model import Arm
 
 _KEY_A = "a" * 64
 _KEY_B = "b" * 64
@@ -70,15 +73,31 @@ _OTHER = f"""
     - segment: browsers
 """
 
-CONFIGS = (
-    Configuration(
-        tuple(load_destinations([("both.yaml", _BOTH)])),
-        ConsentPolicy(defaults={"email": True}),
-    ),
-    Configuration(
+BASES = (
+    (tuple(load_destinations([("both.yaml", _BOTH)])), ConsentPolicy(defaults={"email": True})),
+    (
         tuple(load_destinations([("other.yaml", _OTHER)])),
         ConsentPolicy(defaults={"advertising": True, "analytics": True}),
     ),
+)
+# Running use cases: each splits p0..p3 into both arms (test_every_use_case_has_both_arms_among_the_persons).
+UC_BROWSERS = RunningUseCase("uc-browsers", 1, "browsers", None, 0.5)  # control: p0, p2
+UC_BROWSERS_2 = RunningUseCase("uc-browsers-2", 1, "browsers", None, 0.5)  # control: p2, p3
+UC_P1 = RunningUseCase("uc-p1", 1, "bought", "product:p1", 0.5)  # control: p1, p2, p3
+UC_P1_V2 = RunningUseCase("uc-p1", 2, "bought", "product:p1", 0.3)  # control: p2, p3
+UC_P2 = RunningUseCase("uc-p2", 1, "bought", "product:p2", 0.5)  # control: p1
+UC_OTHER = RunningUseCase("uc-other", 1, "other", None, 0.5)  # a segment no destination reads
+USECASE_SETS: tuple[tuple[RunningUseCase, ...], ...] = (
+    (),
+    (UC_BROWSERS,),
+    (UC_BROWSERS, UC_P1),
+    (UC_P2, UC_OTHER),
+    (UC_BROWSERS_2, UC_BROWSERS, UC_P1_V2),  # two use cases of one key; a new version of another
+)
+CONFIGS = tuple(
+    Configuration(destinations, policy, usecases)
+    for destinations, policy in BASES
+    for usecases in USECASE_SETS
 )
 PERSONS = ("p0", "p1", "p2", "p3")
 KEYS = (("browsers", None), ("bought", "product:p1"), ("bought", "product:p2"), ("other", None))
@@ -120,6 +139,8 @@ class Reference:
             for (person, (segment, subject)), seq in self.seqs.items():
                 if seq % 2 == 0 or not _reads(destination, segment, subject):
                     continue
+                if _in_control(self.configuration.usecases, person, segment, subject):
+                    continue
                 consent = self.consent.get(person, {})
                 if not all(_granted(policy, consent, p) for p in destination.consent):
                     continue
@@ -147,6 +168,14 @@ def _reads(destination: Destination, segment: str, subject: str | None) -> bool:
     return False
 
 
+def _in_control(usecases: tuple[RunningUseCase, ...], person: str, segment: str, subject: str | None) -> bool:
+    return any(
+        (u.segment_id, u.subject) == (segment, subject)
+        and arm(u.usecase_id, person, u.control_share) is Arm.CONTROL
+        for u in usecases
+    )
+
+
 def _granted(policy: ConsentPolicy, consent: dict[str, Decision], purpose: str) -> bool:
     decision = consent.get(purpose)
     return policy.defaults.get(purpose, False) if decision is None else decision.granted
@@ -161,7 +190,7 @@ def _digest(platform: Platform, kind: AudienceIdKind, value: str) -> str | None:
 
 @st.composite
 def streams_of_inputs(draw: st.DrawFn) -> list[AudienceInput]:
-    items: list[AudienceInput] = [CONFIGS[0]]
+    items: list[AudienceInput] = [draw(st.sampled_from(CONFIGS))]
     seqs: dict[tuple[str, tuple[str, str | None]], int] = {}
     for _ in range(draw(st.integers(1, 60))):
         choice = draw(st.integers(0, 9))
@@ -254,3 +283,90 @@ def test_a_replay_of_the_same_inputs_publishes_the_same_deltas_in_the_same_order
 ) -> None:
     one, two = AudienceState(), AudienceState()
     assert [d for i in items for d in one.apply(i)] == [d for i in items for d in two.apply(i)]
+
+
+def test_every_use_case_has_both_arms_among_the_persons() -> None:
+    """The random streams exercise both arms of every running use case (and the exclusion at all)."""
+    for usecase in {u for usecases in USECASE_SETS for u in usecases}:
+        arms = {arm(usecase.usecase_id, person, usecase.control_share) for person in PERSONS}
+        assert arms == {Arm.CONTROL, Arm.TREATMENT}, usecase
+    destinations = [d for base, _ in BASES for d in base]
+    read = {key for key in KEYS if any(_reads(d, *key) for d in destinations)}
+    assert {(u.segment_id, u.subject) for u in (UC_BROWSERS, UC_P1, UC_P2)} <= read
+    assert (UC_OTHER.segment_id, UC_OTHER.subject) not in read
+
+
+_HELD_OUT = f"""
+- id: google
+  kind: google_customer_match
+  api_key_sha256: {_KEY_A}
+  identifiers: [email, phone]
+  consent: [advertising]
+  audiences:
+    - segment: browsers
+    - segment: bought
+      subjects: "product:*"
+"""
+_POLICY = ConsentPolicy(defaults={"advertising": True})
+_HELD_OUT_DESTINATIONS = tuple(load_destinations([("held-out.yaml", _HELD_OUT)]))
+_UC = RunningUseCase("uc-held-out", 1, "browsers", None, 0.5)
+_CONTROL, _TREATMENT = "ctl", "trt"
+
+
+def _google(kind: AudienceIdKind, value: str) -> tuple[AudienceIdKind, str]:
+    digest = _digest(Platform.GOOGLE, kind, value)
+    assert digest is not None
+    return kind, digest
+
+
+def test_starting_a_use_case_removes_only_its_control_persons_hashes_and_stopping_adds_them_back() -> None:
+    assert _UC.is_control(_CONTROL) and not _UC.is_control(_TREATMENT)
+    state = AudienceState(Configuration(_HELD_OUT_DESTINATIONS, _POLICY))
+    # Google reads both emails alike: the control person's email hash is the treatment person's too.
+    state.apply(
+        PersonUpdate(
+            _CONTROL,
+            {AudienceIdKind.EMAIL: ("jane.doe@gmail.com",), AudienceIdKind.PHONE: ("+16505551212",)},
+            {},
+        )
+    )
+    state.apply(PersonUpdate(_TREATMENT, {AudienceIdKind.EMAIL: ("janedoe@gmail.com",)}, {}))
+    for person in (_CONTROL, _TREATMENT):
+        state.apply(MembershipChange(person, "browsers", None, 1))
+    state.apply(MembershipChange(_CONTROL, "bought", "product:p1", 1))
+    email = _google(AudienceIdKind.EMAIL, "janedoe@gmail.com")
+    phone = _google(AudienceIdKind.PHONE, "+16505551212")
+    assert state.audience("google", "browsers") == {email, phone}
+    assert state.audience("google", "bought/product:p1") == {email, phone}
+
+    started = state.apply(Configuration(_HELD_OUT_DESTINATIONS, _POLICY, (_UC,)))
+    # Only the hash no treatment person gives goes; the use case covers browsers, not bought.
+    assert started == [Delta("google", "browsers", *phone, False)]
+    assert state.audience("google", "bought/product:p1") == {email, phone}
+    assert state.apply(Configuration(_HELD_OUT_DESTINATIONS, _POLICY, (_UC,))) == [], "a repeat"
+    # While it runs, the control person's changes of browsers change nothing there.
+    assert state.apply(MembershipChange(_CONTROL, "browsers", None, 2)) == []
+    assert state.apply(MembershipChange(_CONTROL, "browsers", None, 3)) == []
+    assert state.audience("google", "browsers") == {email}
+
+    stopped = state.apply(Configuration(_HELD_OUT_DESTINATIONS, _POLICY))
+    assert stopped == [Delta("google", "browsers", *phone, True)]
+    assert state.audience("google", "browsers") == {email, phone}
+
+
+def test_a_shared_hash_goes_when_its_last_treatment_contributor_leaves_while_a_use_case_runs() -> None:
+    state = AudienceState(Configuration(_HELD_OUT_DESTINATIONS, _POLICY, (_UC,)))
+    state.apply(PersonUpdate(_CONTROL, {AudienceIdKind.EMAIL: ("jane.doe@gmail.com",)}, {}))
+    state.apply(PersonUpdate(_TREATMENT, {AudienceIdKind.EMAIL: ("janedoe@gmail.com",)}, {}))
+    email = _google(AudienceIdKind.EMAIL, "janedoe@gmail.com")
+    assert state.apply(MembershipChange(_CONTROL, "browsers", None, 1)) == []
+    assert state.apply(MembershipChange(_TREATMENT, "browsers", None, 1)) == [
+        Delta("google", "browsers", *email, True)
+    ]
+    assert state.apply(MembershipChange(_TREATMENT, "browsers", None, 2)) == [
+        Delta("google", "browsers", *email, False)
+    ]
+    # Stopped: the control person, still a member, gives the hash again.
+    assert state.apply(Configuration(_HELD_OUT_DESTINATIONS, _POLICY)) == [
+        Delta("google", "browsers", *email, True)
+    ]
