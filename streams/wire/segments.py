@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from streams.domain.experiments.assignment import RunningUseCase
+from streams.domain.experiments.assignment import Covering, RunningUseCase
 from streams.domain.experiments.model import Arm
 from streams.domain.segments.changes import Change
 from streams.domain.segments.events import SegmentEvent, line_item, segment_event
@@ -189,17 +189,7 @@ def encode_change(change: Change, profile: Profile, emitted_at_ms: int) -> bytes
     return encode_changes([change], profile, emitted_at_ms)[0]
 
 
-# (segment id, subject) -> the running use cases whose audience it is (usually empty).
-Covering = Mapping[tuple[str, str | None], Sequence[RunningUseCase]]
 _ARM_INDEX = {Arm.CONTROL: avro_long(0), Arm.TREATMENT: avro_long(1)}
-
-
-def covering(usecases: Iterable[RunningUseCase]) -> dict[tuple[str, str | None], list[RunningUseCase]]:
-    """The :data:`Covering` map of the running use cases."""
-    found: dict[tuple[str, str | None], list[RunningUseCase]] = {}
-    for usecase in usecases:
-        found.setdefault((usecase.segment_id, usecase.subject), []).append(usecase)
-    return found
 
 
 def _usecases(person_id: str, usecases: Sequence[RunningUseCase]) -> bytes:

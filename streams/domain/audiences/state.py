@@ -37,20 +37,17 @@ the person's identifiers and consent whole.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 
 from streams.domain.audiences.deltas import Delta
 from streams.domain.audiences.destinations import Destination, audience_id
 from streams.domain.audiences.hashing import AudienceIdKind, Platform, hashes
 from streams.domain.consent import ConsentPolicy, Decision
-from streams.domain.experiments.assignment import RunningUseCase
+from streams.domain.experiments.assignment import Covering, RunningUseCase, SegmentKey, covering
 
 Member = tuple[AudienceIdKind, str]  # (kind, hash)
 AudienceKey = tuple[str, str]  # (destination id, audience id)
-SegmentKey = tuple[str, str | None]  # (segment id, subject)
-# (segment id, subject) -> the running use cases covering it; keys no use case covers are absent.
-Covering = Mapping[SegmentKey, tuple[RunningUseCase, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +92,6 @@ AudienceInput = MembershipChange | PersonUpdate | PersonRemoved | Configuration
 def read_segments(configuration: Configuration) -> frozenset[str]:
     """The segments some destination of ``configuration`` reads: memberships of others add nothing."""
     return frozenset(entry.segment for d in configuration.destinations for entry in d.audiences)
-
-
-def covering(usecases: Iterable[RunningUseCase]) -> dict[SegmentKey, tuple[RunningUseCase, ...]]:
-    """The :data:`Covering` map of ``usecases`` (in their order)."""
-    found: dict[SegmentKey, list[RunningUseCase]] = {}
-    for usecase in usecases:
-        found.setdefault((usecase.segment_id, usecase.subject), []).append(usecase)
-    return {key: tuple(found[key]) for key in found}
 
 
 def held_out(person_id: str, usecases: tuple[RunningUseCase, ...] | None) -> bool:

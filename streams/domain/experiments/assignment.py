@@ -9,6 +9,7 @@ across restarts and replays. SHA-256 spreads the ids uniformly; its first 8 byte
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from streams.domain.experiments.model import Arm
@@ -50,3 +51,16 @@ class RunningUseCase:
 
     def is_control(self, person_id: str) -> bool:
         return bucket(self.usecase_id, person_id) < self.control_share
+
+
+SegmentKey = tuple[str, str | None]  # (segment id, subject)
+# (segment id, subject) -> the running use cases covering it; keys no use case covers are absent.
+Covering = Mapping[SegmentKey, tuple[RunningUseCase, ...]]
+
+
+def covering(usecases: Iterable[RunningUseCase]) -> dict[SegmentKey, tuple[RunningUseCase, ...]]:
+    """The :data:`Covering` map of ``usecases`` (in their order)."""
+    found: dict[SegmentKey, list[RunningUseCase]] = {}
+    for usecase in usecases:
+        found.setdefault((usecase.segment_id, usecase.subject), []).append(usecase)
+    return {key: tuple(found[key]) for key in found}

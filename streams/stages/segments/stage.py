@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.domain.experiments.assignment import RunningUseCase
+from streams.domain.experiments.assignment import Covering, RunningUseCase, covering
 from streams.domain.segments.changes import Change
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
@@ -68,8 +68,6 @@ from streams.topics import (
 )
 from streams.wire.codecs import SerializationError
 from streams.wire.segments import (
-    Covering,
-    covering,
     decode_forward,
     decode_merge,
     decode_resolved,

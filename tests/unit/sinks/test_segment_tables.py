@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.domain.experiments.assignment import RunningUseCase
+from streams.domain.experiments.assignment import RunningUseCase, covering
 from streams.domain.segments.changes import Change
 from streams.domain.segments.profile import Profile
 from streams.sinks.identity_tables import Columns
 from streams.sinks.segment_tables import SegmentBatch
 from streams.sinks.segments import _CHANGE_READER
-from streams.wire.segments import covering, encode_changes
+from streams.wire.segments import encode_changes
 
 RUNNING = [RunningUseCase("shoes", 2, "browsed", None, 0.5), RunningUseCase("other", 1, "lapsed", None, 0.1)]
 

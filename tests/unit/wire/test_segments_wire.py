@@ -9,14 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.events import Event
-from streams.domain.experiments.assignment import RunningUseCase
+from streams.domain.experiments.assignment import RunningUseCase, covering
 from streams.domain.segments.changes import Change
 from streams.domain.segments.profile import FORMAT, Profile
 from streams.wire.codecs import EVENT_CODEC, SEGMENT_CHANGE_CODEC, SEGMENT_STATE_CODEC
 from streams.wire.identity import event_body, resolved_event
 from streams.wire.segments import (
     change_id,
-    covering,
     decode_resolved,
     decode_state,
     encode_change,
