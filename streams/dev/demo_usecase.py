@@ -56,15 +56,16 @@ def run_usecase_act(settings: Settings, post: Post, report: Report, shoppers: in
     try:
         registration = _start(settings, usecase, rows, report)
         run = secrets.token_hex(3)
-        _enter_audience(settings, post, rows, registration.version, run, report)
         users = [f"demo-uc-{run}-{n}" for n in range(shoppers)]
+        first = _enter_audience(post, rows, registration.version, users)
+        rest = users[first + 1 :]
         post_in_batches(
-            post, [_call(user, "track", event="Product Viewed", properties=_product()) for user in users]
+            post, [_call(user, "track", event="Product Viewed", properties=_product()) for user in rest]
         )
-        arms = _wait_for_exposures(rows, registration.version, run, shoppers)
+        arms = _wait_for_exposures(rows, registration.version, run, len(rest) + 1)
         counts = {arm: sum(1 for a in arms.values() if a == arm) for arm in ("control", "treatment")}
         report(
-            f"{shoppers:,} shoppers viewed shoes and entered the audience: {counts['control']:,} control "
+            f"{len(arms):,} shoppers viewed shoes and entered the audience: {counts['control']:,} control "
             f"(no reminder, left out of the ad audiences), {counts['treatment']:,} treatment"
         )
         rng = random.Random(seed)
@@ -126,25 +127,20 @@ def _start(
 
 
 def _enter_audience(
-    settings: Settings,
-    post: Post,
-    rows: Callable[[str], list[tuple[Any, ...]]],
-    version: int,
-    run: str,
-    report: Report,
-) -> None:
-    """Wait until the segment stage applies the use case: a first shopper's entry is an exposure."""
+    post: Post, rows: Callable[[str], list[tuple[Any, ...]]], version: int, users: list[str]
+) -> int:
+    """Send shoppers one at a time until one is exposed: the segment stage has applied the use case
+    (one who entered before that is a shopper outside the experiment). The index of that one."""
     deadline = time.monotonic() + _WAIT_S
-    attempt = 0
-    while time.monotonic() < deadline:
-        user = f"demo-uc-{run}-probe{attempt}"
+    for index, user in enumerate(users):
         post([_call(user, "track", event="Product Viewed", properties=_product())])
-        until = time.monotonic() + 10
+        until = min(time.monotonic() + 10, deadline)
         while time.monotonic() < until:
-            if _exposed(rows, version, f"demo-uc-{run}-probe{attempt}"):
-                return
+            if _exposed(rows, version, user):
+                return index
             time.sleep(0.5)
-        attempt += 1
+        if time.monotonic() >= deadline:
+            break
     raise RuntimeError(f"no exposure of {USECASE_ID} within {_WAIT_S:.0f}s; see the worker log")
 
 
@@ -171,7 +167,7 @@ def _wait_for_exposures(
                 f"(SELECT person_id, arm FROM usecase_exposures WHERE usecase_id = 'shoes-reminder' "
                 f"AND version = {int(version)}) AS exposures "
                 "ALL INNER JOIN (SELECT DISTINCT person_id, user_id FROM event_persons "
-                f"WHERE user_id LIKE 'demo-uc-{run}-%' AND user_id NOT LIKE '%probe%') AS users "
+                f"WHERE user_id LIKE 'demo-uc-{run}-%') AS users "
                 "USING person_id"
             )
         }

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "streams.cli"]
-DEMO = ["demo", "--customers", "40", "--days", "4", "--live-seconds", "8"]
+DEMO = ["demo", "--customers", "40", "--days", "4", "--live-seconds", "8", "--usecase-shoppers", "1000"]
 
 
 def _run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -47,6 +47,7 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
         "OMNISEG_DEV_CLICKHOUSE_HTTP_PORT": str(free_port()),
         "OMNISEG_COLLECTOR_PORT": str(free_port()),
         "OMNISEG_API_PORT": str(free_port()),
+        "OMNISEG_REPORTS_DIR": str(tmp_path / "reports"),
     }
     later = {name: value for name, value in env.items() if not name.startswith("OMNISEG_")}
     later["OMNISEG_DEV_STATE_DIR"] = str(state)
@@ -71,6 +72,17 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
             "next delta of already-purchased/product:P0001: remove",
         ):
             assert line in tour, tour
+
+        # The use case: started (pre-registered), its shoppers exposed in both arms, the report printed
+        # with the injected lift's test and the HTML page written.
+        act = result.stdout[result.stdout.index("== 9. a use case") :]
+        assert re.search(r"started shoes-reminder v\d+ \(pre-registered", act), act
+        arms = re.search(r"([\d,]+) shoppers viewed shoes and entered the audience: ([\d,]+) control", act)
+        assert arms and int(arms.group(2).replace(",", "")) > 0, act
+        assert "Use-case report: shoes-reminder" in act and re.search(r"conversion_rate +primary", act), act
+        assert "SRM OK" in act, act
+        page = re.search(r"HTML report \(open it in a browser; it needs no network\): (\S+)", act)
+        assert page and Path(page.group(1)).read_text().startswith("<!doctype html>"), act
 
         # The KPIs agree with the stream: the history days are labelled, today's live traffic falls in
         # membership spells, and identity changes fall on the days of the events that caused them.
@@ -107,12 +119,17 @@ def test_demo_lands_every_accepted_event_and_prints_kpis(tmp_path: Path) -> None
         _wait_for(lambda: client.execute(stores)[0][0] > before_import)
 
         # Same seed, same stream, same messageIds: a re-run adds nothing to the history (but the
-        # ad-platform tour's shopper, who is new in every run).
-        stream = "SELECT count() FROM events_dedup WHERE message_id NOT LIKE 'demo-dana-%'"
+        # ad-platform tour's shopper and the use case's shoppers, who are new in every run; the use
+        # case starts a new version, a new analysis period).
+        stream = (
+            "SELECT count() FROM events_dedup "
+            "WHERE message_id NOT LIKE 'demo-dana-%' AND message_id NOT LIKE 'demo-uc-%'"
+        )
         total = client.execute(stream)[0][0]
         again = _run(env, *DEMO, timeout=400)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert f"accepted {accepted.group(1)}, rejected 3" in again.stdout
+        assert re.search(r"started shoes-reminder v[2-9]", again.stdout), again.stdout[-3000:]
         assert client.execute(stream)[0][0] == total
     finally:
         client.disconnect()
