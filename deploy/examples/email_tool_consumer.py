@@ -21,7 +21,10 @@ It depends only on confluent-kafka and fastavro (no omniseg code), as a third-pa
 - with ``--consent-purpose email``, a person who has not granted that purpose is not added to the list
   (``skip_no_consent``); the record's ``consent`` holds the person's decisions, and a purpose absent
   there follows ``--consent-default`` (set it as omniseg's ``OMNISEG_CONSENT_DEFAULTS``: not granted
-  unless configured). Removals always go through.
+  unless configured). Removals always go through;
+- a person in the control group of a running use case (``usecases``: the use cases whose audience this
+  segment is, each with the person's ``arm``) gets no personalisation from it: not added to the list
+  (``skip_control_group``), so the use case's report compares like with like (docs/usecases.md).
 
 Usage::
 
@@ -156,6 +159,9 @@ def handle(
         action = "none"  # nobody to email: a person known by loyalty card or cookie only
     elif action == "add_to_list" and not granted(record, consent_purpose, consent_default):
         action = "skip_no_consent"
+    control = [u["usecaseId"] for u in record.get("usecases") or () if u["arm"] == "control"]
+    if action == "add_to_list" and control:
+        action = "skip_control_group"
     segment = record["segmentId"]
     line = {
         "action": action,
@@ -172,6 +178,7 @@ def handle(
         "trigger": record["trigger"],
         "reason": record["reason"],
         "definitionVersion": record["definitionVersion"],
+        "controlOf": control,
     }
     print(json.dumps(line, ensure_ascii=False), flush=True)
     return line
