@@ -38,3 +38,33 @@ CREATE TABLE IF NOT EXISTS usecase_exposures
 )
 ENGINE = ReplacingMergeTree(ingested_at)
 ORDER BY (usecase_id, version, person_id, change_id);
+
+-- Contamination: persons who, after identity merges, were exposed in both arms of a use case version
+-- (a merge joined a control person and a treatment person). The survivor keeps its own arm; reports
+-- count these persons and leave them out. survivor_id is the canonical person (person_canonical);
+-- exposed_as lists the ids the exposures were recorded under.
+CREATE VIEW IF NOT EXISTS usecase_contamination AS
+SELECT
+    usecase_id,
+    version,
+    survivor_id,
+    groupUniqArray(arm_name) AS arms,
+    groupUniqArray(exposed_id) AS exposed_as,
+    min(at) AS first_exposed
+FROM
+(
+    SELECT
+        usecase_id,
+        version,
+        if(canonical_person_id = '', person_id, canonical_person_id) AS survivor_id,
+        person_id AS exposed_id,
+        toString(arm) AS arm_name,
+        at
+    FROM usecase_exposures AS exposures
+    ANY LEFT JOIN
+    (
+        SELECT person_id, canonical_person_id FROM person_canonical
+    ) AS canonical USING person_id
+)
+GROUP BY usecase_id, version, survivor_id
+HAVING uniqExact(arm_name) > 1;

@@ -189,3 +189,10 @@ def test_the_arms_sums_equal_a_direct_computation(warehouse: Warehouse) -> None:
     assert {d.arm for d in days} == {Arm.CONTROL, Arm.TREATMENT}
     contaminated = len(first) - len(clean)
     assert usecase_outcomes.contaminated(warehouse.rows, "shoes-reminder", 1) == contaminated
+    # The same persons, for analysts: the view names each survivor with the ids it was exposed as.
+    listed = warehouse.rows(
+        "SELECT survivor_id, length(arms), length(exposed_as) FROM usecase_contamination "
+        "WHERE usecase_id = 'shoes-reminder' AND version = 1 ORDER BY survivor_id"
+    )
+    assert sorted(str(row[0]) for row in listed) == sorted(c for c in first if c not in clean)
+    assert all(int(row[1]) == 2 and int(row[2]) >= 2 for row in listed)

@@ -17,7 +17,7 @@ APPLIED = {
     "0008_original_timestamp.sql": "200e169ff18c57cf",
     "0009_audiences.sql": "1e9440f8e1075f5d",
     "0010_consent.sql": "d6273d8349b6852f",
-    "0011_usecases.sql": "67f946e875740a96",
+    "0011_usecases.sql": "6b204134724496c8",
 }
 
 
