@@ -158,7 +158,10 @@ _TSV_CHARS = {"b": "\b", "f": "\f", "r": "\r", "n": "\n", "t": "\t", "0": "\0"}
 
 
 def _unescape(cell: str) -> str:
-    """A TabSeparated cell's text: ``\\n``, ``\\t``, ``\\\\``, ``\\'`` and the like undone."""
+    """A TabSeparated cell's text: ``\\n``, ``\\t``, ``\\\\``, ``\\'`` and the like undone. A cell that is
+    ``\\N`` alone is NULL and stays as it is, for the caller to tell from text."""
+    if cell == "\\N":
+        return cell
     return _TSV_ESCAPE.sub(lambda m: _TSV_CHARS.get(m.group(1), m.group(1)), cell) if "\\" in cell else cell
 
 
