@@ -4,13 +4,18 @@
 -- A person is the resolved customer after every merge (events_by_person.person_id): a shopper's
 -- cookies, app installs and logins count once. (Counting cookie or device ids would count one customer
 -- with two browsers twice, and miss the order placed after a login.)
+-- Click-through to the next step: view_to_cart_pct (of those who viewed, the share who then added to
+-- the cart) and cart_to_order_pct (of those who added, the share who then ordered); view_to_order_pct
+-- is the whole funnel.
 -- Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
     channel_name AS channel,
     countIf(step >= 1) AS persons_viewed,
     countIf(step >= 2) AS persons_added,
     countIf(step >= 3) AS persons_ordered,
-    round(100 * countIf(step >= 3) / greatest(countIf(step >= 1), 1), 1) AS view_to_order_pct
+    round(100 * countIf(step >= 3) / greatest(countIf(step >= 1), 1), 1) AS view_to_order_pct,
+    round(100 * countIf(step >= 2) / greatest(countIf(step >= 1), 1), 1) AS view_to_cart_pct,
+    round(100 * countIf(step >= 3) / greatest(countIf(step >= 2), 1), 1) AS cart_to_order_pct
 FROM
 (
     SELECT

@@ -75,8 +75,10 @@ def run(names: tuple[str, ...]) -> None:
 
 @kpi.command("list")
 def list_() -> None:
-    """List the KPI queries."""
+    """List the KPI queries with what each measures (docs/kpis.md explains every one)."""
     from streams.warehouse import kpi as kpi_queries
 
-    for name in kpi_queries.available():
-        click.echo(name)
+    names = kpi_queries.available()
+    width = max(len(name) for name in names)
+    for name in names:
+        click.echo(f"{name.ljust(width)}  {kpi_queries.describe(name)}")

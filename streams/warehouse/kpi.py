@@ -7,6 +7,7 @@ on both).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ def _fmt(value: Any) -> str:
 
 def available() -> list[str]:
     return sorted(path.stem for path in KPI_DIR.glob("*.sql"))
+
+
+def describe(name: str) -> str:
+    """What the KPI means: the first sentence of its file's header comment (every file starts with one).
+
+    The sentence runs over the header's first lines, up to the first full stop, or to the end of the
+    first paragraph (a blank comment line or an indented list)."""
+    lines = sql(name).splitlines()
+    if not lines or not lines[0].startswith("-- "):
+        raise KpiError(f"{name}.sql does not start with a '-- <meaning>' line")
+    words: list[str] = []
+    for line in lines:
+        if not line.startswith("-- ") or line.startswith("--  ") or line.strip() == "--":
+            break
+        words.append(line.removeprefix("-- ").strip())
+    text = " ".join(words)
+    sentence = re.split(r"(?<=[a-z)%])(?<!e\.g)(?<!i\.e)\.(?:\s|$)", text, maxsplit=1)[0]
+    return sentence.rstrip(" :.")
 
 
 def sql(name: str) -> str:

@@ -101,7 +101,7 @@ def _insert_sql(reg: Registration, revision: int) -> str:
             quote(reg.usecase_id),
             integer(reg.version),
             quote(reg.checksum),
-            quote(json.dumps(reg.registration, sort_keys=True)),
+            quote(json.dumps(reg.registration, sort_keys=True, separators=(",", ":"))),
             quote(reg.definition),
             f"toDateTime({int(reg.started_at.timestamp())})",
             f"toDateTime({int(stopped_at.timestamp())})",

@@ -91,7 +91,12 @@ FUNNEL = [
     ("f7", "web", "Product Added", "D", "bob", "", "", 21),
 ]
 # channel, persons viewed, added, ordered, view -> order %: Ann counts once, with her order.
-EXPECTED_FUNNEL = [("app", 1, 0, 0, 0.0), ("web", 2, 2, 1, 50.0), ("any", 2, 2, 1, 50.0)]
+EXPECTED_FUNNEL = [
+    # channel, viewed, added, ordered, view->order %, view->cart %, cart->order %
+    ("app", 1, 0, 0, 0.0, 0.0, 0.0),
+    ("web", 2, 2, 1, 50.0, 100.0, 50.0),
+    ("any", 2, 2, 1, 50.0, 100.0, 50.0),
+]
 
 
 def _funnel_statements() -> list[str]:
