@@ -1,28 +1,35 @@
--- Customer lifetime value (historical) per segment: the current members of each segment and their net
--- revenue over their whole history (orders minus returns, the one revenue definition, every channel,
--- events of ids merged into them included: events_by_person).
---   members        current members (segment_membership_current; a suppression audience counts
---                  (person, product or category) pairs, so its figures sum over subjects)
---   buyers         members with any revenue
---   total_clv      the members' net revenue in all
---   avg_clv        total_clv / members
--- The whole customer base is the row segment_id = '(all persons)'.
+-- Customer lifetime value per segment: current members' net revenue over their whole history
+--
+-- Customer lifetime value (historical) per segment: the current members of each segment and audience,
+-- and their net revenue over their whole history (orders minus returns, the one revenue definition,
+-- every channel, events of ids merged into them included: events_by_person).
+--   members            persons currently in the segment (segment_membership_current; a suppression
+--                      audience, with one membership per product or category, counts each person once)
+--   buyers             members with at least one Order Completed
+--   total_clv          the members' net revenue in all
+--   avg_clv            total_clv / members
+--   avg_clv_per_buyer  total_clv / buyers
+-- The row segment_id = '(all persons)' is every person with a resolved event (anonymous visitors
+-- included). Per person: clv_top_persons.
 -- Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
     segment_id,
     count() AS members,
-    countIf(clv != 0) AS buyers,
-    round(sum(clv), 2) AS total_clv,
-    round(sum(clv) / greatest(count(), 1), 2) AS avg_clv
+    countIf(p_orders > 0) AS buyers,
+    round(sum(p_clv), 2) AS total_clv,
+    round(sum(p_clv) / greatest(count(), 1), 2) AS avg_clv,
+    round(sum(p_clv) / greatest(countIf(p_orders > 0), 1), 2) AS avg_clv_per_buyer
 FROM
 (
-    SELECT segment_id, person_id FROM segment_membership_current
+    SELECT segment_id, person_id FROM segment_membership_current GROUP BY segment_id, person_id
     UNION ALL
     SELECT '(all persons)' AS segment_id, person_id FROM events_by_person GROUP BY person_id
 ) AS members
 ANY LEFT JOIN
 (
-    SELECT person_id, sum(revenue) AS clv FROM events_by_person GROUP BY person_id
+    SELECT person_id, sum(revenue) AS p_clv, countIf(event = 'Order Completed') AS p_orders
+    FROM events_by_person
+    GROUP BY person_id
 ) AS lifetime USING person_id
 GROUP BY segment_id
 ORDER BY segment_id = '(all persons)', segment_id

@@ -1,7 +1,12 @@
--- Customer lifetime value (historical) per person: the 100 persons with the highest net revenue over
--- their whole history (orders minus returns, every channel, ids merged into them included:
--- events_by_person), with their orders, returns and first and last order.
--- For one person: omniseg person show <identifier>. For everyone, drop the LIMIT.
+-- Customer lifetime value per person: the 100 most valuable persons, their orders and order dates
+--
+-- The 100 persons with the highest net revenue over their whole history (orders minus returns, the one
+-- revenue definition, every channel, ids merged into them included: events_by_person).
+--   clv                       net revenue
+--   orders, returns           Order Completed; Order Refunded and Product Returned events
+--   first_order, last_order   event time of the first and the last Order Completed
+-- Persons with at least one order. For one person: omniseg person show <identifier>. For everyone,
+-- drop the LIMIT. Per segment: clv_by_segment.
 -- Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
     person_id,

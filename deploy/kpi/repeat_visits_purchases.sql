@@ -1,7 +1,10 @@
+-- Repeat visits (2+ days) and repeat purchases (2+ orders) in persons, per channel and overall
+--
 -- Repeat visits and repeat purchases per channel and across channels, in persons (after every merge,
 -- events_by_person): persons who visited (a page or screen view) and those who came back on another
 -- day; persons who bought and those who bought again (two or more Order Completed).
---   visitors, repeat_visitors, repeat_visit_pct      visits on two or more distinct days (UTC)
+--   visitors, repeat_visitors, repeat_visit_pct      visits on two or more distinct days (server time
+--                                                    zone, UTC by default)
 --   buyers, repeat_buyers, repeat_purchase_pct       two or more orders
 -- Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
