@@ -1,3 +1,5 @@
+-- Email engagement per campaign: persons sent, opened and clicked, and the open and click rates
+--
 -- Email engagement per campaign, in persons: how many persons were sent the campaign, opened it and
 -- clicked a link in it, and the shares of those sent (a person who opens five times is one opener, so a
 -- rate never passes 100%). open_events and click_events count the events themselves.

@@ -1,3 +1,5 @@
+-- Events per channel: total, distinct event names, distinct source ids, first and last event
+--
 -- Events per channel: total, distinct event names, people-ish reach (distinct cookies/devices/cards).
 -- Runs on ClickHouse 18.16 and current ClickHouse. Table names resolve in the omniseg database.
 SELECT

@@ -1,3 +1,5 @@
+-- Shopping funnel per channel in persons: viewed, added to cart, ordered, step-to-step click-through
+--
 -- Shopping funnel in persons: how many persons viewed a product, then added one to the cart, then
 -- completed an order, in that order within one day (windowFunnel, 86400 s), per channel (web, app) and
 -- across every channel (channel 'any': viewed on the phone, bought on the laptop or in store).

@@ -1,3 +1,5 @@
+-- Identity merges, identifiers moved and refused links per day
+--
 -- Identity decisions per day of the triggering event's event time (when the shopper did what linked
 -- or was refused, e.g. logged in on a new device): merges (each one folds a person into an older one),
 -- identifiers moved by them, and refused links by reason ("limit": a new identifier over a

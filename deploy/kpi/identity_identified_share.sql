@@ -1,3 +1,5 @@
+-- Share of identified traffic (events and sessions) per day and channel
+--
 -- Share of identified traffic per day and channel, from events.resolved (events_by_person).
 -- identified: the event carried a customer-level identifier (customer_id, crm_id, email,
 --   loyalty_card or phone) that resolved to its person.

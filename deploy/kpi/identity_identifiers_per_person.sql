@@ -1,3 +1,5 @@
+-- Persons by their number of identifiers (1, 2, 3, 4, 5-9, 10+) and their share
+--
 -- Distribution of identifiers per person (all kinds, after merges): how many persons have 1, 2, 3, 4,
 -- 5-9 or 10+ identifiers, and their share of all persons. A long 10+ tail usually means a shared device
 -- or a junk value missing from the blocklist (deploy/identity.yaml).

@@ -1,3 +1,5 @@
+-- Persons and identifiers now: known customers, anonymous persons, merged person ids
+--
 -- Persons and identifiers now (after every merge): one row.
 -- known_customers: persons with a customer-level identifier (customer_id, crm_id, email, loyalty_card,
 -- phone); anonymous_persons: the others (cookies and devices only). merged_person_ids: person ids that

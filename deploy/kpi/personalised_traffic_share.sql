@@ -1,3 +1,5 @@
+-- Share of traffic from persons in personalised segments, per day and channel
+--
 -- Share of traffic that falls in personalised segments, per day and channel: events whose person was
 -- a member of at least one segment flagged personalised: true (its newest live definition; kind
 -- 'segment', so suppression audiences do not count) at the event's timestamp.

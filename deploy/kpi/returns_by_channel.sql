@@ -1,3 +1,5 @@
+-- Returns per channel and overall: returns, return rate and share of order value returned
+--
 -- Returns per channel and across channels: how many orders came back and how much of their value.
 --   orders             Order Completed events
 --   returns            Order Refunded and Product Returned events

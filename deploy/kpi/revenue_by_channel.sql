@@ -1,3 +1,5 @@
+-- Orders, returns and gross, returned and net revenue per channel
+--
 -- Orders, returns and revenue per channel, in omniseg's one revenue definition, the one segments use
 -- (streams/domain/revenue.py, docs/decisions/0001-revenue.md):
 --   an event's value is properties.revenue, else properties.total, else its lines' quantity x unit price;

@@ -1,3 +1,5 @@
+-- Members of every segment and audience at the end of each day, with entries and exits
+--
 -- Members of every segment and audience at the end of each day (server time zone, UTC by default),
 -- from the segment's first change to today. members counts memberships: persons for a segment, (person,
 -- product or category) pairs for a suppression audience. A removed segment shows 0 after its members

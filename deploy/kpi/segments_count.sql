@@ -1,3 +1,5 @@
+-- Number of segments: defined, personalised, suppression audiences, with members
+--
 -- Segments defined now and how many of them have members. A segment is defined when the newest version
 -- of its definition (segment_definitions, one row per version) is not a removal.
 --   defined                 segments and suppression audiences defined now

@@ -1,3 +1,5 @@
+-- Number of use cases: running, stopped, and analysis periods (versions) in all
+--
 -- Use cases: how many are running and stopped now, and how many analysis periods (versions) they had.
 -- From usecase_registrations (omniseg usecases start / stop), the newest revision of each version; a
 -- use case runs when its newest version is not stopped.

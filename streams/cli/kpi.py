@@ -80,5 +80,12 @@ def list_() -> None:
 
     names = kpi_queries.available()
     width = max(len(name) for name in names)
+    missing = False
     for name in names:
-        click.echo(f"{name.ljust(width)}  {kpi_queries.describe(name)}")
+        try:
+            meaning = kpi_queries.describe(name)
+        except kpi_queries.KpiError as exc:
+            meaning, missing = f"(no meaning: {exc})", True
+        click.echo(f"{name.ljust(width)}  {meaning}")
+    if missing:
+        sys.exit(1)

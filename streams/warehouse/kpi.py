@@ -2,12 +2,13 @@
 
 Each file is one SELECT over unqualified table names; it runs in the configured database on ClickHouse
 18.16 and on a current ClickHouse (``tests/integration/warehouse/test_kpi_queries.py`` runs every file
-on both).
+on both). Each file starts with a fixed header line ``-- <meaning>`` (what it measures, in one line; see
+``describe``) and a line ``--``; the comment lines after them say what it reads and what each column
+means. ``docs/kpis.md`` describes every KPI.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,21 +55,12 @@ def available() -> list[str]:
 
 
 def describe(name: str) -> str:
-    """What the KPI means: the first sentence of its file's header comment (every file starts with one).
-
-    The sentence runs over the header's first lines, up to the first full stop, or to the end of the
-    first paragraph (a blank comment line or an indented list)."""
+    """What the KPI measures: the first line of its file, ``-- <meaning>``, which a line ``--`` ends
+    (the header's details follow it). ``omniseg kpi list`` shows it."""
     lines = sql(name).splitlines()
-    if not lines or not lines[0].startswith("-- "):
-        raise KpiError(f"{name}.sql does not start with a '-- <meaning>' line")
-    words: list[str] = []
-    for line in lines:
-        if not line.startswith("-- ") or line.startswith("--  ") or line.strip() == "--":
-            break
-        words.append(line.removeprefix("-- ").strip())
-    text = " ".join(words)
-    sentence = re.split(r"(?<=[a-z)%])(?<!e\.g)(?<!i\.e)\.(?:\s|$)", text, maxsplit=1)[0]
-    return sentence.rstrip(" :.")
+    if len(lines) < 2 or not lines[0].startswith("-- ") or not lines[0][3:].strip() or lines[1] != "--":
+        raise KpiError(f"{name}.sql does not start with a '-- <meaning>' line and a '--' line")
+    return lines[0][3:].strip()
 
 
 def sql(name: str) -> str:
