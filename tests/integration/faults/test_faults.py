@@ -131,6 +131,9 @@ def test_broker_pause_collector_and_worker_recover(
 ) -> None:
     run = _run()
     worker = worker_factory(fault_settings)
+    # The fault hits a running worker: one still starting would block in its start-up reads and be
+    # ended as stuck, which is another fault (test_worker_killed_... covers restarts).
+    assert wait_until(lambda: _caught_up(worker), CATCH_UP_S), worker.tail()
     load = Load(collector.url, run)
     with ReadyWatch(collector.url) as ready:
         load.start()
@@ -169,6 +172,7 @@ def test_broker_restart_collector_and_worker_recover(
     acknowledged after the restart, exactly once."""
     run = _run()
     worker = worker_factory(fault_settings)
+    assert wait_until(lambda: _caught_up(worker), CATCH_UP_S), worker.tail()
     before = Load(collector.url, run + "a")
     before.start()
     time.sleep(5)
@@ -222,7 +226,9 @@ def test_a_stage_that_cannot_recover_ends_the_worker_saying_which_and_why_while_
     env = {
         **worker.env(),
         "OMNISEG_IDENTITY_RULES_PATH": str(broken),
-        "OMNISEG_STAGE_RESTART_MAX": "2",
+        # Restarts back off 1, 2, 4, 8 s: time for the history sink to join its group and store the load
+        # before the worker gives up.
+        "OMNISEG_STAGE_RESTART_MAX": "4",
     }
     worker.env = lambda: env  # type: ignore[method-assign]
     load = Load(collector.url, run)
@@ -241,6 +247,6 @@ def test_a_stage_that_cannot_recover_ends_the_worker_saying_which_and_why_while_
     assert worker.proc.returncode != 0
     assert "starting it again in" in log
     assert (
-        "stage identity-resolver failed 3 times" in log or "stage identity-link-writer failed 3 times" in log
+        "stage identity-resolver failed 5 times" in log or "stage identity-link-writer failed 5 times" in log
     ), log[-3000:]
     assert "could not be built" in log
