@@ -18,6 +18,7 @@ APPLIED = {
     "0009_audiences.sql": "1e9440f8e1075f5d",
     "0010_consent.sql": "d6273d8349b6852f",
     "0011_usecases.sql": "6b204134724496c8",
+    "0012_privacy_requests.sql": "2aea3c31d7332fb6",
 }
 
 
