@@ -62,7 +62,8 @@ IDENTITY_LINKS_TOPIC = TopicSpec(
     value_schema="event",
     partitions=1,
     doc="Events whose identifiers are not yet known to share one person, forwarded verbatim by the "
-    "resolvers. One partition: the single link writer decides links in this total order.",
+    "resolvers, and erasure requests (value erasure_request, header omniseg-record=erasure). One "
+    "partition: the single link writer decides links and erasures in this total order.",
 )
 
 IDENTITY_PERSONS_TOPIC = TopicSpec(
@@ -140,6 +141,15 @@ AUDIENCE_DELTAS_TOPIC = TopicSpec(
     "pull API's cursors.",
 )
 
+PRIVACY_SUPPRESSIONS_TOPIC = TopicSpec(
+    name="privacy.suppressions",
+    key="SHA-256 (hex) of a normalised identifier key, UTF-8",
+    value_schema="privacy_suppression",
+    compacted=True,
+    doc="Identifiers erased with suppression (docs/privacy.md), as hashes: events carrying one are dropped "
+    "at intake and by identity resolution. Written by the link writer.",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *CHANNEL_TOPICS,
     INVALID_TOPIC,
@@ -156,6 +166,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     AUDIENCE_INPUTS_TOPIC,
     AUDIENCE_CONFIGURATION_TOPIC,
     AUDIENCE_DELTAS_TOPIC,
+    PRIVACY_SUPPRESSIONS_TOPIC,
 )
 
 

@@ -291,6 +291,25 @@ class IdentityGraph:
         self._dirty_persons = set()
         return changes
 
+    # -- erasure ------------------------------------------------------------------------------------
+
+    def forget(self, live: str, merged: Iterable[str]) -> list[str]:
+        """Remove the live person ``live``, the ids ``merged`` into it and its identifiers (an erasure);
+        returns the identifier keys removed, sorted. The other persons are untouched: a person is a
+        connected component, so no other person links to these identifiers."""
+        record = self._persons.get(live)
+        if record is None or record.merged_into is not None:
+            raise KeyError(f"{live!r} is not a live person")
+        keys = self._members.pop(live)
+        owner = self._owner
+        for key in keys:
+            del owner[key]
+        self._dirty_ids.difference_update(keys)
+        for pid in (live, *merged):
+            self._persons.pop(pid, None)
+            self._dirty_persons.discard(pid)
+        return sorted(keys)
+
     # -- linking ------------------------------------------------------------------------------------
 
     def link_event(self, event: Event, seen_at_ms: int) -> tuple[ExtractedIds, Resolution]:

@@ -33,6 +33,7 @@ from streams.domain.identity import (
     PersonRecord,
     Rejected,
 )
+from streams.domain.privacy import erased_change_id, suppression_key
 
 # Fixed forever: change ids are derived from it, and readers deduplicate by change id.
 CHANGE_NAMESPACE = uuid.UUID("8e3f6a52-0c1d-5b7e-9a44-6964656e7479")
@@ -237,6 +238,41 @@ class LinkState:
             result.persons.append(person_record(pid, record, seen_at_ms))
         return result
 
+    def erase(self, person_id: str, request_id: str, at_ms: int, suppress: bool) -> ErasureResult:
+        """Erase the person ``person_id`` is now (with every id merged into it) from the graph.
+
+        An id the graph does not know (never seen, or erased before) still gets its ``erased`` change, so
+        a repeated request makes every reader forget the id again."""
+        graph = self.graph
+        try:
+            live = graph.canonical(person_id)
+        except KeyError:
+            live, merged, keys = person_id, [], []
+        else:
+            merged = self.lineage.pop(live, [])
+            keys = graph.forget(live, merged)
+            for key in keys:
+                self.first_seen.pop(key, None)
+        ids = sorted({live, *merged})
+        changes = [
+            {
+                "changeId": erased_change_id(request_id, pid),
+                "kind": "erased",
+                "personId": pid,
+                "mergedPersonId": None,
+                "mergedPersonIds": ids,
+                "identifiers": [],
+                "conflictingPersonId": None,
+                "reason": f"erasure request {request_id}",
+                "messageId": request_id,
+                "channel": None,
+                "at": at_ms,
+            }
+            for pid in ids
+        ]
+        suppressions = [(suppression_key(key), key[: key.index(":")]) for key in keys] if suppress else []
+        return ErasureResult(ids, keys, changes, suppressions)
+
     def _merged(self, merged: Merged, message_id: str, channel: str | None) -> dict[str, Any]:
         folded = [merged.merged, *self.lineage.pop(merged.merged, ())]
         self.lineage.setdefault(merged.survivor, []).extend(folded)
@@ -253,6 +289,17 @@ class LinkState:
             "channel": channel,
             "at": merged.at_ms,
         }
+
+
+@dataclass
+class ErasureResult:
+    """What an erasure publishes: tombstones for the identifiers and person ids, one ``erased`` identity
+    change per person id (keyed by it, so each id's owner forgets it), and the suppressions."""
+
+    person_ids: list[str]
+    identifiers: list[str]
+    changes: list[dict[str, Any]]
+    suppressions: list[tuple[str, str]]  # (suppression key, identifier kind)
 
 
 def _rejected(rejected: Rejected, message_id: str, channel: str | None, at_ms: int) -> dict[str, Any]:

@@ -104,6 +104,8 @@ SEGMENT_FORWARD_CODEC = AvroCodec("segment_forward")
 PRODUCT_CODEC = AvroCodec("product")
 AUDIENCE_INPUT_CODEC = AvroCodec("audience_input")
 AUDIENCE_DELTA_CODEC = AvroCodec("audience_delta")
+ERASURE_REQUEST_CODEC = AvroCodec("erasure_request")
+PRIVACY_SUPPRESSION_CODEC = AvroCodec("privacy_suppression")
 
 
 def encode_invalid(
