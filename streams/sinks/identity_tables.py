@@ -201,7 +201,10 @@ class IdentityBatch:
         identifiers: list[str] = list(record.get("identifiers") or [])
         common = (record.get("reason") or "", record["messageId"], record.get("channel") or "")
         tail = (datetime_seconds(at_ms), max(at_ms, 0), partition, offset)
-        if record["kind"] == "merged":
+        kind = record["kind"]
+        if kind == "erased":
+            return  # the erasure deletes the person's rows itself (streams/privacy/erasure.py)
+        if kind == "merged":
             merged: str = record.get("mergedPersonId") or ""
             # Records written before mergedPersonIds existed name only the merged person itself.
             merged_ids = list(record.get("mergedPersonIds") or ([merged] if merged else []))

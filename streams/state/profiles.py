@@ -4,7 +4,8 @@ A worker owns the persons of the partitions it is assigned (the person-keyed top
 co-partitioned: same partition count, range assignor; docs/decisions/0010-co-partitioned-by-person.md).
 Their profiles live in memory and are written, whole, to the compacted ``segments.state`` (same
 partition number as the person's); a partition that is assigned is restored from it before any of its
-records are processed. A merged person's record says where it went instead of holding a profile.
+records are processed. A merged person's record says where it went instead of holding a profile; an
+erased person's record is a tombstone (its earlier records no longer count).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -45,6 +47,8 @@ class ProfileStore:
         self.profiles: dict[str, Profile] = {}
         self.merged_into: dict[str, str] = {}
         self.dirty: set[str] = set()
+        # Erased person ids -> until when (monotonic seconds) records for them are dropped.
+        self.erased: dict[str, float] = {}
         self.partitions = 0
         # Per restored partition: the newest timestamp of its state records (0: none).
         self.saved_at: dict[int, int] = {}
@@ -86,8 +90,24 @@ class ProfileStore:
     def partition(self, person: str) -> int:
         return murmur2_partition(person.encode(), self.partitions)
 
+    def erase(self, person: str, until: float) -> None:
+        """Forget ``person`` (erased): its profile, pointer and pending write; drop its records until
+        ``until``. Expired entries are pruned here."""
+        self.profiles.pop(person, None)
+        self.merged_into.pop(person, None)
+        self.dirty.discard(person)
+        erased = self.erased
+        if erased:
+            now = time.monotonic()
+            for old in [p for p, deadline in erased.items() if deadline <= now]:
+                del erased[old]
+        erased[person] = until
+
     def changelog(self, person: str, now: int) -> Send:
-        """The ``segments.state`` record of ``person``: the profile, or where it was merged."""
+        """The ``segments.state`` record of ``person``: the profile, where it was merged, or a tombstone
+        (erased)."""
+        if person in self.erased and person not in self.profiles and person not in self.merged_into:
+            return self.changelog_topic, person.encode(), None
         target = self.merged_into.get(person)
         profile = None if target is not None else self.profiles.get(person)
         return self.changelog_topic, person.encode(), encode_state(person, profile, target, now)
@@ -117,7 +137,10 @@ class ProfileStore:
             partition: int = msg.partition()  # type: ignore[assignment]
             if stamp > saved_at[partition]:
                 saved_at[partition] = stamp
-            if value is None:
+            if value is None:  # an erased person: forget what earlier records said
+                key = (msg.key() or b"").decode()
+                self.profiles.pop(key, None)
+                self.merged_into.pop(key, None)
                 return
             try:
                 person, merged_into, state = decode_state(value)

@@ -54,7 +54,9 @@ _F_KIND, _F_PERSON, _F_FROM, _F_INTO, _F_STATE, _F_EVENT = (
     FORWARD_READER.index(n) for n in ("kind", "personId", "fromPersonId", "intoPersonId", "state", "event")
 )
 _S_PERSON, _S_MERGED, _S_STATE = (STATE_READER.index(n) for n in ("personId", "mergedInto", "state"))
-_X_KIND, _X_PERSON, _X_MERGED = (CHANGE_READER.index(n) for n in ("kind", "personId", "mergedPersonIds"))
+_X_KIND, _X_PERSON, _X_MERGED, _X_MESSAGE = (
+    CHANGE_READER.index(n) for n in ("kind", "personId", "mergedPersonIds", "messageId")
+)
 
 
 def _json_object(text: str | None) -> dict[str, Any]:
@@ -108,10 +110,11 @@ def decode_forward(value: bytes) -> tuple[str, str, str | None, str | None, byte
     return row[_F_KIND], row[_F_PERSON], row[_F_FROM], row[_F_INTO], row[_F_STATE], row[_F_EVENT]
 
 
-def decode_merge(value: bytes) -> tuple[str, str, list[str]]:
-    """(kind, surviving personId, merged person ids) of one identity.changes record."""
+def decode_merge(value: bytes) -> tuple[str, str, list[str], str]:
+    """(kind, surviving personId, merged person ids, messageId) of one identity.changes record (an
+    erasure's messageId is its request id)."""
     row = CHANGE_READER.decode(value)
-    return row[_X_KIND], row[_X_PERSON], list(row[_X_MERGED])
+    return row[_X_KIND], row[_X_PERSON], list(row[_X_MERGED]), row[_X_MESSAGE]
 
 
 def decode_state(value: bytes) -> tuple[str, str | None, bytes]:

@@ -229,24 +229,31 @@ class SegmentEngine:
 
     def release(self, merged: Profile, now: int, survivor: str) -> list[Change]:
         """The merged person exits everything it is a member of (its state moves to ``survivor``)."""
+        return self._exit_all(merged, now, "merge", f"merged into person {survivor}")
+
+    def erase(self, profile: Profile, now: int, request_id: str) -> list[Change]:
+        """The person exits everything it is a member of: it is erased on request (docs/privacy.md)."""
+        return self._exit_all(profile, now, "erasure", f"erased on request {request_id}")
+
+    def _exit_all(self, profile: Profile, now: int, trigger: str, reason: str) -> list[Change]:
         gone: list[Change] = []
-        for key in sorted(merged.current_members()):
+        for key in sorted(profile.current_members()):
             segment_id, _, subject = key.partition(SUBJECT_SEP)
             gone.append(
                 self._flip(
-                    merged,
+                    profile,
                     key,
                     segment_id,
                     subject or None,
                     False,
                     now,
-                    "merge",
-                    f"merged into person {survivor}",
+                    trigger,
+                    reason,
                     None,
-                    merged.versions.get(key, 0),
+                    profile.versions.get(key, 0),
                 )
             )
-        merged.due = 0
+        profile.due = 0
         return gone
 
     def absorb(self, survivor: Profile, merged: Profile, now: int) -> tuple[list[Change], list[Change]]:

@@ -25,6 +25,16 @@ On (re)assignment the writer:
 
 ResolvedEvents are at least once (the resolvers write the same topic, so the writer's tail is not its
 own); they carry the messageId, and replays give the same person.
+
+Erasure (docs/privacy.md)
+-------------------------
+An erasure request travels on ``identity.links`` too (header ``omniseg-record: erasure``), so it takes its
+place in the same total order as links. The writer removes the person's component from the graph and
+publishes, in the batch's transaction: tombstones for its identifiers (``identity.assignments``) and
+person ids (``identity.persons``), one ``erased`` change per person id (``identity.changes``, keyed by
+it: each id's segment worker forgets it), and, unless the request says not to, the SHA-256 of each
+identifier on ``privacy.suppressions``. Tombstones carry positions like every owned record, so a rebuild
+applies them in order. A later event carrying a suppressed identifier is dropped and counted.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from streams.domain.identity import IdentityRules, PersonRecord
+from streams.domain.privacy import suppressed
 from streams.domain.resolution import FastExtractor, LinkState, invalid_reason
 from streams.kafka.config import consumer_config
 from streams.kafka.partitioner import murmur2_partition
@@ -52,12 +63,15 @@ from streams.topics import (
     IDENTITY_CHANGES_TOPIC,
     IDENTITY_LINKS_TOPIC,
     IDENTITY_PERSONS_TOPIC,
+    PRIVACY_SUPPRESSIONS_TOPIC,
     RESOLVED_TOPIC,
 )
 from streams.wire.codecs import (
+    ERASURE_REQUEST_CODEC,
     IDENTITY_ASSIGNMENT_CODEC,
     IDENTITY_CHANGE_CODEC,
     IDENTITY_PERSON_CODEC,
+    PRIVACY_SUPPRESSION_CODEC,
     SerializationError,
 )
 from streams.wire.identity import (
@@ -73,6 +87,9 @@ from streams.wire.identity import (
 log = logging.getLogger("streams.stages.identity.link_writer")
 
 _TIMEOUT_S = 60.0
+# The header that marks an erasure request on identity.links (its value is an ErasureRequest).
+RECORD_HEADER = "omniseg-record"
+ERASURE = b"erasure"
 
 
 def writer_group(settings: Settings) -> str:
@@ -104,6 +121,8 @@ class WriterStats:
     rejections: int = 0
     recoveries: int = 0
     skipped_on_replay: int = 0
+    erasures: int = 0
+    suppressed: int = 0  # events dropped: they carry a suppressed identifier
     rebuild_s: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -124,6 +143,8 @@ class LinkStep(Step):
         self._changes = t(IDENTITY_CHANGES_TOPIC.name)
         self._assignments = t(IDENTITY_ASSIGNMENTS_TOPIC.name)
         self._persons = t(IDENTITY_PERSONS_TOPIC.name)
+        self._suppressions_topic = t(PRIVACY_SUPPRESSIONS_TOPIC.name)
+        self.suppressions: set[str] = set()  # suppression keys (streams.domain.privacy)
         self._partitions: dict[str, int] = {}
         self._published: dict[tuple[str, int], tuple[int, int]] = {}  # newest position per partition
         self._replay_until = -1  # links offsets up to this one may have been published already
@@ -151,7 +172,7 @@ class LinkStep(Step):
         try:
             self._partitions = {
                 topic: len(partitions_of(reader, topic, _TIMEOUT_S))
-                for topic in (self._changes, self._assignments, self._persons)
+                for topic in (self._changes, self._assignments, self._persons, self._suppressions_topic)
             }
             published: dict[tuple[str, int], tuple[int, int]] = {}
             self.state = self._rebuild(reader, committed, published)
@@ -202,34 +223,57 @@ class LinkStep(Step):
         merged_i = PERSON_READER.index("mergedInto")
         interned: dict[str, str] = {}
 
+        suppressions: set[str] = set()
+
         def in_state(msg: Message) -> bool:
+            """Whether the record is part of the state as of ``committed`` (a tombstone too)."""
             position = position_of(msg)
             if position is not None:
                 published[(msg.topic(), msg.partition())] = position  # type: ignore[index]
-            return msg.value() is not None and (position is None or position[0] < committed)
+            return position is None or position[0] < committed
 
         def take_change(msg: Message) -> None:
             in_state(msg)
 
         def take_assignment(msg: Message) -> None:
-            if in_state(msg):
-                row = ASSIGNMENT_READER.decode(msg.value())  # type: ignore[arg-type]
-                person = interned.setdefault(row[owner_i], row[owner_i])
-                assignments[row[ident_i]] = (person, row[first_i])
+            if not in_state(msg):
+                return
+            value = msg.value()
+            if value is None:  # an erased identifier
+                assignments.pop((msg.key() or b"").decode(), None)
+                return
+            row = ASSIGNMENT_READER.decode(value)
+            person = interned.setdefault(row[owner_i], row[owner_i])
+            assignments[row[ident_i]] = (person, row[first_i])
 
         def take_person(msg: Message) -> None:
+            if not in_state(msg):
+                return
+            value = msg.value()
+            if value is None:  # an erased person id
+                persons.pop((msg.key() or b"").decode(), None)
+                return
+            row = PERSON_READER.decode(value)
+            pid = interned.setdefault(row[pid_i], row[pid_i])
+            persons[pid] = PersonRecord(row[pfirst_i], row[merged_i])
+
+        def take_suppression(msg: Message) -> None:
             if in_state(msg):
-                row = PERSON_READER.decode(msg.value())  # type: ignore[arg-type]
-                pid = interned.setdefault(row[pid_i], row[pid_i])
-                persons[pid] = PersonRecord(row[pfirst_i], row[merged_i])
+                key = (msg.key() or b"").decode()
+                if msg.value() is None:
+                    suppressions.discard(key)
+                else:
+                    suppressions.add(key)
 
         for topic, take in (
             (self._persons, take_person),
             (self._assignments, take_assignment),
             (self._changes, take_change),
+            (self._suppressions_topic, take_suppression),
         ):
             start = [TopicPartition(topic, p, -2) for p in range(self._partitions[topic])]
             read_to_end(reader, start, take, _TIMEOUT_S)
+        self.suppressions = suppressions
         return LinkState.from_records(assignments, persons, self.rules)
 
     # -- linking ------------------------------------------------------------------------------------
@@ -242,7 +286,10 @@ class LinkStep(Step):
             offset: int = msg.offset()
             if offset < self._next_offset:
                 continue  # already handled (a fetch from before a seek)
-            self._link_one(out, state, offset, msg.value() or b"")
+            if _is_erasure(msg):
+                self._erase_one(out, state, offset, msg.value() or b"")
+            else:
+                self._link_one(out, state, offset, msg.value() or b"")
             last = offset
         if last >= 0:
             self._next_offset = last + 1
@@ -257,6 +304,9 @@ class LinkStep(Step):
         extracted = self._extractor.extract(values, tracking)
         if not extracted.identifiers:
             out.refused.append(Refused(self._links, 0, offset, value, invalid_reason(extracted.rejected)))
+            return
+        if self.suppressions and suppressed((i.key for i in extracted.identifiers), self.suppressions):
+            self.stats.suppressed += 1  # dropped, not refused: events.invalid would keep its data
             return
         view = EventView(row)
         result = state.apply(
@@ -286,7 +336,43 @@ class LinkStep(Step):
             else:
                 self.stats.rejections += 1
 
-    def _place_owned(self, out: Outputs, topic: str, value: bytes, key: str, offset: int, index: int) -> None:
+    def _erase_one(self, out: Outputs, state: LinkState, offset: int, value: bytes) -> None:
+        try:
+            request = ERASURE_REQUEST_CODEC.decode(value)
+        except SerializationError as exc:
+            out.refused.append(Refused(self._links, 0, offset, value, f"erasure request: {exc}"))
+            return
+        at_ms = _millis(request["at"])
+        result = state.erase(request["personId"], request["requestId"], at_ms, request["suppress"])
+        index = 0
+        for change in result.changes:
+            encoded = IDENTITY_CHANGE_CODEC.encode(change)
+            self._place_owned(out, self._changes, encoded, change["personId"], offset, index)
+            index += 1
+        for key in result.identifiers:
+            self._place_owned(out, self._assignments, None, key, offset, index)
+            index += 1
+        for pid in result.person_ids:
+            self._place_owned(out, self._persons, None, pid, offset, index)
+            index += 1
+        for key, kind in result.suppressions:
+            record = {"requestId": request["requestId"], "kind": kind, "at": at_ms}
+            encoded = PRIVACY_SUPPRESSION_CODEC.encode(record)
+            self._place_owned(out, self._suppressions_topic, encoded, key, offset, index)
+            self.suppressions.add(key)
+            index += 1
+        self.stats.erasures += 1
+        log.info(
+            "link writer: erasure %s: %d person ids, %d identifiers removed, %d suppressed",
+            request["requestId"],
+            len(result.person_ids),
+            len(result.identifiers),
+            len(result.suppressions),
+        )
+
+    def _place_owned(
+        self, out: Outputs, topic: str, value: bytes | None, key: str, offset: int, index: int
+    ) -> None:
         key_bytes = key.encode()
         partition = murmur2_partition(key_bytes, self._partitions[topic])
         if offset <= self._replay_until:
@@ -297,6 +383,17 @@ class LinkStep(Step):
         out.placed.append(
             (topic, key_bytes, value, partition, [(POSITION_HEADER, encode_position(offset, index))])
         )
+
+
+def _is_erasure(msg: Any) -> bool:
+    return any(name == RECORD_HEADER and value == ERASURE for name, value in msg.headers() or ())
+
+
+def _millis(at: Any) -> int:
+    """A timestamp-millis field as decoded (a datetime) or as an int."""
+    if isinstance(at, int):
+        return at
+    return int(at.timestamp() * 1000)
 
 
 class LinkWriter(StageRuntime):

@@ -110,8 +110,11 @@ class AssignmentReplica:
 
     def _apply(self, msg: Message) -> None:
         key, value = msg.key(), msg.value()
-        if key is None or value is None:
-            return  # assignments are never deleted; a tombstone carries nothing to learn
+        if key is None:
+            return
+        if value is None:  # an erased identifier (docs/privacy.md): an event carrying it goes to the link log
+            self.owners.pop(key.decode(), None)
+            return
         try:
             person: str = ASSIGNMENT_READER.decode(value)[self._person_index]
         except SerializationError as exc:

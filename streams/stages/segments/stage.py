@@ -29,6 +29,12 @@ keeps a pointer (merged person -> survivor, persisted in ``segments.state``), an
 ``merge_in`` keyed by the survivor, whose owner folds it in and re-evaluates (a merge can move the
 survivor into a segment). Later events still carrying the merged id are forwarded the same way.
 
+Erasure (docs/privacy.md): an ``erased`` identity change, keyed by each of the person's ids, makes the
+id's owner publish its exits (trigger ``erasure``, without contacts), tell the audience writer to forget
+it, forget the profile or merge pointer, and write a tombstone to ``segments.state``. Records for the id
+that arrive after it (events resolved before the resolvers learnt of the erasure, forwards) are dropped
+and counted for ``_ERASED_KEEP_S``.
+
 Timers: each profile knows its next deadline (window expiry, recency, days-since thresholds); they
 are checked every turn and an idle turn waits at most ``segments_timer_interval_s``, so windows expire
 within about that long of their deadline with no new event (invariant 5).
@@ -87,6 +93,9 @@ _FREEZE_EVERY_S = 0.1
 # A pause in the input this long ends the checkpoint early (see the module docstring). Steady traffic
 # arrives every send interval (tens of ms), so it does not trigger there.
 _IDLE_SAVE_S = 0.25
+# How long records for an erased person id are still dropped (in memory; a restart forgets it). Events
+# resolved before the resolvers applied the erasure arrive within seconds.
+_ERASED_KEEP_S = 3600.0
 
 
 def segment_stage_spec(settings: Settings) -> StageSpec:
@@ -129,6 +138,8 @@ class SegmentStats:
     recovered: int = 0  # profiles that took over changes published after their saved state
     audience_inputs: int = 0  # records sent to audiences.inputs
     definitions_applied: int = 0
+    erasures: int = 0  # person ids erased
+    dropped_erased: int = 0  # records for an erased person id, dropped
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -434,6 +445,9 @@ class SegmentStep(Step):
     ) -> None:
         decoded_person, event = decode_resolved(value)
         person = person or decoded_person
+        if person in self.store.erased:
+            self.stats.dropped_erased += 1
+            return
         target = self.merged_into.get(person)
         if target is not None:
             self._forward("event", target, now, from_person=person, event=value)
@@ -474,6 +488,9 @@ class SegmentStep(Step):
 
     def _on_forward(self, value: bytes, offset: int, now: int) -> None:
         kind, person, from_person, into_person, state, event = decode_forward(value)
+        if person in self.store.erased:
+            self.stats.dropped_erased += 1
+            return
         if kind == "merge_out":
             self._merge_out(person, into_person or person, now)
             return
@@ -505,14 +522,39 @@ class SegmentStep(Step):
                 self._timers.schedule(profile.due, person)
 
     def _on_identity_change(self, value: bytes, now: int) -> None:
-        kind, survivor, merged = decode_merge(value)
+        kind, survivor, merged, message_id = decode_merge(value)
+        if kind == "erased":
+            self._erase(survivor, now, message_id)
+            return
         if kind != "merged":
             return
         for person in merged:
             if person != survivor:
                 self._forward("merge_out", person, now, into_person=survivor)
 
+    def _erase(self, person: str, now: int, request_id: str) -> None:
+        store = self.store
+        profile = self.profiles.pop(person, None)
+        published = self._pending.pop(person, None) if self._pending else None
+        if profile is not None:
+            if published:
+                adopt(profile, published)  # erased while replaying: its exits follow what was published
+            profile.contacts.clear()  # the exits tell email tools who left, by person id only
+            changes = self.engine.erase(profile, now, request_id)
+            if changes:
+                self._publish(profile, changes, now)
+        store.merged_into.pop(person, None)
+        store.erase(person, time.monotonic() + _ERASED_KEEP_S)
+        out = self._outputs()
+        out.sends.append(self.activation.removed(person, now))
+        out.sends.append(store.changelog(person, now))  # a tombstone
+        self.stats.audience_inputs += 1
+        self.stats.erasures += 1
+
     def _merge_out(self, person: str, survivor: str, now: int) -> None:
+        if person in self.store.erased:
+            self.stats.dropped_erased += 1
+            return
         if person in self.merged_into or person == survivor:
             return  # replayed: already handed over
         profile = self.profiles.pop(person, None)
