@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 # Ann: web cookie (A), app device (B) merged into C (customer id, email, store loyalty card).
 A, B, C = "pid-ann-web", "pid-ann-app", "pid-ann-cust"
 DAN = "pid-dan"
+DAN_AT = "2026-01-06 11:00:00"
 ANN_KEYS = ["anonymous_id:web-a1", "device_id:dev-b", "customer_id:cust-42", "email:ann@shop.com",
             "loyalty_card:LC123"]  # fmt: skip
 ANN_HASH = sorted(audience_hashes(["email:ann@shop.com"]))[0]
@@ -84,8 +85,8 @@ INSERTS: list[tuple[str, str, list[tuple[Any, ...]]]] = [
         ("email:ann@shop.com", "email", "ann@shop.com", C, 3, "2026-01-06 10:00:00", "2026-01-06 10:00:00"),
         ("anonymous_id:web-a1", "anonymous_id", "web-a1", C, 4, "2026-01-05 09:00:00", "2026-01-06 10:00:00"),
         ("loyalty_card:LC123", "loyalty_card", "LC123", C, 5, "2026-01-06 15:00:00", "2026-01-06 15:00:00"),
-        ("customer_id:cust-99", "customer_id", "cust-99", DAN, 6, "2026-01-06 11:00:00", "2026-01-06 11:00:00"),
-        ("anonymous_id:web-d1", "anonymous_id", "web-d1", DAN, 6, "2026-01-06 11:00:00", "2026-01-06 11:00:00"),
+        ("customer_id:cust-99", "customer_id", "cust-99", DAN, 6, DAN_AT, DAN_AT),
+        ("anonymous_id:web-d1", "anonymous_id", "web-d1", DAN, 6, DAN_AT, DAN_AT),
     ]),
     ("person_aliases", "person_id, canonical_person_id, change_id, version", [
         (A, B, "m1", 1), (B, C, "m2", 2),
