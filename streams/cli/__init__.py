@@ -19,6 +19,7 @@ from streams.cli import (
     kpi,
     migrate,
     person,
+    person_erase,
     segments,
     topics,
     usecases,
@@ -48,6 +49,8 @@ main.add_command(importer.import_)
 main.add_command(demo.demo)
 main.add_command(bench.bench)
 main.add_command(person.person)
+person.person.add_command(person_erase.erase)
+person.person.add_command(person_erase.requests)
 main.add_command(kpi.kpi)
 main.add_command(api.api)
 main.add_command(segments.segments)

@@ -238,6 +238,23 @@ def count(sql: Sql, table: str, where: str) -> int:
     return int(sql.rows(f"SELECT count() FROM {table} WHERE {where}")[0][0])
 
 
+def _plan(sql: Sql, database: str, footprint: Footprint) -> list[tuple[str, str]]:
+    """(table, predicate) for every table that can hold the person, ``events`` first."""
+    plan: list[tuple[str, str]] = []
+    for table, columns in tables(sql, database).items():
+        where = predicate(table, columns, footprint)
+        if where:
+            plan.append((table, where))
+    plan.sort(key=lambda item: item[0] != "events")
+    return plan
+
+
+def plan(sql: Sql, database: str, footprint: Footprint) -> dict[str, int]:
+    """The rows :func:`delete` would delete, per table (a dry run)."""
+    counts = {table: count(sql, table, where) for table, where in _plan(sql, database, footprint)}
+    return {table: rows for table, rows in counts.items() if rows}
+
+
 def delete(
     sql: Sql,
     database: str,
@@ -247,15 +264,8 @@ def delete(
     """Delete the footprint's rows from every table; returns the rows deleted per table.
 
     ``events`` goes first and alone: its predicate reads ``event_persons``, which is deleted after."""
-    found = tables(sql, database)
-    plan: list[tuple[str, str]] = []
-    for table, columns in found.items():
-        where = predicate(table, columns, footprint)
-        if where:
-            plan.append((table, where))
-    plan.sort(key=lambda item: item[0] != "events")
     deleted: dict[str, int] = {}
-    for table, where in plan:
+    for table, where in _plan(sql, database, footprint):
         rows = count(sql, table, where)
         if not rows:
             continue
