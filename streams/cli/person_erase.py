@@ -48,14 +48,28 @@ def _render(receipt: dict[str, Any]) -> str:
 
 @click.command("erase")
 @click.argument("identifier")
-@click.option("--kind", default=None, metavar="KIND",
-              help="Identifier kind (email, phone, customer_id, ...), or 'person' for a person id. "
-              "Not needed for kind:value, person:ID, nor an email.")  # fmt: skip
+@click.option(
+    "--kind",
+    default=None,
+    metavar="KIND",
+    help="Identifier kind (email, phone, customer_id, ...), or 'person' for a person id. "
+    "Not needed for kind:value, person:ID, nor an email.",
+)
 @click.option("--yes", is_flag=True, help="Erase. Without it, show what would be erased and change nothing.")
-@click.option("--no-suppress", "no_suppress", is_flag=True,
-              help="Do not suppress the identifiers: later events carrying them create a new person.")  # fmt: skip
-@click.option("--timeout", "timeout_s", type=click.FloatRange(10, 86_400), default=600.0, show_default=True,
-              help="Give up (the request is logged failed) after this many seconds.")  # fmt: skip
+@click.option(
+    "--no-suppress",
+    "no_suppress",
+    is_flag=True,
+    help="Do not suppress the identifiers: later events carrying them create a new person.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(10, 86_400),
+    default=600.0,
+    show_default=True,
+    help="Give up (the request is logged failed) after this many seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the request and its receipt as JSON.")
 def erase(
     identifier: str, kind: str | None, yes: bool, no_suppress: bool, timeout_s: float, as_json: bool

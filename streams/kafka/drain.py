@@ -78,8 +78,7 @@ def wait_processed(
         pending = list(wanted)
         while True:
             committed = {
-                (tp.topic, tp.partition): max(tp.offset, 0)
-                for tp in offsets.committed(pending, _TIMEOUT_S)
+                (tp.topic, tp.partition): max(tp.offset, 0) for tp in offsets.committed(pending, _TIMEOUT_S)
             }
             left = []
             for tp in pending:

@@ -89,8 +89,7 @@ def _request(row: tuple[Any, ...]) -> Request:
 
 def find(rows: Rows, request_id: str) -> Request | None:
     found = rows(
-        f"SELECT {_COLUMNS} FROM privacy_requests WHERE request_id = {quote(request_id)} "
-        "GROUP BY request_id"
+        f"SELECT {_COLUMNS} FROM privacy_requests WHERE request_id = {quote(request_id)} GROUP BY request_id"
     )
     return _request(found[0]) if found else None
 
