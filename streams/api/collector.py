@@ -41,6 +41,7 @@ from streams.api.models import BatchRequest, CollectorAccepted, ErrorBody, Healt
 from streams.api.producer import AsyncProducer, OutRecord, ProduceError
 from streams.api.rate_limit import RateLimiter
 from streams.domain.events import EVENT_TYPES
+from streams.privacy.suppressions import SuppressionList
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -169,10 +170,14 @@ def create_app(settings: Settings) -> FastAPI:
         producer = AsyncProducer(settings)
         producer.start()
         app.state.producer = producer
+        suppressions = intake.suppressions = SuppressionList(settings)
+        suppressions.follow()
         try:
             yield
         finally:
             app.state.producer = None
+            intake.suppressions = None
+            await anyio.to_thread.run_sync(suppressions.close)
             await anyio.to_thread.run_sync(producer.close)
 
     app = FastAPI(
@@ -258,7 +263,8 @@ def create_app(settings: Settings) -> FastAPI:
                     check_origin(sender.source, origin)
                 admit(sender, 1)
                 record = intake.single(data, call_type, sender.source, received_at)
-                await send(request, [record])
+                if record is not None:
+                    await send(request, [record])
             except CollectorError as exc:
                 return await refuse(request, exc, sender, body, received_at)
             return Response(_ACCEPTED_ONE, media_type=_JSON)
@@ -341,7 +347,8 @@ def create_app(settings: Settings) -> FastAPI:
         producer: AsyncProducer | None = request.app.state.producer
         if producer is None or not producer.alive:
             return _json(503, {"status": "unavailable", "message": "the Kafka producer is not running"})
-        return _json(200, {"status": "ok", "replacements": producer.replacements})
+        dropped = intake.suppressions.dropped if intake.suppressions is not None else 0
+        return _json(200, {"status": "ok", "replacements": producer.replacements, "suppressed": dropped})
 
     @app.get("/ready", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
     async def ready(request: Request) -> Response:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from streams.api.json_tree import json_bytes, nesting_depth
 from streams.api.producer import OutRecord
 from streams.domain.events import EVENT_TYPES, Event, loads_json
+from streams.privacy.suppressions import SuppressionList
 from streams.settings import Settings, Source
 from streams.topics import INVALID_TOPIC
 from streams.wire.codecs import EVENT_CODEC, INVALID_CODEC, SerializationError
@@ -184,6 +185,8 @@ class Intake:
         self._senders = tuple(
             (_key_bytes(key), Sender(key, source)) for key, source in settings.sources.items()
         )
+        # Erased, suppressed identifiers (docs/privacy.md): a call carrying one is accepted and dropped.
+        self.suppressions: SuppressionList | None = None
 
     def authenticate(self, header_key: str | None, body: dict[str, Any] | None) -> Sender:
         """The sender of the write key (header first, then ``writeKey`` in the body), else 401.
@@ -213,9 +216,9 @@ class Intake:
 
     def single(
         self, payload: dict[str, Any], call_type: str, source: Source, received_at: datetime
-    ) -> OutRecord:
-        """The record for one call sent to ``/v1/<call_type>``; 400 naming the field when invalid (the
-        call then goes to ``events.invalid``, carried by the error)."""
+    ) -> OutRecord | None:
+        """The record for one call sent to ``/v1/<call_type>`` (None: suppressed, dropped); 400 naming
+        the field when invalid (the call then goes to ``events.invalid``, carried by the error)."""
         field: str | None
         code = "invalid_request"
         depth = nesting_depth(payload)
@@ -271,6 +274,8 @@ class Intake:
             outcome = self._batch_call(
                 index, item, shared_context, shared_sent_at, check_sizes, source, received_at
             )
+            if outcome is None:
+                continue  # suppressed: accepted and dropped
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
                 outcome = self._invalid_record(item, outcome, source, received_at)
@@ -297,8 +302,8 @@ class Intake:
         check_sizes: bool,
         source: Source,
         received_at: datetime,
-    ) -> OutRecord | Rejection:
-        """The channel record of one batch item, or why it is refused."""
+    ) -> OutRecord | Rejection | None:
+        """The channel record of one batch item, or why it is refused (None: suppressed, dropped)."""
         if not isinstance(item, dict):
             return Rejection(
                 index, None, f"batch[{index}]: expected a JSON object, got {type(item).__name__}"
@@ -336,7 +341,7 @@ class Intake:
 
     def _event_record(
         self, payload: dict[str, Any], call_type: str | None, source: Source, received_at: datetime
-    ) -> OutRecord:
+    ) -> OutRecord | None:
         if not payload.get("messageId"):
             # Segment assigns an id when the caller sends none; downstream dedup needs one.
             payload = {**payload, "messageId": str(uuid.uuid4())}
@@ -351,6 +356,8 @@ class Intake:
             call_type=call_type,
             correct_clock=True,
         )
+        if self.suppressions is not None and self.suppressions.blocks_event(event):
+            return None
         return OutRecord(
             topic=self._channel_topics[source.channel],
             key=event.partition_key(),

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.kafka.stage import Outputs, Refused
+from streams.privacy.suppressions import SuppressionList
 from streams.settings import CHANNELS, Settings
 from streams.sinks.events_table import (
     EVENT_COLUMNS,
@@ -77,6 +78,20 @@ class EventsSinkStep(TableSinkStep):
         super().__init__(settings, writer)
         self._decoder = EventDecoder()
         self._invalid_topic = settings.topic(INVALID_TOPIC.name)
+        # Events carrying an erased, suppressed identifier are dropped here (docs/privacy.md).
+        self.suppressions = SuppressionList(settings)
+
+    def start(self) -> None:
+        super().start()
+        self.suppressions.load()
+
+    def before_turn(self, out: Outputs) -> None:
+        super().before_turn(out)
+        self.suppressions.poll()
+
+    def close(self) -> None:
+        self.suppressions.close()
+        super().close()
 
     def new_batch(self) -> EventsBatch:
         return EventsBatch()
@@ -89,12 +104,15 @@ class EventsSinkStep(TableSinkStep):
         invalid_topic = self._invalid_topic
         decode = self._decoder.decode
         append = batch.events.append
+        suppressions = self.suppressions
         for msg in records:
             value = msg.value() or b""
             if msg.topic() == invalid_topic:
                 self._take_invalid(batch, value, msg.partition(), msg.offset())
                 continue
             try:
+                if suppressions.keys and suppressions.blocks_record(value):
+                    continue  # counted in suppressions.dropped
                 row = decode(value)
             except SerializationError as exc:
                 out.refused.append(Refused(msg.topic(), msg.partition(), msg.offset(), value, str(exc)))

@@ -105,11 +105,11 @@ class ProfileStore:
 
     def changelog(self, person: str, now: int) -> Send:
         """The ``segments.state`` record of ``person``: the profile, where it was merged, or a tombstone
-        (erased)."""
-        if person in self.erased and person not in self.profiles and person not in self.merged_into:
-            return self.changelog_topic, person.encode(), None
+        (erased: neither)."""
         target = self.merged_into.get(person)
         profile = None if target is not None else self.profiles.get(person)
+        if target is None and profile is None:  # erased (or never kept): nothing to restore
+            return self.changelog_topic, person.encode(), None
         return self.changelog_topic, person.encode(), encode_state(person, profile, target, now)
 
     def take_dirty(self) -> list[str]:

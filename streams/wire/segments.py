@@ -138,7 +138,9 @@ _CHANGE_HEADER = MAGIC + SEGMENT_CHANGE_CODEC.current.fingerprint
 _STATE_HEADER = MAGIC + SEGMENT_STATE_CODEC.current.fingerprint
 _NULL = b"\x00"
 _CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard", "advertisingId")
-_TRIGGERS = {name: avro_long(i) for i, name in enumerate(("event", "timer", "merge", "definition"))}
+_TRIGGERS = {
+    name: avro_long(i) for i, name in enumerate(("event", "timer", "merge", "definition", "erasure"))
+}
 _ENTERED, _EXITED = avro_long(0), avro_long(1)
 _STATE_FORMAT = avro_long(FORMAT)
 
