@@ -299,11 +299,12 @@ def prepare(
     request_id: str,
     max_events: int | None = None,
     now: datetime | None = None,
+    page: int = EVENTS_PAGE,
 ) -> Export:
     """Read everything but the events, which the export reads as it is written (:meth:`Export.chunks`).
 
     Raises :class:`PersonNotFound` when nobody has the identifier."""
-    access = SubjectAccess(client)
+    access = SubjectAccess(client, page)
     subject = access.subject(identifier)
     identifiers = access.identifiers(subject)
     rows = list(identifiers.rows)
