@@ -125,18 +125,18 @@ class SubjectAccess:
         ids = subject.person_ids
         return [
             self._table(
+                "person_aliases",
+                "person_aliases",
+                "person_id IN %(ids)s OR canonical_person_id IN %(ids)s",
+                "person_id, canonical_person_id",
+                ids,
+            ),
+            self._table(
                 "merges",
                 "identity_merges",
                 "person_id IN %(ids)s OR merged_person_id IN %(ids)s "
                 "OR hasAny(merged_person_ids, %(id_list)s)",
                 "at_ms, change_id",
-                ids,
-            ),
-            self._table(
-                "person_aliases",
-                "person_aliases",
-                "person_id IN %(ids)s OR canonical_person_id IN %(ids)s",
-                "person_id, canonical_person_id",
                 ids,
             ),
             self._table(
