@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from pathlib import Path
+from typing import NoReturn, TextIO
 
 import click
 
@@ -70,3 +73,99 @@ def show(identifier: str, kind: str | None, events: int, as_json: bool) -> None:
     finally:
         client.disconnect()
     click.echo(json.dumps(view.to_dict(), indent=2) if as_json else view.render())
+
+
+@person.command("export")
+@click.argument("identifier")
+@click.option("--kind", default=None, metavar="KIND", help="Identifier kind, as for person show.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the export to FILE (progress on stderr) instead of stdout.",
+)
+@click.option(
+    "--max-events",
+    type=click.IntRange(0),
+    default=None,
+    help="Export at most N events, the newest (default: all; the export says when it is cut).",
+)
+def export(identifier: str, kind: str | None, output: str | None, max_events: int | None) -> None:
+    """Export everything ClickHouse holds about the person owning IDENTIFIER (GDPR Art. 15) as JSON:
+    ids, identifiers, merges, rejected links, consent, segments, audiences, use-case exposures and
+    every event, newest first (docs/subject_access.md). The request is logged in privacy_requests
+    without personal data.
+
+    \b
+      omniseg person export ann@shop.com > ann.json
+      omniseg person export loyalty_card:LC123 --output ann.json
+
+    Exit codes: 0 exported, 1 no such person, 2 unusable identifier or output file, 3 ClickHouse
+    unreachable or failing (nothing is written to FILE then).
+    """
+    from streams.cli.errors import ServerDown, require_clickhouse
+    from streams.dev.stack import clickhouse_client
+    from streams.domain.identity import IdentityRules, IdentityRulesError
+    from streams.domain.person_view import IdentifierQueryError, parse_identifier
+    from streams.warehouse.persons import PersonNotFound
+    from streams.warehouse.subject_access import new_request_id, prepare, record_request
+
+    settings = get_settings()
+    try:
+        normaliser = IdentityRules.from_yaml(settings.identity_rules_path).normalisation.normaliser()
+        key = parse_identifier(identifier, kind, normaliser)
+    except (IdentifierQueryError, IdentityRulesError) as exc:
+        _fail(2, f"error: {exc}")
+    where = f"ClickHouse {settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
+    try:
+        require_clickhouse(settings)
+    except ServerDown as exc:
+        _fail(3, f"error: {exc.message}")
+    partial = Path(f"{output}.part") if output else None
+    try:
+        out: TextIO = partial.open("w", encoding="utf-8") if partial else sys.stdout
+    except OSError as exc:
+        _fail(2, f"error: cannot write {output}: {exc.strerror or exc}")
+    client = clickhouse_client(settings, settings.clickhouse_database)
+    found = None
+    try:
+        found = prepare(client, key, request_id=new_request_id(), max_events=max_events)
+        events = found.sections[-1]
+        shown = 0
+        for chunk in found.chunks():
+            out.write(chunk)
+            if partial and events.count >= shown + 10_000:
+                shown = events.count
+                click.echo(f"events {shown} of {found.events_total}", err=True)
+        out.flush()
+        record_request(client, found, "done")
+    except PersonNotFound as exc:
+        _discard(out, partial)
+        _fail(1, f"{exc} (in {where})")
+    except Exception as exc:  # server or connection errors: one line, and the request logged as failed
+        _discard(out, partial)
+        reason = (getattr(exc, "message", "") or str(exc) or type(exc).__name__).splitlines()[0]
+        if found is not None:
+            # Logged when ClickHouse still answers; the line below says what failed either way.
+            with contextlib.suppress(Exception):
+                record_request(client, found, "failed", f"export failed: {type(exc).__name__}")
+        _fail(3, f"error: export from {where} failed: {reason}")
+    finally:
+        client.disconnect()
+    if partial and output:
+        out.close()
+        partial.replace(output)
+        counts = ", ".join(f"{s.name} {s.count}" for s in found.sections)
+        click.echo(f"wrote {output} (request {found.request_id}): {counts}", err=True)
+
+
+def _discard(out: TextIO, partial: Path | None) -> None:
+    if partial is not None:
+        out.close()
+        partial.unlink(missing_ok=True)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
