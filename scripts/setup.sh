@@ -25,6 +25,18 @@ if [ ! -x /usr/bin/clickhouse ] && [ ! -x /usr/sbin/clickhouse-server ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server >/dev/null
 fi
 
+# nginx: the TLS proxy test runs deploy/tls/omniseg.conf.template in front of real servers.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { say "error: nginx is missing and I am not root; run: apt-get install nginx-light"; exit 1; }
+    SUDO=sudo
+  fi
+  say "installing nginx-light from Debian (the TLS proxy test; its service is not started)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   say "creating virtualenv .venv"
   "$PYTHON" -m venv .venv
