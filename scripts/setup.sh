@@ -32,9 +32,13 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     command -v sudo >/dev/null || { say "error: nginx is missing and I am not root; run: apt-get install nginx-light"; exit 1; }
     SUDO=sudo
   fi
-  say "installing nginx-light from Debian (the TLS proxy test; its service is not started)"
+  say "installing nginx-light from Debian (for the TLS proxy test, which runs its own nginx process)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
+  # The package's own service is not used; on a machine with systemd it would hold port 80.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
