@@ -25,6 +25,22 @@ if [ ! -x /usr/bin/clickhouse ] && [ ! -x /usr/sbin/clickhouse-server ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server >/dev/null
 fi
 
+# nginx: the TLS proxy test runs deploy/tls/omniseg.conf.template in front of real servers.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { say "error: nginx is missing and I am not root; run: apt-get install nginx-light"; exit 1; }
+    SUDO=sudo
+  fi
+  say "installing nginx-light from Debian (for the TLS proxy test, which runs its own nginx process)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
+  # The package's own service is not used; on a machine with systemd it would hold port 80.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   say "creating virtualenv .venv"
   "$PYTHON" -m venv .venv

@@ -42,6 +42,7 @@ from streams.api.producer import AsyncProducer, OutRecord, ProduceError
 from streams.api.rate_limit import RateLimiter
 from streams.domain.events import EVENT_TYPES
 from streams.privacy.suppressions import SuppressionList
+from streams.redaction import redact_access_logs
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def _docs(body_model: str, summary: str, description: str) -> dict[str, Any]:
 def create_app(settings: Settings) -> FastAPI:
     """The collector app; the Kafka producer starts with the app's lifespan and is flushed on shutdown."""
     intake = Intake(settings)
+    redact_access_logs()  # in case a deployment turns uvicorn's access log on
     needed_topics = sorted(
         {settings.channel_topic(source.channel) for source in settings.sources.values()}
         | {intake.invalid_topic}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streams.api.credentials import SecretTable
 from streams.api.json_tree import json_bytes, nesting_depth
 from streams.api.producer import OutRecord
 from streams.domain.events import EVENT_TYPES, Event, loads_json
@@ -182,17 +182,16 @@ class Intake:
         self._channel_topics = {
             source.channel: settings.channel_topic(source.channel) for source in settings.sources.values()
         }
-        self._senders = tuple(
-            (_key_bytes(key), Sender(key, source)) for key, source in settings.sources.items()
-        )
+        self._senders = SecretTable((key, Sender(key, source)) for key, source in settings.sources.items())
         # Erased, suppressed identifiers (docs/privacy.md): a call carrying one is accepted and dropped.
         self.suppressions: SuppressionList | None = None
 
     def authenticate(self, header_key: str | None, body: dict[str, Any] | None) -> Sender:
         """The sender of the write key (header first, then ``writeKey`` in the body), else 401.
 
-        The key is compared with every configured key in constant time, never looked up: write keys
-        are public in browsers, but how long an answer takes must not reveal how close a guess came.
+        The key is compared with every configured key in constant time, never looked up
+        (:class:`SecretTable`): write keys are public in browsers, but how long an answer takes must
+        not reveal how close a guess came.
         """
         key: Any = header_key
         if not key and body is not None:
@@ -204,12 +203,7 @@ class Intake:
                 "missing write key: send HTTP Basic auth with the write key as the username "
                 "(empty password), or 'writeKey' in the JSON body",
             )
-        matched: Sender | None = None
-        if isinstance(key, str):
-            candidate = _key_bytes(key)
-            for known, sender in self._senders:
-                if hmac.compare_digest(candidate, known):
-                    matched = sender
+        matched = self._senders.find(key) if isinstance(key, str) else None
         if matched is None:
             raise CollectorError(401, "unauthorized", "unknown write key; check the source's write key")
         return matched
@@ -418,11 +412,6 @@ def _category_into_properties(payload: dict[str, Any], category: Any) -> dict[st
     if isinstance(properties, dict) and "category" not in properties:
         return {**payload, "properties": {**properties, "category": category}}
     return payload
-
-
-def _key_bytes(key: str) -> bytes:
-    # compare_digest takes str only when it is ASCII; a key may be any text.
-    return key.encode()
 
 
 def _quoted(value: Any) -> str:

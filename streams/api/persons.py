@@ -12,7 +12,6 @@ whose parameters do not validate gets 422 with the first problem in one line.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -24,12 +23,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from streams.api.audiences import audiences_router
+from streams.api.credentials import SecretTable
 from streams.api.destinations import DestinationRegistry
 from streams.api.subject_access import subject_access_router
 from streams.api.usecases import usecases_router
 from streams.domain.identifiers import Normaliser
 from streams.domain.identity import IdentityRules
 from streams.domain.person_view import IdentifierQueryError, parse_identifier
+from streams.redaction import redact_access_logs
 from streams.settings import Settings
 from streams.warehouse.persons import PersonNotFound, PersonStore
 
@@ -74,7 +75,8 @@ def create_persons_app(
 ) -> FastAPI:
     """The FastAPI app. Identifiers are normalised with the identity rules of the settings; destinations
     come from ``settings.destinations_dir`` unless given."""
-    tokens = tuple(token.encode() for token in api_tokens(settings))
+    tokens = SecretTable((token, True) for token in api_tokens(settings))
+    redact_access_logs()  # a lookup's query string holds an identifier
     if normaliser is None:
         normaliser = IdentityRules.from_yaml(settings.identity_rules_path).normalisation.normaliser()
     make_client = client_factory or _client_factory(settings)
@@ -84,12 +86,9 @@ def create_persons_app(
 
     def authorised(request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode()
-        # compare_digest against every token: the time taken does not reveal which one is close.
-        matched = False
-        for known in tokens:
-            matched |= hmac.compare_digest(given, known)
-        if scheme.lower() != "bearer" or not given or not matched:
+        # Compared with every token in constant time: the time taken does not reveal which one is close.
+        matched = tokens.find(token.strip())
+        if scheme.lower() != "bearer" or matched is None:
             raise HTTPException(
                 status_code=401,
                 detail="missing or unknown bearer token (send Authorization: Bearer <token>)",
@@ -179,7 +178,9 @@ def create_persons_app(
 
     @app.exception_handler(ch_errors.ServerException)
     async def _server_error(_request: Request, exc: ch_errors.ServerException) -> JSONResponse:
-        log.error("read API: ClickHouse error: %s", exc)
+        # The server's message may quote the query, and a lookup's query holds the identifier.
+        log.error("read API: ClickHouse error (code %s)", exc.code)
+        log.debug("read API: ClickHouse error: %s", exc)
         return JSONResponse(
             status_code=500,
             content={"detail": f"ClickHouse error (code {exc.code}); were the migrations applied?"},

@@ -25,7 +25,9 @@ def _names_in(path: Path) -> set[str]:
     return set(re.findall(r"\bOMNISEG_([A-Z0-9_]+)\b", path.read_text()))
 
 
-@pytest.mark.parametrize("path", ["docker-compose.yml", "deploy/production.env.example"])
+@pytest.mark.parametrize(
+    "path", ["docker-compose.yml", "deploy/production.env.example", "deploy/omniseg.env"]
+)
 def test_production_files_use_only_real_setting_names(path: str) -> None:
     known = {name.upper() for name in Settings.model_fields} | {"ENV_FILE"}
     unknown = _names_in(ROOT / path) - known

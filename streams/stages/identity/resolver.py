@@ -34,6 +34,7 @@ from streams.kafka.hosting import GC_YOUNG_THRESHOLD
 from streams.kafka.reading import partitions_of, read_to_end
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Outputs, Refused, StageSpec, Step
+from streams.redaction import redact_identifier
 from streams.settings import CHANNELS, Settings
 from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_LINKS_TOPIC, RESOLVED_TOPIC
 from streams.wire.codecs import SerializationError
@@ -118,7 +119,7 @@ class AssignmentReplica:
         try:
             person: str = ASSIGNMENT_READER.decode(value)[self._person_index]
         except SerializationError as exc:
-            log.error("identity replica: skipping undecodable assignment %r: %s", key[:80], exc)
+            log.error("identity replica: skipping undecodable assignment %s: %s", redact_identifier(key), exc)
             return
         self.owners[key.decode()] = self._interned.setdefault(person, person)
 

@@ -184,7 +184,9 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
             try:
                 _wait_for("Ann's history, merged, in ClickHouse", ann_is_one_customer, worker)
             except AssertionError as exc:
-                seen = client.execute("SELECT identifier, person_id, version FROM identities ORDER BY version")
+                seen = client.execute(
+                    "SELECT identifier, person_id, version FROM identities ORDER BY version"
+                )
                 changes = client.execute("SELECT person_id, segment_id, change FROM segment_changes")
                 raise AssertionError(f"{exc}\nidentities: {seen}\nsegment changes: {changes}") from None
             footprint = warehouse.collect(sql, [owner(f"email:{ANN_EMAIL}") or ""])
