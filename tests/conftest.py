@@ -7,6 +7,10 @@ each other's data.
 from __future__ import annotations
 
 import os
+
+# Tests must never pick up a developer's .omniseg/omniseg.env: set before streams.settings is imported.
+os.environ.setdefault("OMNISEG_ENV_FILE", "/nonexistent/omniseg.env")
+
 import shutil
 import tempfile
 import uuid
@@ -21,9 +25,6 @@ from streams.dev import servers
 from streams.dev.process import ManagedProcess, free_port
 from streams.dev.stack import apply_migrations, create_topics
 from streams.settings import Settings
-
-# Tests must never pick up a developer's .omniseg/omniseg.env.
-os.environ.setdefault("OMNISEG_ENV_FILE", "/nonexistent/omniseg.env")
 
 
 @dataclass
