@@ -1,6 +1,7 @@
 """The read API: ``GET /v1/persons/lookup`` gives the single customer view of the person owning one
 identifier, ``GET /v1/persons/export`` everything held about that person (subject access,
-:mod:`streams.api.subject_access`), and ``/v1/destinations/...`` serves audiences to ad platforms
+:mod:`streams.api.subject_access`), ``POST /v1/persons/erase`` erases the person (:mod:`streams.api.erasure`),
+and ``/v1/destinations/...`` serves audiences to ad platforms
 (:mod:`streams.api.audiences`, with its own keys). Served by ``omniseg api serve``.
 
 Auth: ``Authorization: Bearer <token>`` with one of the comma-separated ``OMNISEG_API_TOKENS``; anything
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse
 from streams.api.audiences import audiences_router
 from streams.api.credentials import SecretTable
 from streams.api.destinations import DestinationRegistry
+from streams.api.erasure import erasure_router
 from streams.api.subject_access import subject_access_router
 from streams.api.usecases import usecases_router
 from streams.domain.identifiers import Normaliser
@@ -97,6 +99,7 @@ def create_persons_app(
 
     app.include_router(usecases_router(settings, make_client, authorised))
     app.include_router(subject_access_router(settings, make_client, authorised, normaliser))
+    app.include_router(erasure_router(settings, make_client, authorised, normaliser))
 
     @app.get("/v1/persons/lookup", dependencies=[Depends(authorised)])
     def lookup(

@@ -72,6 +72,10 @@ class ErasureRefused(ValueError):
     """The request cannot start (unknown person, one already in progress); nothing was changed."""
 
 
+class ErasureInProgress(ErasureRefused):
+    """An erasure of the same person is received or in progress."""
+
+
 class ErasureFailed(RuntimeError):
     """The erasure started but did not finish; the request is logged ``failed`` with this reason."""
 
@@ -151,7 +155,7 @@ class Erasure:
         """Log the request, or refuse when one for the same person is in progress."""
         active = privacy_requests.active_for(self.client.execute, "erasure", self._subject_hash)
         if active is not None:
-            raise ErasureRefused(
+            raise ErasureInProgress(
                 f"an erasure of this person is already in progress (request {active.request_id}, "
                 f"{active.status} since {active.requested_at:%Y-%m-%d %H:%M:%S} UTC)"
             )

@@ -27,8 +27,10 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from pydantic import SecretStr
 
 from streams.api.collector import create_app
+from streams.api.persons import create_persons_app
 from streams.api.server import ThreadedServer
 from streams.dev.process import free_port
 from streams.dev.stack import clickhouse_client
@@ -138,6 +140,45 @@ class AnnKeepsBrowsing:
             self._stop.wait(0.05)
 
 
+def _erase_dan_through_the_api(
+    settings: Settings, sql: warehouse.DriverSql, dan: str, worker: Worker
+) -> None:
+    """The API's erasure: bad input answered clearly and changing nothing, then Dan erased (202, 409 for a
+    second request meanwhile, the status until done)."""
+    token = "erasure-api-token-0001"
+    app = create_persons_app(settings.model_copy(update={"api_tokens": SecretStr(token)}))
+    dan_footprint = warehouse.collect(sql, [dan])
+    with ThreadedServer(app, free_port()) as api, httpx.Client(base_url=api.url, timeout=30) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert http.post("/v1/persons/erase", json={"identifier": "dan@shop.com"}).status_code == 401
+        bad = [
+            ({"identifier": "dan@shop.com", "person_id": dan}, 400),
+            ({}, 400),
+            ({"identifier": "not an email", "kind": "email"}, 400),
+            ({"identifier": "nobody@shop.com"}, 404),
+            ({"identifier": "dan@shop.com", "colour": "red"}, 422),
+        ]
+        for body, expected in bad:
+            answer = http.post("/v1/persons/erase", json=body, headers=auth)
+            assert answer.status_code == expected, (body, answer.text)
+            assert "\n" not in answer.json()["detail"]
+        assert warehouse.verify(sql, settings.clickhouse_database, dan_footprint), "bad input changed nothing"
+        started = http.post("/v1/persons/erase", json={"identifier": "dan@shop.com"}, headers=auth)
+        assert started.status_code == 202, started.text
+        again = http.post("/v1/persons/erase", json={"person_id": dan}, headers=auth)
+        assert again.status_code == 409 and "in progress" in again.json()["detail"]
+        status_url = started.json()["status_url"]
+        deadline = time.monotonic() + 300
+        state = http.get(status_url, headers=auth).json()
+        while state["status"] in ("received", "in_progress") and time.monotonic() < deadline:
+            time.sleep(1.0)
+            state = http.get(status_url, headers=auth).json()
+        assert state["status"] == "done", f"{state}\n{worker.tail()}"
+        assert state["receipt"]["clickhouse_rows_deleted"]["identities"] >= 2
+        assert http.get("/v1/privacy/requests/erasure-unknown", headers=auth).status_code == 404
+    assert warehouse.verify(sql, settings.clickhouse_database, dan_footprint) == {}
+
+
 def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -232,11 +273,16 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
         assert warehouse.verify(sql, settings.clickhouse_database, final) == {}
         assert live_records_naming(settings, final.person_ids | final.identifiers) == {}
         assert owner("email:dan@shop.com") == dan, "Dan is untouched"
+        assert (
+            client.execute("SELECT count() FROM event_persons WHERE person_id = %(p)s", {"p": dan})[0][0] == 2
+        )
 
         exits = [c for c in _changes(settings, ids) if c["trigger"] == "erasure"]
         assert {c["segmentId"] for c in exits} >= {"customers"}
         assert all(c["change"] == "exited" for c in exits)
         assert all(not any(c["contacts"].values()) for c in exits), "an erasure exit carries no contacts"
+
+        _erase_dan_through_the_api(settings, sql, dan, worker)
 
         status = client.execute(
             "SELECT argMax(status, revision), argMax(receipt, revision) FROM privacy_requests "
