@@ -111,6 +111,16 @@ def _changes(settings: Settings, person_ids: set[str]) -> list[dict[str, Any]]:
     return found
 
 
+def _cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=worker.env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
 class AnnKeepsBrowsing:
     """Posts events with Ann's cookie and email every 50 ms until stopped."""
 
@@ -240,15 +250,19 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
             dan = owner("email:dan@shop.com")
             assert dan is not None and dan not in footprint.person_ids
 
+            dry = _cli(worker, "person", "erase", "ann@shop.com")
+            assert dry.returncode == 0, dry.stderr
+            assert "would erase 1 person" in dry.stdout and "events:" in dry.stdout
+            assert "nothing changed" in dry.stdout
+            assert warehouse.verify(sql, settings.clickhouse_database, footprint), "a dry run changes nothing"
+            unknown = _cli(worker, "person", "erase", "nobody@shop.com", "--yes")
+            assert unknown.returncode == 1 and unknown.stderr.startswith("error: no person has")
+            assert len(unknown.stderr.strip().splitlines()) == 1
+
             with AnnKeepsBrowsing(collector.url, run) as load:
                 time.sleep(1.0)
-                command = ["person", "erase", " Ann@Shop.com ", "--yes", "--json", "--timeout", "300"]
-                erase = subprocess.run(
-                    [sys.executable, "-m", "streams.cli", *command],
-                    env=worker.env(),
-                    capture_output=True,
-                    text=True,
-                    timeout=400,
+                erase = _cli(
+                    worker, "person", "erase", " Ann@Shop.com ", "--yes", "--json", "--timeout", "300"
                 )
                 time.sleep(2.0)
             assert erase.returncode == 0, f"{erase.stderr}\n{worker.tail()}"
@@ -283,6 +297,8 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
         assert all(not any(c["contacts"].values()) for c in exits), "an erasure exit carries no contacts"
 
         _erase_dan_through_the_api(settings, sql, dan, worker)
+        listed = _cli(worker, "person", "requests")
+        assert listed.returncode == 0 and f"{answer['request_id']}  erasure  done" in listed.stdout
 
         status = client.execute(
             "SELECT argMax(status, revision), argMax(receipt, revision) FROM privacy_requests "
