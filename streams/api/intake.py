@@ -350,13 +350,10 @@ class Intake:
             call_type=call_type,
             correct_clock=True,
         )
-        if self.suppressions is not None and self.suppressions.blocks_event(event):
+        value = EVENT_CODEC.encode(event.to_avro())
+        if self.suppressions is not None and self.suppressions.blocks_record(value):
             return None
-        return OutRecord(
-            topic=self._channel_topics[source.channel],
-            key=event.partition_key(),
-            value=EVENT_CODEC.encode(event.to_avro()),
-        )
+        return OutRecord(topic=self._channel_topics[source.channel], key=event.partition_key(), value=value)
 
     def _invalid_record(
         self, item: Any, rejection: Rejection, source: Source, received_at: datetime

@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 # Identity-change records name the request in ``messageId``; their ``changeId`` is fixed per
@@ -27,6 +28,9 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Bounded: checked for every event once anything is suppressed, and identifiers repeat (a shopper's
+# cookie, email); the raw keys stay in this process's memory only.
+@lru_cache(maxsize=65_536)
 def suppression_key(identifier_key: str) -> str:
     """The key of a suppressed identifier on ``privacy.suppressions``."""
     return sha256_hex(identifier_key)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from streams.domain.events import Event
 from streams.domain.identity import IdentityRules
 from streams.domain.privacy import suppressed
 from streams.domain.resolution import FastExtractor
@@ -126,17 +126,17 @@ class SuppressionList:
             return True
         return False
 
-    def blocks_event(self, event: Event) -> bool:
-        """Whether ``event`` carries a suppressed identifier (counted in ``dropped``)."""
-        if not self.keys:
-            return False
-        return self.blocks_keys(i.key for i in self._rules_now().extract(event).identifiers)
-
     def blocks_record(self, value: bytes) -> bool:
         """The same for an Avro ``event`` record as it is on a channel topic."""
         if not self.keys:
             return False
+        return self.blocks_row(EVENT_DECODER.decode(value))
+
+    def blocks_row(self, row: tuple[Any, ...]) -> bool:
+        """The same for an event already decoded by ``streams.wire.row_decoder.EventDecoder``."""
+        if not self.keys:
+            return False
         if self._extractor is None:
             self._extractor = FastExtractor(self._rules_now())
-        values, tracking = raw_ids(EVENT_DECODER.decode(value))
+        values, tracking = raw_ids(row)
         return self.blocks_keys(i.key for i in self._extractor.extract(values, tracking).identifiers)

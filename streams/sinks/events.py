@@ -111,13 +111,13 @@ class EventsSinkStep(TableSinkStep):
                 self._take_invalid(batch, value, msg.partition(), msg.offset())
                 continue
             try:
-                if suppressions.keys and suppressions.blocks_record(value):
-                    continue  # counted in suppressions.dropped
                 row = decode(value)
             except SerializationError as exc:
                 out.refused.append(Refused(msg.topic(), msg.partition(), msg.offset(), value, str(exc)))
                 self.stats.rejected += 1
                 continue
+            if suppressions.keys and suppressions.blocks_row(row):
+                continue  # an erased identifier: dropped, counted in suppressions.dropped
             append(row, msg.partition(), msg.offset())
         self._pending += len(records)
 

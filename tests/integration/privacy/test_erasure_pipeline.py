@@ -34,6 +34,7 @@ from streams.api.persons import create_persons_app
 from streams.api.server import ThreadedServer
 from streams.dev.process import free_port
 from streams.dev.stack import clickhouse_client
+from streams.domain.audiences.hashing import AudienceIdKind, Platform, hash_identifier
 from streams.privacy.compacted import live_records_naming
 from streams.settings import Settings, Source
 from streams.stages.segments.definitions import apply_definitions
@@ -47,6 +48,16 @@ ROOT = Path(__file__).resolve().parents[3]
 KEYS = {"web": "wk_erasure_web_01", "app": "wk_erasure_app_01", "store": "wk_erasure_store_1"}
 SOURCES = {key: Source(name=f"erasure-{channel}", channel=channel) for channel, key in KEYS.items()}
 ANN_EMAIL = "ann@shop.com"
+DESTINATION = """
+id: ads
+kind: generic
+api_key_sha256: 1e2ba3ba5bb1f2334329ef1dfafcad64c846b7e392dc832e2a39b3b7b623b204
+identifiers: [email]
+consent: [advertising]
+audiences:
+  - segment: customers
+"""
+ANN_HASH = hash_identifier(Platform.GENERIC, AudienceIdKind.EMAIL, ANN_EMAIL)
 
 
 def _post(url: str, channel: str, calls: list[dict[str, Any]]) -> None:
@@ -59,7 +70,8 @@ def _ann_history(run: str) -> list[tuple[str, list[dict[str, Any]]]]:
         ("web", [
             {"type": "page", "messageId": f"{run}-1", "anonymousId": "web-ann", "name": "Home"},
             {"type": "identify", "messageId": f"{run}-2", "anonymousId": "web-ann",
-             "traits": {"email": " Ann@Shop.com ", "firstName": "Ann"}},
+             "traits": {"email": " Ann@Shop.com ", "firstName": "Ann"},
+             "context": {"consent": {"categoryPreferences": {"advertising": True}}}},
         ]),
         ("app", [
             {"type": "identify", "messageId": f"{run}-3", "userId": "cust-ann",
@@ -200,6 +212,9 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
         sources=SOURCES,
     )
     apply_definitions(settings, ROOT / "deploy" / "segments")
+    destinations = tmp_path / "destinations"
+    destinations.mkdir()
+    (destinations / "ads.yaml").write_text(DESTINATION)
     worker = Worker(
         settings, tmp_path / "worker.log", extra_env={"OMNISEG_AUDIENCES_GROUP": settings.audiences_group}
     )
@@ -208,6 +223,8 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
     run = f"er-{suffix}"
     try:
         worker.start()
+        applied = _cli(worker, "destinations", "apply", str(destinations))
+        assert applied.returncode == 0, applied.stderr
         with ThreadedServer(create_app(settings), free_port()) as collector:
             for channel, calls in _ann_history(run):
                 _post(collector.url, channel, calls)
@@ -230,7 +247,10 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
                     "AND change = 'entered' AND person_id IN %(ids)s",
                     {"ids": ids},
                 )[0][0]
-                return bool(entered) and owner("anonymous_id:web-ann") in ids
+                in_audience = client.execute(
+                    "SELECT count() FROM audience_members WHERE hash = %(h)s AND added = 1", {"h": ANN_HASH}
+                )[0][0]
+                return bool(entered and in_audience) and owner("anonymous_id:web-ann") in ids
 
             try:
                 _wait_for("Ann's history, merged, in ClickHouse", ann_is_one_customer, worker)
@@ -291,6 +311,10 @@ def test_erasure_of_a_merged_person_while_her_events_keep_arriving(
             client.execute("SELECT count() FROM event_persons WHERE person_id = %(p)s", {"p": dan})[0][0] == 2
         )
 
+        # The ad destination's next delta removes her; the removal stays for later pulls.
+        assert client.execute(
+            "SELECT added FROM audience_deltas WHERE hash = %(h)s ORDER BY kafka_offset", {"h": ANN_HASH}
+        ) == [(0,)]
         exits = [c for c in _changes(settings, ids) if c["trigger"] == "erasure"]
         assert {c["segmentId"] for c in exits} >= {"customers"}
         assert all(c["change"] == "exited" for c in exits)
