@@ -72,6 +72,7 @@ class Receipt:
     identifiers: int = 0
     rounds: int = 0
     steps: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds since the start)
+    skipped: set[str] = field(default_factory=set)  # stages not deployed (never committed an offset)
 
     def add_rows(self, counts: Mapping[str, int]) -> None:
         for table, count in counts.items():
@@ -87,5 +88,6 @@ class Receipt:
             "clickhouse_rows_deleted": dict(sorted(self.rows.items())),
             "kafka_records": dict(sorted(self.records.items())),
             "rounds": self.rounds,
+            "stages_not_deployed": sorted(self.skipped),
             "steps": [{"step": name, "at_s": round(at, 3)} for name, at in self.steps],
         }

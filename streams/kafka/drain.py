@@ -52,9 +52,12 @@ def wait_processed(
     timeout_s: float,
     what: str,
     progress: Callable[[str], None] = lambda _line: None,
-) -> None:
+) -> bool:
     """Return once ``group`` has processed every record of ``topics`` stamped before ``since_ms``;
-    raise :class:`NotDrained` after ``timeout_s`` (``what`` names the stage in the message)."""
+    raise :class:`NotDrained` after ``timeout_s`` (``what`` names the stage in the message).
+
+    Returns False, at once, when the group has never committed an offset on any of the topics: the
+    stage is not deployed (or has never had input), so there is nothing to wait for."""
     offsets = Consumer(consumer_config(settings, group, "omniseg-drain-offsets"))
     probe = Consumer(
         consumer_config(
@@ -76,6 +79,8 @@ def wait_processed(
         deadline = time.monotonic() + timeout_s
         reported = time.monotonic()
         pending = list(wanted)
+        if all(tp.offset < 0 for tp in offsets.committed(pending, _TIMEOUT_S)):
+            return False
         while True:
             committed = {
                 (tp.topic, tp.partition): max(tp.offset, 0) for tp in offsets.committed(pending, _TIMEOUT_S)
@@ -90,7 +95,7 @@ def wait_processed(
                 elif not _probe_at_end(probe, TopicPartition(tp.topic, tp.partition, at)):
                     left.append(tp)
             if not left:
-                return
+                return True
             pending = left
             now = time.monotonic()
             names = ", ".join(sorted({f"{tp.topic}[{tp.partition}]" for tp in left}))

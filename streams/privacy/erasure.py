@@ -237,7 +237,9 @@ class Erasure:
         for group, topics, what in waits:
             self._step(f"waiting for {what}")
             since = int(time.time() * 1000) - _SKEW_MS
-            wait_processed(settings, group, topics, since, self._left(), what, self.progress)
+            if not wait_processed(settings, group, topics, since, self._left(), what, self.progress):
+                self.progress(f"{what} (group {group}) has never committed an offset: not deployed, skipped")
+                self.receipt.skipped.add(what)
         return erased
 
     def _left(self) -> float:
