@@ -19,6 +19,7 @@ from streams.cli import (
     kpi,
     migrate,
     person,
+    retention,
     segments,
     topics,
     usecases,
@@ -56,3 +57,4 @@ main.add_command(compiled.compiled)
 main.add_command(destinations.destinations)
 main.add_command(audiences.audiences)
 main.add_command(usecases.usecases)
+main.add_command(retention.retention)
