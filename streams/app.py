@@ -57,7 +57,8 @@ def create_app(
         datadir=str(faust_dir / "{conf.name}-data"),
     )
     stages: list[tuple[str, StageFactory]] = []
-    if settings.sink_enabled if history_sink is None else history_sink:
+    sinks = settings.sink_enabled if history_sink is None else history_sink
+    if sinks:
         from streams.sinks.audiences import AudiencesSink
         from streams.sinks.events import HistorySink
         from streams.sinks.identity import IdentitySink
@@ -89,7 +90,7 @@ def create_app(
         app.service(StageService.for_stage(settings, name, factory, board))
     if settings.worker_metrics_port is not None:
         app.service(_metrics_service(settings, board))
-    if settings.events_retention_days > 0 and stages and stages[0][0] == "history-sink":
+    if settings.events_retention_days > 0 and sinks:  # the workers that write the raw tables
         app.service(_retention_service(settings))
     return app
 
