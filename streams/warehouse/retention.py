@@ -299,8 +299,12 @@ def apply(rows: Rows, execute: Execute, current: Plan, progress: Progress = lamb
             started.append(f"{state.table.name}: {command}")
             progress(f"{state.table.name}: {command}")
     elif current.enabled:
+        busy = {table for table, _, _ in running_mutations(rows)}
         for state in current.tables:
             if state.older == 0:
+                continue
+            if state.table.name in busy:  # an earlier delete is still at work; the next run looks again
+                progress(f"{state.table.name}: a mutation is still running; not starting another delete")
                 continue
             # Everything before the cutoff is folded: new_boundary >= cutoff (the invariant above).
             command = f"DELETE WHERE toDate({state.table.column}) < {_day_literal(current.cutoff)}"
