@@ -10,7 +10,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -64,8 +64,9 @@ class Warehouse:
     insert_rows: Callable[[str, list[tuple[Any, ...]]], Any] | None = None  # clickhouse-driver's block insert
 
     def at(self, days_ago: int, seconds: int) -> int:
-        midnight = datetime(self.today.year, self.today.month, self.today.day)
-        return int((midnight - timedelta(days=days_ago)).timestamp()) - _utc_offset() + seconds
+        # The servers here run in UTC, which decides their toDate() and today().
+        midnight = datetime(self.today.year, self.today.month, self.today.day, tzinfo=UTC)
+        return int((midnight - timedelta(days=days_ago)).timestamp()) + seconds
 
     def insert(self, head: str, values: list[tuple[Any, ...]]) -> None:
         if self.insert_rows is not None:  # clickhouse-driver waits for a data block after VALUES
@@ -84,10 +85,6 @@ class Warehouse:
 
     def count(self, table: str, where: str = "1") -> int:
         return int(self.rows(f"SELECT count() FROM {table} WHERE {where}")[0][0])
-
-
-def _utc_offset() -> int:
-    return 0  # both servers run in UTC here (server time zone decides toDate)
 
 
 def _text(value: Any) -> str:
