@@ -9,6 +9,7 @@ so the hot path stays quiet.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from pathlib import Path
@@ -56,7 +57,8 @@ def create_app(
         datadir=str(faust_dir / "{conf.name}-data"),
     )
     stages: list[tuple[str, StageFactory]] = []
-    if settings.sink_enabled if history_sink is None else history_sink:
+    sinks = settings.sink_enabled if history_sink is None else history_sink
+    if sinks:
         from streams.sinks.audiences import AudiencesSink
         from streams.sinks.events import HistorySink
         from streams.sinks.identity import IdentitySink
@@ -88,7 +90,45 @@ def create_app(
         app.service(StageService.for_stage(settings, name, factory, board))
     if settings.worker_metrics_port is not None:
         app.service(_metrics_service(settings, board))
+    if settings.events_retention_days > 0 and sinks:  # the workers that write the raw tables
+        app.service(_retention_service(settings))
     return app
+
+
+# The first retention run waits this long after the worker starts, so a restart loop does not start
+# a fold or a delete each time; then it runs every events_retention_interval_h.
+RETENTION_FIRST_RUN_S = 300.0
+# After a failed run (ClickHouse down, a fold that timed out), the next try comes this much sooner.
+RETENTION_RETRY_S = 900.0
+
+
+def _retention_service(settings: Settings, first_run_s: float = RETENTION_FIRST_RUN_S) -> type[Service]:
+    """Runs the raw-event retention (streams/warehouse/retention.py) on a schedule in the worker.
+
+    Every worker with the history sink hosts it: a run that finds nothing to do changes nothing, and a
+    fold or a delete run twice gives the same result, so several workers need no coordination."""
+    from streams.warehouse.retention import run_scheduled
+
+    interval_s = settings.events_retention_interval_h * 3600
+
+    class RetentionSchedule(Service):
+        """Folds the days past the retention, then deletes them (18.16) or keeps the TTL set."""
+
+        @Service.task
+        async def _schedule(self) -> None:
+            await self.sleep(first_run_s)
+            while not self.should_stop:
+                wait_s = interval_s
+                try:
+                    outcome = await asyncio.to_thread(run_scheduled, settings, log.info)
+                    if outcome is not None:
+                        log.info("retention: rollups hold every day before %s", outcome.boundary)
+                except Exception as exc:  # the worker's stages go on; the next run tries again
+                    log.warning("retention run failed (next try in %.0f s): %s", RETENTION_RETRY_S, exc)
+                    wait_s = min(interval_s, RETENTION_RETRY_S)
+                await self.sleep(wait_s)
+
+    return RetentionSchedule
 
 
 def _metrics_service(settings: Settings, board: StageBoard) -> type[Service]:

@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     # this much later at most; deltas are few, so short batches cost little).
     audiences_sink_flush_interval_s: float = Field(default=0.1, gt=0)
 
+    # Retention of raw events in ClickHouse (docs/retention.md): events, event_persons and invalid_events
+    # rows older than this many days go, after the lifetime KPIs' rollups took them in (0 keeps them
+    # forever). A worker with the history sink runs it every ``events_retention_interval_h`` hours.
+    events_retention_days: int = Field(default=0, ge=0, le=36500)
+    events_retention_interval_h: float = Field(default=24.0, gt=0)
+
     # Worker supervision (streams/kafka/hosting.py, streams/kafka/health.py). A stage with records
     # waiting and none handled for ``stage_stall_s`` (or without partitions while its group's offsets
     # stand still) rejoins its group; a stage that fails more than ``stage_restart_max`` times within

@@ -2,7 +2,7 @@
 --
 -- Customer lifetime value (historical) per segment: the current members of each segment and audience,
 -- and their net revenue over their whole history (orders minus returns, the one revenue definition,
--- every channel, events of ids merged into them included: events_by_person).
+-- every channel, events of ids merged into them included).
 --   members            persons currently in the segment (segment_membership_current; a suppression
 --                      audience, with one membership per product or category, counts each person once)
 --   buyers             members with at least one Order Completed
@@ -11,6 +11,8 @@
 --   avg_clv_per_buyer  total_clv / buyers
 -- The row segment_id = '(all persons)' is every person with a resolved event (anonymous visitors
 -- included). Per person: clv_top_persons.
+-- Reads person_history (0013): resolved events under their canonical person, each once, and the days
+-- whose raw events retention removed from their rollup (docs/retention.md).
 -- Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
     segment_id,
@@ -23,12 +25,12 @@ FROM
 (
     SELECT segment_id, person_id FROM segment_membership_current GROUP BY segment_id, person_id
     UNION ALL
-    SELECT '(all persons)' AS segment_id, person_id FROM events_by_person GROUP BY person_id
+    SELECT '(all persons)' AS segment_id, person_id FROM person_history GROUP BY person_id
 ) AS members
 ANY LEFT JOIN
 (
-    SELECT person_id, sum(revenue) AS p_clv, countIf(event = 'Order Completed') AS p_orders
-    FROM events_by_person
+    SELECT person_id, sum(revenue) AS p_clv, sum(orders) AS p_orders
+    FROM person_history
     GROUP BY person_id
 ) AS lifetime USING person_id
 GROUP BY segment_id

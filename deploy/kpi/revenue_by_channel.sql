@@ -6,7 +6,8 @@
 --   its revenue is + the value for Order Completed, - the value for Order Refunded and Product Returned,
 --   0 for every other event.
 -- The identity sink writes each resolved event's revenue to event_persons.revenue with that code, so
--- this query only sums it; FINAL counts every event once however often it was delivered or retried.
+-- this query only sums it. It reads person_history (0013): each event once however often it was
+-- delivered, and the days whose raw events retention removed from their rollup (docs/retention.md).
 --   orders          Order Completed events
 --   returns         Order Refunded and Product Returned events
 --   gross_revenue   the value of the orders
@@ -16,12 +17,22 @@
 -- invalid_events instead. Runs on ClickHouse 18.16 and current ClickHouse.
 SELECT
     channel,
-    countIf(event = 'Order Completed') AS orders,
-    countIf(event IN ('Order Refunded', 'Product Returned')) AS returns,
-    round(sumIf(revenue, event = 'Order Completed'), 2) AS gross_revenue,
-    round(-sumIf(revenue, event IN ('Order Refunded', 'Product Returned')), 2) AS returned_value,
-    round(sum(revenue), 2) AS net_revenue
-FROM event_persons
-FINAL
+    sum(day_orders) AS orders,
+    sum(day_returns) AS returns,
+    round(sum(day_order_value), 2) AS gross_revenue,
+    round(sum(day_returned_value), 2) AS returned_value,
+    round(sum(day_revenue), 2) AS net_revenue
+FROM
+(
+    -- New names for the columns that are summed: an alias equal to a column name replaces it everywhere.
+    SELECT
+        channel,
+        orders AS day_orders,
+        returns AS day_returns,
+        order_value AS day_order_value,
+        returned_value AS day_returned_value,
+        revenue AS day_revenue
+    FROM person_history
+)
 GROUP BY channel
 ORDER BY channel

@@ -20,6 +20,7 @@ from streams.cli import (
     migrate,
     person,
     person_erase,
+    retention,
     segments,
     topics,
     usecases,
@@ -59,3 +60,4 @@ main.add_command(compiled.compiled)
 main.add_command(destinations.destinations)
 main.add_command(audiences.audiences)
 main.add_command(usecases.usecases)
+main.add_command(retention.retention)

@@ -41,7 +41,8 @@ def worker(web_port: int | None, metrics_port: int | None, log_level: str) -> No
     OMNISEG_SINK_FLUSH_INTERVAL_S (0.5 s). Offsets are committed only after the insert succeeded. When
     ClickHouse is down, it retries with backoff up to OMNISEG_SINK_RETRY_MAX_BACKOFF_S and stops reading
     meanwhile. Consumer group: OMNISEG_SINK_GROUP. On SIGTERM it writes the pending batch, commits and
-    exits. Start several workers to share the partitions.
+    exits. Start several workers to share the partitions. With OMNISEG_EVENTS_RETENTION_DAYS above 0 it
+    also runs the retention of raw events once a day (docs/retention.md).
     """
     from faust import Worker
 

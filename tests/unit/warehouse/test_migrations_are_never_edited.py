@@ -19,6 +19,7 @@ APPLIED = {
     "0010_consent.sql": "d6273d8349b6852f",
     "0011_usecases.sql": "6b204134724496c8",
     "0012_privacy_requests.sql": "2aea3c31d7332fb6",
+    "0013_person_days.sql": "f0140840151d763a",
 }
 
 
