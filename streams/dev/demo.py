@@ -57,6 +57,7 @@ class DemoResult:
     seconds_to_land: float = 0.0
     live_events: int = 0
     worker_pid: int | None = None
+    started_at: float = field(default_factory=time.time)  # when sending began (epoch seconds)
 
 
 def run_demo(
@@ -443,7 +444,8 @@ def _post(
 
 def _wait_until_landed(settings: Settings, result: DemoResult, timeout_s: float, worker_log: Path) -> None:
     """Until ClickHouse holds every accepted event of this stream (its messageIds share a prefix), in the
-    history and, with identity resolution on, resolved (event_persons, which the KPIs read)."""
+    history and, with identity resolution on, resolved (event_persons, which the KPIs read), and the
+    calls the collector rejected (invalid_events, which the results print)."""
     client = clickhouse_client(settings, settings.clickhouse_database)
     query = "SELECT count() FROM events_dedup WHERE message_id LIKE %(prefix)s"
     if settings.identity_enabled:
@@ -456,7 +458,14 @@ def _wait_until_landed(settings: Settings, result: DemoResult, timeout_s: float,
         while True:
             landed = int(client.execute(query, {"prefix": f"{result.stream_id}-%"})[0][0])
             bar.update(min(landed, result.accepted) - bar.n)
-            if landed >= result.accepted:
+            refused = int(
+                client.execute(
+                    "SELECT count() FROM invalid_events WHERE stage = 'collector' AND position != '' "
+                    "AND received_at >= toDateTime(%(since)s)",
+                    {"since": int(result.started_at) - 1},
+                )[0][0]
+            )
+            if landed >= result.accepted and refused >= result.rejected:
                 break
             if time.monotonic() - started > timeout_s:
                 raise StackError(
