@@ -4,13 +4,17 @@ The stage thread writes a :class:`StageHealth` (plain assignments, read from any
 supervisor reads it every second and calls :func:`assess`, a pure function of the readings and the
 clock. The rules:
 
-- **starting**: not yet assigned partitions and not yet past one stall limit.
+- **starting**: not yet assigned partitions and not yet past one stall limit (or one group join,
+  ``join_s``, if that is longer).
 - **restoring**: assigned partitions whose state the step is still rebuilding (never judged stalled).
 - **waiting for ClickHouse**: the partitions are paused while a table write is retried; that is
   ClickHouse's fault, the stage recovers by itself when it answers.
 - **stalled**: records are waiting (lag) but none was handled for ``stall_s``; or the stage has no
   partitions while its group's committed offsets stood still for ``stall_s`` with records waiting (the
-  group lost its partitions). A stalled stage rejoins its group (the supervisor restarts it).
+  group lost its partitions). A stalled stage rejoins its group (the supervisor restarts it). Without
+  partitions the limit is at least ``join_s``, the longest a group join can take: a member that left
+  without saying so (a restart while the broker was away) holds the join up until its session times
+  out, and restarting sooner would only start the join again.
 - **stuck**: the loop has not turned for ``stall_s`` (blocked in a call that does not return). A thread
   cannot be interrupted, so the worker exits and its orchestrator starts it again.
 - **running** otherwise (``idle`` when nothing is waiting).
@@ -65,19 +69,20 @@ class Assessment:
         return self.status is Status.STUCK
 
 
-def assess(health: StageHealth, now: float, stall_s: float) -> Assessment:
+def assess(health: StageHealth, now: float, stall_s: float, join_s: float = 0.0) -> Assessment:
     """The stage's status by the rules of this module."""
     if not health.claiming and now - health.last_turn > stall_s:
         return Assessment(Status.STUCK, f"its loop has not turned for {now - health.last_turn:.0f}s")
     if health.assigned == 0:
         waiting = health.group_lag or 0
-        if waiting > 0 and now - health.started_at > stall_s and now - health.group_progress_at > stall_s:
+        limit = max(stall_s, join_s)
+        if waiting > 0 and now - health.started_at > limit and now - health.group_progress_at > limit:
             return Assessment(
                 Status.STALLED,
                 f"no partitions assigned and {waiting} records waiting for its group, whose offsets "
                 f"have not moved for {now - health.group_progress_at:.0f}s",
             )
-        return Assessment(Status.STARTING if now - health.started_at <= stall_s else Status.IDLE)
+        return Assessment(Status.STARTING if now - health.started_at <= limit else Status.IDLE)
     if health.claiming or not health.step_ready:
         return Assessment(Status.RESTORING)
     if health.paused:

@@ -76,6 +76,9 @@ class StageSupervisor:
         self.failure: str | None = None  # set when the supervisor gave up; ends the worker
         self.stage: StageRuntime | None = None
         self._health = StageHealth()
+        # The longest a group join can take: a member gone without leaving holds it up for a session
+        # timeout, and the join itself waits up to another (streams/kafka/health.py).
+        self._join_s = 2 * settings.kafka_session_timeout_ms / 1000 + 2.0
         self._assessment = Assessment(Status.STARTING)
         self._failures: deque[float] = deque()
         self._stop = threading.Event()
@@ -171,7 +174,7 @@ class StageSupervisor:
         stage = self.stage
         if stage is None or stage.health is not self._health or not self._thread.is_alive():
             return self._assessment  # between two runs
-        assessment = assess(self._health, now, self.settings.stage_stall_s)
+        assessment = assess(self._health, now, self.settings.stage_stall_s, self._join_s)
         if assessment.needs_restart and stage.restart_reason is None:
             log.error("stage %s is stalled (%s); it rejoins its group", self.name, assessment.reason)
             stage.restart(f"it was stalled: {assessment.reason}")

@@ -54,6 +54,16 @@ def test_no_partitions_while_the_group_stands_still_with_records_waiting_is_stal
     assert assess(running(assigned=0, group_lag=0), 100.0, STALL).status is Status.IDLE
 
 
+def test_without_partitions_the_limit_is_at_least_one_group_join() -> None:
+    # Past the stall limit but within a join: a restart would only start the join again.
+    health = running(assigned=0, lag=None, group_lag=30, started_at=88.0, group_progress_at=85.0)
+    assert assess(health, 100.0, STALL, join_s=14.0).status is Status.STARTING
+    assert assess(health, 103.0, STALL, join_s=14.0).status is Status.STALLED
+    # With partitions, the stall limit alone counts.
+    busy = running(lag=50, last_progress=88.0)
+    assert assess(busy, 100.0, STALL, join_s=14.0).status is Status.STALLED
+
+
 def test_a_new_stage_without_partitions_is_starting_for_one_stall_limit() -> None:
     health = running(assigned=0, lag=None, group_lag=30, started_at=95.0, group_progress_at=0.0)
     assert assess(health, 100.0, STALL).status is Status.STARTING
