@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     segments_timezone: str = "UTC"
     segments_hemisphere: Literal["north", "south"] = "north"
 
+    # Keyed state on local disk (docs/state.md). Empty: every stage keeps its state in memory and
+    # restores it from its changelog topic at start. A directory: each stage keeps it in RocksDB under
+    # it (one sub-directory per stage and group) with only a cache of hot entries in memory, and a
+    # restart on the same disk reads only the changelog records written since its last checkpoint.
+    state_dir: Path | None = None
+    # Profiles the segment stage keeps decoded in memory when state_dir is set.
+    segments_cache_profiles: int = Field(default=200_000, ge=1_000)
+    # Identifier -> person entries the resolver and the link writer keep in memory when state_dir is set.
+    identity_cache_identifiers: int = Field(default=1_000_000, ge=1_000)
+
     # Consent (streams/domain/consent.py): the purposes omniseg knows, the default of each for a person
     # who never stated it (absent: not granted, so advertising is opt-in), and consent-manager category
     # names read as a purpose (e.g. {"marketing": "email"}). JSON in the environment, e.g.
@@ -210,6 +220,11 @@ class Settings(BaseSettings):
     dev_clickhouse_port: int = 19000
     dev_clickhouse_http_port: int = 18123
     dev_ready_timeout_s: float = 60.0
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _no_state_dir_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("sources")
     @classmethod
