@@ -14,20 +14,30 @@ from typing import Any
 
 
 class Checkpoint:
-    """Offsets read and outputs outstanding; it is the delivery callback of each of its records."""
+    """Offsets read and outputs outstanding; it is the delivery callback of each of its records.
 
-    __slots__ = ("failed", "offsets", "outstanding", "write")
+    With ``tracked`` (a topic name), it also notes where its records of that topic landed: per
+    partition, the offset and timestamp of the last one acknowledged (``produced``)."""
 
-    def __init__(self, failed: list[tuple[Checkpoint, Any, Any]]) -> None:
+    __slots__ = ("failed", "offsets", "outstanding", "produced", "tracked", "write")
+
+    def __init__(self, failed: list[tuple[Checkpoint, Any, Any]], tracked: str | None = None) -> None:
         self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset read
         self.outstanding = 0
         self.failed = failed  # shared: (checkpoint, message, KafkaError) of records the broker refused
         self.write: Future[None] | None = None
+        self.tracked = tracked
+        self.produced: dict[int, tuple[int, int]] = {}  # partition -> (offset, timestamp ms)
 
     def __call__(self, err: Any, msg: Any) -> None:
         """librdkafka's delivery report."""
         if err is None:
             self.outstanding -= 1
+            if self.tracked is not None and msg.topic() == self.tracked:
+                partition, offset = msg.partition(), msg.offset()
+                last = self.produced.get(partition)
+                if last is None or offset > last[0]:
+                    self.produced[partition] = (offset, msg.timestamp()[1])
         else:  # still outstanding: produced again after a backoff, or the stage stops
             self.failed.append((self, msg, err))
 
@@ -38,11 +48,12 @@ class Checkpoint:
 class CheckpointQueue:
     """Closed checkpoints, oldest first, and the offsets they made committable."""
 
-    __slots__ = ("_committable", "_queue")
+    __slots__ = ("_committable", "_queue", "_settled")
 
     def __init__(self) -> None:
         self._queue: deque[Checkpoint] = deque()
         self._committable: dict[tuple[str, int], int] = {}
+        self._settled: list[Checkpoint] = []
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -63,8 +74,15 @@ class CheckpointQueue:
                 writes += 1
             queue.popleft()
             committable.update(checkpoint.offsets)
+            if checkpoint.tracked is not None:
+                self._settled.append(checkpoint)
             settled += 1
         return settled, writes
+
+    def take_settled(self) -> list[Checkpoint]:
+        """The settled checkpoints that track a topic, oldest first, since the last call."""
+        settled, self._settled = self._settled, []
+        return settled
 
     def take(self) -> dict[tuple[str, int], int]:
         """The last offset read per partition whose checkpoints are all done (then forgotten)."""

@@ -102,7 +102,7 @@ class StageRuntime:
             spec.name, settings.topic(INVALID_TOPIC.name), retry=spec.retry_failed_sends, stop=self._stop
         )
         self._failed = self._outbox.failed
-        self._current = Checkpoint(self._failed)
+        self._current = Checkpoint(self._failed, self.spec.track_produced)
         self._sealing: Checkpoint | None = None  # a checkpoint still writing its outputs
         self._inflight = CheckpointQueue()
         self._next_commit = 0.0
@@ -299,7 +299,7 @@ class StageRuntime:
         checkpoint = self._current
         if len(out):
             self._send(out, checkpoint)
-        self._current = Checkpoint(self._failed)
+        self._current = Checkpoint(self._failed, self.spec.track_produced)
         if write is not None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.spec.name}-writer")
@@ -332,6 +332,9 @@ class StageRuntime:
         settled, writes = self._inflight.settle()
         if settled:
             self._outbox.acknowledged()
+            if self.spec.track_produced is not None:
+                for checkpoint in self._inflight.take_settled():
+                    self.step.settled(checkpoint.produced)
         if writes:
             self._resume()  # a table write finished: read on
         if time.monotonic() >= self._next_commit:
@@ -435,7 +438,7 @@ class StageRuntime:
     def _transaction(self, records: list[Message]) -> None:
         producer, consumer, out = self.producer, self.consumer, self._out
         assert producer is not None and consumer is not None
-        offsets, self._current = self._current.offsets, Checkpoint(self._failed)
+        offsets, self._current = self._current.offsets, Checkpoint(self._failed, self.spec.track_produced)
         try:
             producer.begin_transaction()
             self.step.process(records, out)
@@ -445,7 +448,7 @@ class StageRuntime:
             out.clear()
             self._failed_transaction(exc)
             return
-        self._current = Checkpoint(self._failed)
+        self._current = Checkpoint(self._failed, self.spec.track_produced)
         owned = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items() if (t, p) in self._assigned]
         if owned:
             consumer.commit(offsets=owned, asynchronous=False)

@@ -141,6 +141,10 @@ class StageSpec:
     transactional: bool = False
     # Young-generation GC threshold for the stage's process (docs/decisions/0005-gc-and-long-lived-state.md).
     gc_young_threshold: int = 10_000
+    # A topic whose records' offsets each checkpoint notes; the step hears of them once the checkpoint
+    # is acknowledged (``Step.settled``): a local store written only then never runs ahead of its
+    # changelog.
+    track_produced: str | None = None
 
 
 class Claim(Protocol):
@@ -217,6 +221,12 @@ class Step:
 
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions were revoked after their checkpoint was committed: drop their state."""
+
+    def settled(self, produced: dict[int, tuple[int, int]]) -> None:
+        """The oldest checkpoint not yet settled is acknowledged, every output of it and of each earlier
+        one (called in checkpoint order, once per :meth:`checkpoint` call, only when the spec sets
+        ``track_produced``); ``produced``: per partition of that topic, the offset and timestamp of
+        its last record in this checkpoint."""
 
     def failed_transaction(self) -> None:
         """A transactional turn failed: its outputs may be visible but its offsets are not committed."""

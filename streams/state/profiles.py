@@ -2,10 +2,20 @@
 
 A worker owns the persons of the partitions it is assigned (the person-keyed topics are
 co-partitioned: same partition count, range assignor; docs/decisions/0010-co-partitioned-by-person.md).
-Their profiles live in memory and are written, whole, to the compacted ``segments.state`` (same
-partition number as the person's); a partition that is assigned is restored from it before any of its
-records are processed. A merged person's record says where it went instead of holding a profile; an
-erased person's record is a tombstone (its earlier records no longer count).
+Their profiles are written, whole, to the compacted ``segments.state`` (same partition number as the
+person's); a partition that is assigned is restored from it before any of its records are processed.
+A merged person's record says where it went instead of holding a profile; an erased person's record
+is a tombstone (its earlier records no longer count).
+
+Two homes for the profiles (docs/state.md):
+
+- in memory (``state_dir`` unset): a dict; a restore reads the whole changelog partition;
+- on local disk (``state_dir`` set): RocksDB with a bounded cache of decoded profiles
+  (:mod:`streams.state.profile_table`). A record goes to the store once the checkpoint that produced
+  it is acknowledged (:meth:`ProfileStore.settled`), with the changelog position it reached, so a
+  restore on the same disk reads only the records after that position, after checking that the
+  changelog still has the record just before it (else, and when the position is older than
+  ``_TRUST_POSITION_MS``, it reads the partition in full).
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams.domain.segments.profile import Profile
@@ -25,6 +36,18 @@ from streams.kafka.partitioner import murmur2_partition
 from streams.kafka.reading import partitions_of, read_to_end
 from streams.kafka.stage import Send
 from streams.settings import Settings
+from streams.state.profile_table import (
+    POINTER,
+    POSITION,
+    PROFILE,
+    DiskProfiles,
+    Position,
+    Unsaved,
+    partition_range,
+    put_record,
+)
+from streams.state.rocks import Rdict, batch, open_store, store_path
+from streams.state.timers import DiskTimers, Timers
 from streams.wire.codecs import SEGMENT_CHANGE_CODEC, SerializationError
 from streams.wire.segments import decode_state, encode_state
 
@@ -35,6 +58,17 @@ _TIMEOUT_S = 60.0
 # restore: a checkpoint's states are written over several turns after its changes, and producer
 # clocks differ a little.
 _PUBLISHED_MARGIN_MS = 60_000
+# A store position older than this is not trusted: a compacted changelog drops a tombstone (an erased
+# person) some time after Kafka's delete.retention.ms (24 h by default), and a store that missed it
+# would keep the person. Half of that default.
+_TRUST_POSITION_MS = 12 * 3600 * 1000
+# Records applied to the store per write batch during a restore.
+_RESTORE_BATCH = 5_000
+_READS_KEY = b"r"
+
+
+class _Diverged(Exception):
+    """The changelog no longer has, at the store's position, the record the store saw there."""
 
 
 class ProfileStore:
@@ -44,15 +78,39 @@ class ProfileStore:
     def __init__(self, settings: Settings, changelog_topic: str) -> None:
         self.settings = settings
         self.changelog_topic = changelog_topic
-        self.profiles: dict[str, Profile] = {}
         self.merged_into: dict[str, str] = {}
         self.dirty: set[str] = set()
+        self.writing: set[str] = set()  # taken by take_dirty, state not yet produced
         # Erased person ids -> until when (monotonic seconds) records for them are dropped.
         self.erased: dict[str, float] = {}
         self.partitions = 0
         # Per restored partition: the newest timestamp of its state records (0: none).
         self.saved_at: dict[int, int] = {}
         self._restorer: Consumer | None = None
+        # What the last restore read: partitions read in full, and the persons whose records it
+        # applied in the others (on disk; in memory every partition is read in full).
+        self.restored_full: set[int] = set()
+        self.restored_persons: set[str] = set()
+        self.unsaved = Unsaved()
+        self._floors: list[int] = []  # the timers' floor at each checkpoint not yet settled
+        self.db: Rdict | None = None
+        self.profiles: dict[str, Profile] | DiskProfiles
+        self.timers: Timers | DiskTimers
+        if settings.state_dir is None:
+            self.profiles, self.timers = {}, Timers()
+        else:
+            self.db = open_store(store_path(settings.state_dir, "segments", settings.segments_group))
+            self.profiles = DiskProfiles(
+                self.db, self.partition, settings.segments_cache_profiles, self.unsaved, self._gone
+            )
+            self.timers = DiskTimers(self.db)
+
+    @property
+    def on_disk(self) -> bool:
+        return self.db is not None
+
+    def _gone(self, person: str) -> bool:
+        return person in self.merged_into or person in self.erased
 
     def open(self, keyed_topics: Iterable[str]) -> None:
         """Check that ``keyed_topics`` and the changelog are co-partitioned; prepare the restore reader."""
@@ -79,6 +137,10 @@ class ProfileStore:
         if self._restorer is not None:
             with contextlib.suppress(RuntimeError):
                 self._restorer.close()
+            self._restorer = None
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
     def profile(self, person: str) -> Profile:
         """The person's profile (a new one if this worker has none)."""
@@ -103,14 +165,16 @@ class ProfileStore:
                 del erased[old]
         erased[person] = until
 
-    def changelog(self, person: str, now: int) -> Send:
+    def changelog(self, person: str, now: int, sealing: bool = False) -> Send:
         """The ``segments.state`` record of ``person``: the profile, where it was merged, or a tombstone
-        (erased: neither)."""
+        (erased: neither). ``sealing``: it belongs to the checkpoint being written (not the current)."""
         target = self.merged_into.get(person)
         profile = None if target is not None else self.profiles.get(person)
-        if target is None and profile is None:  # erased (or never kept): nothing to restore
-            return self.changelog_topic, person.encode(), None
-        return self.changelog_topic, person.encode(), encode_state(person, profile, target, now)
+        value = None if target is None and profile is None else encode_state(person, profile, target, now)
+        if self.db is not None:
+            self.unsaved.add(person, value, sealing)
+            self.writing.discard(person)
+        return self.changelog_topic, person.encode(), value
 
     def take_dirty(self) -> list[str]:
         """The touched persons, emptied; in memory order, last first (written with ``pop()``).
@@ -119,13 +183,93 @@ class ProfileStore:
         more of them cached than hash order does; the sort is one short pause per write.
         """
         profiles = self.profiles
-        touched = sorted(self.dirty, key=lambda person: id(profiles.get(person)), reverse=True)
+        if isinstance(profiles, DiskProfiles):
+            touched = list(self.dirty)
+            self.writing.update(touched)
+        else:
+            touched = sorted(self.dirty, key=lambda person: id(profiles.get(person)), reverse=True)
         self.dirty.clear()
         return touched
 
+    # -- on disk: checkpoints, acknowledgements, the cache ------------------------------------------
+
+    def close_checkpoint(self) -> None:
+        """The current checkpoint ends (the stage's ``checkpoint``): its records, and those written
+        while it seals, wait for its acknowledgement."""
+        if self.db is not None:
+            self.unsaved.close()
+            self._floors.append(self.timers.floor if isinstance(self.timers, DiskTimers) else 0)
+
+    def settled(self, produced: dict[int, tuple[int, int]]) -> None:
+        """The oldest open checkpoint is acknowledged: its records go to the store, with the position
+        each changelog partition reached."""
+        db = self.db
+        if db is None:
+            return
+        records = self.unsaved.take_oldest()
+        floor = self._floors.pop(0) if self._floors else 0
+        wb = batch()
+        partition = self.partition
+        for person, value in records.items():
+            put_record(wb, partition(person), person, value)
+        now = int(time.time() * 1000)
+        for number, (offset, stamp) in produced.items():
+            wb.put(POSITION + number.to_bytes(2, "big"), Position(offset + 1, stamp, now).encode())
+        if isinstance(self.timers, DiskTimers) and floor:
+            self.timers.settle(floor, wb)
+        db.write(wb)
+
+    def pinned(self, person: str) -> bool:
+        return person in self.dirty or person in self.writing
+
+    def evict(self) -> int:
+        """Keep the cache within its size (on disk); returns the profiles dropped from memory."""
+        profiles = self.profiles
+        if isinstance(profiles, DiskProfiles) and len(profiles) > profiles.capacity:
+            return profiles.evict(self.pinned)
+        return 0
+
+    def all_profiles(self, numbers: set[int] | None = None) -> Iterator[Profile]:
+        """Every profile of partitions ``numbers`` (all owned ones: None), in memory or on disk."""
+        profiles = self.profiles
+        if isinstance(profiles, DiskProfiles):
+            wanted = set(profiles.owned) if numbers is None else numbers
+            yield from profiles.scan(wanted, 10_000, self.evict)
+            return
+        for person, profile in list(profiles.items()):
+            if numbers is None or self.partition(person) in numbers:
+                yield profile
+
+    def count(self) -> int:
+        """The profiles held: exact in memory, RocksDB's estimate on disk."""
+        profiles = self.profiles
+        return profiles.estimate() if isinstance(profiles, DiskProfiles) else len(profiles)
+
+    def reads_sent(self) -> frozenset[str] | None:
+        """The audience-read segments whose memberships the store's profiles were last sent for (on
+        disk; None: unknown, send them all)."""
+        raw = self.db.get(_READS_KEY) if self.db is not None else None
+        return frozenset(orjson.loads(raw)) if raw is not None else None
+
+    def remember_reads(self, segments: frozenset[str]) -> None:
+        if self.db is not None:
+            self.db.put(_READS_KEY, orjson.dumps(sorted(segments)))
+
     def restore(self, numbers: list[int]) -> int:
-        """Read the changelog partitions ``numbers`` from the beginning; returns the records read."""
+        """Restore the changelog partitions ``numbers``; returns the records read."""
+        self.restored_persons = set()
+        if isinstance(self.profiles, DiskProfiles):
+            self.profiles.owned.update(numbers)
+            self.restored_full = set()
+            return sum(self._restore_on_disk(number) for number in numbers)
+        self.restored_full = set(numbers)
+        return self._restore_in_memory(numbers)
+
+    def _restore_in_memory(self, numbers: list[int]) -> int:
+        """Read the changelog partitions ``numbers`` from the beginning into memory."""
         assert self._restorer is not None
+        assert isinstance(self.profiles, dict)
+        profiles = self.profiles
 
         saved_at = self.saved_at
         for number in numbers:
@@ -139,16 +283,16 @@ class ProfileStore:
                 saved_at[partition] = stamp
             if value is None:  # an erased person: forget what earlier records said
                 key = (msg.key() or b"").decode()
-                self.profiles.pop(key, None)
+                profiles.pop(key, None)
                 self.merged_into.pop(key, None)
                 return
             try:
                 person, merged_into, state = decode_state(value)
                 if merged_into is not None:
                     self.merged_into[person] = merged_into
-                    self.profiles.pop(person, None)
+                    profiles.pop(person, None)
                     return
-                self.profiles[person] = Profile.from_json(state)
+                profiles[person] = Profile.from_json(state)
             except (SerializationError, ValueError) as exc:
                 log.error("segments: unreadable state record %s/%s: %s", msg.partition(), msg.offset(), exc)
 
@@ -168,6 +312,102 @@ class ProfileStore:
         gc.collect()
         gc.freeze()  # the restored profiles are not garbage: keep them out of later GC passes
         return count
+
+    def _restore_on_disk(self, number: int) -> int:
+        """Bring the store's entries of changelog partition ``number`` up to its end: from the stored
+        position if the changelog still agrees with it, else from the beginning."""
+        db = self.db
+        assert db is not None
+        raw = db.get(POSITION + number.to_bytes(2, "big"))
+        position = Position.decode(raw) if raw is not None else None
+        if position is not None and int(time.time() * 1000) - position.written_at > _TRUST_POSITION_MS:
+            log.info("segments: the stored state of partition %d is too old to trust; reading it all", number)
+            position = None
+        if position is not None and position.offset > 0:
+            try:
+                return self._read_changelog(number, position)
+            except _Diverged as exc:
+                log.warning("segments: partition %d: %s; reading it all", number, exc)
+        for prefix in (PROFILE, POINTER):
+            db.delete_range(*partition_range(prefix, number))
+        for person in [p for p in self.merged_into if self.partition(p) == number]:
+            del self.merged_into[person]
+        self.restored_full.add(number)
+        return self._read_changelog(number, None)
+
+    def _read_changelog(self, number: int, position: Position | None) -> int:
+        """Apply the records of partition ``number`` after ``position`` (all: None) to the store."""
+        db, restorer, timers = self.db, self._restorer, self.timers
+        assert db is not None and restorer is not None
+        full = position is None
+        start = OFFSET_BEGINNING if position is None else position.offset - 1
+        last = (position.offset - 1, position.timestamp) if position is not None else (-1, 0)
+        checked = full
+        wb, pending = batch(), 0
+        persons = self.restored_persons
+
+        def apply(msg: Message) -> None:
+            nonlocal last, checked, wb, pending
+            offset: int = msg.offset()  # type: ignore[assignment]
+            stamp = msg.timestamp()[1]
+            if not checked:  # the record the store saw last must still be there
+                if position is not None and (offset != position.offset - 1 or stamp != position.timestamp):
+                    raise _Diverged(
+                        f"the changelog has no longer at offset {position.offset - 1} the record the "
+                        "store saw there (recreated or compacted)"
+                    )
+                checked = True
+                return
+            last = (offset, stamp)
+            value = msg.value()
+            person = (msg.key() or b"").decode()
+            put_record(wb, number, person, value)
+            pending += 1
+            if value is None:
+                self.merged_into.pop(person, None)
+            else:
+                try:
+                    _person, merged_into, state = decode_state(value)
+                except SerializationError as exc:
+                    log.error("segments: unreadable state record %s/%s: %s", number, offset, exc)
+                    return
+                if merged_into is not None:
+                    self.merged_into[person] = merged_into
+                else:
+                    self.merged_into.pop(person, None)
+                    due = orjson.loads(state).get("due") or 0
+                    if due:
+                        timers.schedule(due, person)
+                    if not full:
+                        persons.add(person)
+            if pending >= _RESTORE_BATCH:
+                db.write(wb)
+                wb, pending = batch(), 0
+
+        try:
+            count = read_to_end(
+                restorer, [TopicPartition(self.changelog_topic, number, start)], apply, _TIMEOUT_S
+            )
+        finally:
+            restorer.unassign()
+        if not checked:
+            raise _Diverged(f"the changelog ends before offset {start}, the store's position")
+        now = int(time.time() * 1000)
+        offset, stamp = last
+        if offset >= 0:
+            wb.put(POSITION + number.to_bytes(2, "big"), Position(offset + 1, stamp, now).encode())
+        db.write(wb)
+        self.saved_at[number] = stamp
+        # The partition's merge pointers stay in memory (a small share of persons; read on every record).
+        begin, end = partition_range(POINTER, number)
+        it = db.iter()
+        it.seek(begin)
+        while it.valid() and bytes(it.key()) < end:
+            person, merged_into, _state = decode_state(bytes(it.value()))
+            if merged_into is not None:
+                self.merged_into[person] = merged_into
+            it.next()
+        return count - (0 if full else 1)
 
     def published_since_saved(
         self, changes_topic: str, numbers: list[int], margin_ms: int = _PUBLISHED_MARGIN_MS
@@ -204,8 +444,13 @@ class ProfileStore:
         return newest(seen)
 
     def drop(self, numbers: set[int]) -> None:
-        """Forget the persons of partitions ``numbers`` (revoked; their state is on the changelog)."""
-        for person in [p for p in self.profiles if self.partition(p) in numbers]:
-            del self.profiles[person]
+        """Forget the persons of partitions ``numbers`` (revoked; their state is on the changelog, and
+        on disk it stays in the store for when they come back)."""
+        profiles = self.profiles
+        if isinstance(profiles, DiskProfiles):
+            profiles.drop(numbers)
+        else:
+            for person in [p for p in profiles if self.partition(p) in numbers]:
+                del profiles[person]
         for person in [p for p in self.merged_into if self.partition(p) in numbers]:
             del self.merged_into[person]

@@ -62,8 +62,8 @@ from streams.settings import Settings
 from streams.stages.segments.activation import ActivationFeed, facts, has_audience_identifiers
 from streams.stages.segments.audience_reads import AudienceReads
 from streams.stages.segments.definitions import DefinitionsFollower
+from streams.state.profile_table import DiskProfiles
 from streams.state.profiles import ProfileStore
-from streams.state.timers import Timers
 from streams.topics import (
     AUDIENCE_INPUTS_TOPIC,
     IDENTITY_CHANGES_TOPIC,
@@ -123,6 +123,8 @@ def segment_stage_spec(settings: Settings) -> StageSpec:
         retry_failed_sends=False,
         # Profiles are long-lived: full GC passes over them cost latency.
         gc_young_threshold=50_000,
+        # On disk, the store takes a checkpoint's states once they are acknowledged (where they landed).
+        track_produced=settings.topic(SEGMENT_STATE_TOPIC.name) if settings.state_dir is not None else None,
     )
 
 
@@ -171,7 +173,7 @@ class SegmentStep(Step):
         self.profiles = self.store.profiles
         self.merged_into = self.store.merged_into
         self._dirty = self.store.dirty
-        self._timers = Timers()
+        self._timers = self.store.timers
         self._to_write: list[str] = []  # the checkpoint being written, a slice per turn
         # Recovery (docs/decisions/0012): persons whose restored state is older than the changes their
         # partitions published -> those changes, until the replay of their partitions reached its end;
@@ -239,7 +241,8 @@ class SegmentStep(Step):
             self._covered = self._reads.usecases
             self._covering = covering(self._covered)
         if added:
-            self._send_held(added, self.profiles.values())
+            self._send_held(added, self.store.all_profiles())
+            self.store.remember_reads(self.activation.reads)
 
     def process(self, records: list[Any], out: Outputs) -> None:
         self._out = out
@@ -268,6 +271,7 @@ class SegmentStep(Step):
         self._fire_timers(self.now_ms())
         if self._to_write:  # at least as many states as events this turn: keeps pace
             self._write_slice(out, max(_STATES_PER_TURN, handled))
+        self.store.evict()
         if time.monotonic() >= self._next_freeze:
             self._freeze()
             self._next_freeze = time.monotonic() + _FREEZE_EVERY_S
@@ -288,6 +292,7 @@ class SegmentStep(Step):
         self._out = out
         if self._pending:
             self._evaluate_recovered(out)
+        self.store.close_checkpoint()
         self._to_write = self.store.take_dirty()
         self.sealing = bool(self._to_write)
         self._next_flush = time.monotonic() + self.settings.segments_state_flush_s
@@ -297,6 +302,9 @@ class SegmentStep(Step):
 
     def finish_sealing(self, out: Outputs) -> None:
         self._write_slice(out, len(self._to_write))
+
+    def settled(self, produced: dict[int, tuple[int, int]]) -> None:
+        self.store.settled(produced)
 
     def flush(self, out: Outputs) -> None:
         """Every touched profile's state, now (stop, revocation)."""
@@ -310,19 +318,15 @@ class SegmentStep(Step):
         if not numbers:
             return
         started = time.monotonic()
-        count = self.store.restore(numbers)
+        store = self.store
+        count = store.restore(numbers)
         self._await_published(numbers, partitions)
-        # What the writer was told of these persons before is unknown: their memberships of read
-        # segments go again (idempotent for the writer).
-        wanted = set(numbers)
-        self._send_held(
-            self.activation.reads,
-            (p for person, p in self.profiles.items() if self.store.partition(person) in wanted),
-        )
-        wanted = set(numbers)
-        for person, profile in self.profiles.items():
-            if profile.due and self.store.partition(person) in wanted:
-                self._timers.schedule(profile.due, person)
+        self._resend_held(set(numbers))
+        if not store.on_disk:  # on disk the timers are stored, and the restore scheduled its records'
+            wanted = set(numbers)
+            for person, profile in self.profiles.items():
+                if profile.due and store.partition(person) in wanted:
+                    self._timers.schedule(profile.due, person)
         # Timers that fell due meanwhile fire now; their changes go out with this turn's outputs.
         self._fire_timers(self.now_ms())
         log.info(
@@ -354,6 +358,28 @@ class SegmentStep(Step):
                 "take those changes over once the replay of their partitions is done",
                 behind,
             )
+
+    def _resend_held(self, numbers: set[int]) -> None:
+        """What the audience writer was told of the restored persons is unknown: their memberships of
+        read segments go again (idempotent for the writer). On disk, a profile the store already had
+        was acknowledged with its inputs, so only the records the restore read, and every profile for
+        read segments added since the store last sent them."""
+        store, reads = self.store, self.activation.reads
+        if not store.on_disk:
+            self._send_held(reads, store.all_profiles(numbers))
+            return
+        known = store.reads_sent()
+        added = reads if known is None else reads - known
+        if added:
+            self._send_held(added, store.all_profiles(numbers))
+        rest = reads - added
+        full = store.restored_full & numbers
+        if rest and full:
+            self._send_held(rest, store.all_profiles(full))
+        if rest and store.restored_persons:
+            found = (self.profiles.get(person) for person in store.restored_persons)
+            self._send_held(rest, (p for p in found if p is not None))
+        store.remember_reads(reads)
 
     def _send_held(self, segments: frozenset[str], profiles: Iterable[Profile]) -> None:
         """The memberships ``profiles`` hold of ``segments``, to the audience writer."""
@@ -416,7 +442,7 @@ class SegmentStep(Step):
         todo, changelog, sealing = self._to_write, self.store.changelog, out.sealing
         count = min(limit, len(todo))
         for _ in range(count):
-            sealing.append(changelog(todo.pop(), now))
+            sealing.append(changelog(todo.pop(), now, True))
         self.stats.state_writes += count
         if not todo:
             self.sealing = False
@@ -614,25 +640,25 @@ class SegmentStep(Step):
             else f"{sid} removed"
             for sid in sorted(changed)
         )
-        log.info(
-            "segments: definitions changed (%s); re-evaluating %d profiles", versions, len(self.profiles)
-        )
+        total = self.store.count()
+        log.info("segments: definitions changed (%s); re-evaluating %d profiles", versions, total)
         started = time.monotonic()
-        for index, profile in enumerate(self.profiles.values()):
+        index = 0
+        for index, profile in enumerate(self.store.all_profiles(), 1):
+            due = profile.due
             changes = self.engine.reevaluate(
                 profile, now, "definition", f"definitions changed: {versions}", changed
             )
             if changes:
                 self._publish(profile, changes, now)
+            if changes or profile.due != due:  # on disk, an unwritten change is lost when evicted
                 self._dirty.add(profile.person_id)
             if profile.due:
                 self._timers.schedule(profile.due, profile.person_id)
-            if index and index % 100_000 == 0:
-                log.info("segments: re-evaluated %d of %d profiles", index, len(self.profiles))
+            if index % 100_000 == 0:
+                log.info("segments: re-evaluated %d of about %d profiles", index, total)
         self.stats.definitions_applied += 1
-        log.info(
-            "segments: re-evaluated %d profiles in %.1fs", len(self.profiles), time.monotonic() - started
-        )
+        log.info("segments: re-evaluated %d profiles in %.1fs", index, time.monotonic() - started)
 
     def _publish(self, profile: Profile, changes: list[Change], now: int) -> None:
         if self._pending:
@@ -685,7 +711,7 @@ class SegmentStage(StageRuntime):
         return self.step.stats
 
     @property
-    def profiles(self) -> dict[str, Profile]:
+    def profiles(self) -> dict[str, Profile] | DiskProfiles:
         return self.step.profiles
 
     @property

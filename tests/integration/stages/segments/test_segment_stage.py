@@ -150,17 +150,20 @@ def stages() -> Iterator[Stages]:
     assert not running.failures, f"a segment stage crashed: {running.failures!r}"
 
 
+@pytest.mark.parametrize("home", ["memory", "disk"])
 def test_enter_expire_merge_redefine_and_restart(
     settings_factory: Callable[..., Settings],
     stages: Stages,
     tmp_path: Path,
     request: pytest.FixtureRequest,
+    home: str,
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     settings = settings_factory(
         segments_group=f"seg-{suffix}",
         segments_state_flush_s=0.5,
         segments_timer_interval_s=0.1,
+        state_dir=tmp_path / "state" if home == "disk" else None,
     )
     definitions = write_definitions(tmp_path / "segments", DEFINITIONS)
     apply_definitions(settings, definitions)
