@@ -65,6 +65,8 @@ _TRUST_POSITION_MS = 12 * 3600 * 1000
 # Records applied to the store per write batch during a restore.
 _RESTORE_BATCH = 5_000
 _READS_KEY = b"r"
+# How long the check of a stored position waits for the record before it (see _check_position).
+_CHECK_TIMEOUT_S = 10.0
 
 
 class _Diverged(Exception):
@@ -261,7 +263,7 @@ class ProfileStore:
         if isinstance(self.profiles, DiskProfiles):
             self.profiles.owned.update(numbers)
             self.restored_full = set()
-            return sum(self._restore_on_disk(number) for number in numbers)
+            return self._restore_on_disk(numbers)
         self.restored_full = set(numbers)
         return self._restore_in_memory(numbers)
 
@@ -313,27 +315,91 @@ class ProfileStore:
         gc.freeze()  # the restored profiles are not garbage: keep them out of later GC passes
         return count
 
-    def _restore_on_disk(self, number: int) -> int:
-        """Bring the store's entries of changelog partition ``number`` up to its end: from the stored
-        position if the changelog still agrees with it, else from the beginning."""
+    def _restore_on_disk(self, numbers: list[int]) -> int:
+        """Bring the store's entries of changelog partitions ``numbers`` up to their end: from the
+        stored position where the changelog still agrees with it, else from the beginning."""
         db = self.db
         assert db is not None
-        raw = db.get(POSITION + number.to_bytes(2, "big"))
-        position = Position.decode(raw) if raw is not None else None
-        if position is not None and int(time.time() * 1000) - position.written_at > _TRUST_POSITION_MS:
-            log.info("segments: the stored state of partition %d is too old to trust; reading it all", number)
-            position = None
-        if position is not None and position.offset > 0:
-            try:
-                return self._read_changelog(number, position)
-            except _Diverged as exc:
-                log.warning("segments: partition %d: %s; reading it all", number, exc)
+        now = int(time.time() * 1000)
+        positions: dict[int, Position] = {}
+        for number in numbers:
+            raw = db.get(POSITION + number.to_bytes(2, "big"))
+            position = Position.decode(raw) if raw is not None else None
+            if position is not None and now - position.written_at > _TRUST_POSITION_MS:
+                log.info(
+                    "segments: the stored state of partition %d is too old to trust; reading it all", number
+                )
+            elif position is not None and position.offset > 0:
+                positions[number] = position
+        for number, reason in self._check_positions(positions).items():
+            log.warning("segments: partition %d: %s; reading it all", number, reason)
+            del positions[number]
+        count = 0
+        for number in numbers:
+            position = positions.get(number)
+            if position is not None:
+                try:
+                    count += self._read_changelog(number, position)
+                    continue
+                except _Diverged as exc:  # changed since the check
+                    log.warning("segments: partition %d: %s; reading it all", number, exc)
+            self._wipe(number)
+            count += self._read_changelog(number, None)
+        return count
+
+    def _wipe(self, number: int) -> None:
+        """Forget the store's entries of partition ``number`` (it is read in full next)."""
+        assert self.db is not None
         for prefix in (PROFILE, POINTER):
-            db.delete_range(*partition_range(prefix, number))
+            self.db.delete_range(*partition_range(prefix, number))
         for person in [p for p in self.merged_into if self.partition(p) == number]:
             del self.merged_into[person]
         self.restored_full.add(number)
-        return self._read_changelog(number, None)
+
+    def _check_positions(self, positions: dict[int, Position]) -> dict[int, str]:
+        """The partitions whose changelog no longer holds, at ``offset - 1``, the record the store saw
+        there, with why. The consumer reports an offset out of range instead of moving to another: a
+        changelog shorter than the position has no record there (Kafka says so; Tansu answers
+        nothing, hence the short wait: a record that is there comes at once)."""
+        if not positions:
+            return {}
+        checker = Consumer(
+            consumer_config(
+                self.settings,
+                f"{self.settings.segments_group}.restore",  # assign only, never committed
+                "omniseg-segments-restore-check",
+                **{"enable.partition.eof": True, "auto.offset.reset": "error"},
+            )
+        )
+        topic = self.changelog_topic
+        waiting = dict(positions)
+        diverged: dict[int, str] = {}
+        try:
+            checker.assign([TopicPartition(topic, n, p.offset - 1) for n, p in positions.items()])
+            deadline = time.monotonic() + _CHECK_TIMEOUT_S
+            while waiting and time.monotonic() < deadline:
+                msg = checker.poll(0.2)
+                if msg is None:
+                    continue
+                number: int = msg.partition()  # type: ignore[assignment]
+                position = waiting.pop(number, None)
+                if position is None:
+                    continue
+                error, offset = msg.error(), position.offset - 1
+                if error is not None:
+                    diverged[number] = f"the changelog has no record at offset {offset} ({error.str()})"
+                elif msg.offset() != offset or msg.timestamp()[1] != position.timestamp:
+                    diverged[number] = (
+                        f"the changelog no longer has at offset {offset} the record the store saw there "
+                        "(recreated or compacted)"
+                    )
+        finally:
+            checker.close()
+        for number, position in waiting.items():
+            diverged[number] = (
+                f"the changelog gave nothing at offset {position.offset - 1} within {_CHECK_TIMEOUT_S:.0f}s"
+            )
+        return diverged
 
     def _read_changelog(self, number: int, position: Position | None) -> int:
         """Apply the records of partition ``number`` after ``position`` (all: None) to the store."""

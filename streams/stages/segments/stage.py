@@ -138,6 +138,7 @@ class SegmentStats:
     skipped_replays: int = 0
     state_writes: int = 0
     recovered: int = 0  # profiles that took over changes published after their saved state
+    restored_records: int = 0  # segments.state records read by restores
     audience_inputs: int = 0  # records sent to audiences.inputs
     definitions_applied: int = 0
     erasures: int = 0  # person ids erased
@@ -320,6 +321,7 @@ class SegmentStep(Step):
         started = time.monotonic()
         store = self.store
         count = store.restore(numbers)
+        self.stats.restored_records += count
         self._await_published(numbers, partitions)
         self._resend_held(set(numbers))
         if not store.on_disk:  # on disk the timers are stored, and the restore scheduled its records'
