@@ -49,6 +49,7 @@ log = logging.getLogger("streams.compiled")
 # steps. Each must compile with mypyc (strictly typed, no monkeypatching of its classes).
 MODULES: tuple[str, ...] = (
     "streams.domain.revenue",
+    "streams.kafka.partitioner",
     "streams.domain.segments.events",
     "streams.domain.segments.profile",
     "streams.domain.segments.changes",

@@ -335,3 +335,53 @@ def usecase_report(exposures: int, events: int, rounds: int, keep: bool) -> None
         get_settings(), exposures, events, rounds, keep=keep, report=lambda line: click.echo(line, err=True)
     )
     click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("profile-store")
+@click.option("--profiles", type=click.IntRange(min=10_000), default=10_000_000, show_default=True)
+@click.option(
+    "--cache",
+    type=click.IntRange(min=1_000),
+    default=330_000,
+    show_default=True,
+    help="Profiles kept decoded in memory (about 1 GB at 3 KB a profile).",
+)
+@click.option("--events", type=click.IntRange(min=10_000), default=1_000_000, show_default=True)
+@click.option(
+    "--hot",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="Share of events on hot persons.",
+)
+@click.option(
+    "--memory-profiles",
+    type=click.IntRange(min=0),
+    default=1_000_000,
+    show_default=True,
+    help="Also compare disk and memory side by side (ABBA) on this many profiles (0: skip).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/tmp/omniseg-profile-store-bench"),
+    show_default=True,
+)
+def profile_store(
+    profiles: int, cache: int, events: int, hot: float, memory_profiles: int, directory: Path
+) -> None:
+    """Segment profiles on disk (state_dir) against profiles in memory: RSS with PROFILES profiles and
+    a cache of CACHE, events/s, reopening time, expiry lateness outside the cache. No stack needed."""
+    from streams.bench.profile_store import run_profile_store_bench
+
+    result = run_profile_store_bench(
+        directory,
+        profiles,
+        cache,
+        events,
+        hot,
+        memory_profiles,
+        report=lambda line: click.echo(line, err=True),
+    )
+    click.echo(json.dumps(result, indent=2))

@@ -141,6 +141,7 @@ class ProfileStore:
                 self._restorer.close()
             self._restorer = None
         if self.db is not None:
+            self.db.flush()  # no write-ahead log: the memtables go to disk now (streams/state/rocks.py)
             self.db.close()
             self.db = None
 
