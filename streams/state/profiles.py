@@ -101,7 +101,11 @@ class ProfileStore:
         if settings.state_dir is None:
             self.profiles, self.timers = {}, Timers()
         else:
-            self.db = open_store(store_path(settings.state_dir, "segments", settings.segments_group))
+            path = store_path(settings.state_dir, "segments", settings.segments_group)
+            self.db = open_store(path)
+            log.info(
+                "segments: profiles on disk at %s, %d kept in memory", path, settings.segments_cache_profiles
+            )
             self.profiles = DiskProfiles(
                 self.db, self.partition, settings.segments_cache_profiles, self.unsaved, self._gone
             )

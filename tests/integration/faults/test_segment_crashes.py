@@ -32,9 +32,11 @@ DEFINITIONS = {
 PERSONS = 60
 
 
+@pytest.mark.parametrize("home", ["memory", "disk"])
 def test_workers_killed_in_turn_while_windows_expire_agree_with_a_fresh_evaluation(
-    fault_settings: Settings, worker_factory: Callable[..., Worker], tmp_path: Path
+    fault_settings: Settings, worker_factory: Callable[..., Worker], tmp_path: Path, home: str
 ) -> None:
+    """On disk, each worker keeps its store directory across its kill and restart (the same disk)."""
     settings = fault_settings
     apply_definitions(settings, write_definitions(tmp_path / "segments", DEFINITIONS))
     extra = {
@@ -45,7 +47,11 @@ def test_workers_killed_in_turn_while_windows_expire_agree_with_a_fresh_evaluati
         "OMNISEG_SEGMENTS_STATE_FLUSH_S": "20",
         "OMNISEG_STAGE_STALL_S": "45",
     }
-    workers = [worker_factory(settings, extra_env=extra) for _ in range(2)]
+    envs = [dict(extra) for _ in range(2)]
+    if home == "disk":
+        for index, env in enumerate(envs):
+            env["OMNISEG_STATE_DIR"] = str(tmp_path / f"state-{index}")
+    workers = [worker_factory(settings, extra_env=envs[index]) for index in range(2)]
     run = uuid.uuid4().hex[:6]
     persons = [f"p{run}-{n}" for n in range(PERSONS)]
     orders: Counter[str] = Counter()
@@ -76,7 +82,7 @@ def test_workers_killed_in_turn_while_windows_expire_agree_with_a_fresh_evaluati
         for index in (0, 1):  # each worker in turn: killed, started again
             workers[index].kill()
             time.sleep(4)
-            workers[index] = worker_factory(settings, extra_env=extra)
+            workers[index] = worker_factory(settings, extra_env=envs[index])
             time.sleep(8)
     finally:
         stop.set()
@@ -116,3 +122,5 @@ def test_workers_killed_in_turn_while_windows_expire_agree_with_a_fresh_evaluati
     for key, ids in by_key.items():
         seqs = sorted(ids.values())
         assert seqs == list(range(1, len(seqs) + 1)), f"{key}: seqs {seqs} are not consecutive"
+    if home == "disk":
+        assert all(any((tmp_path / f"state-{i}").rglob("CURRENT")) for i in (0, 1)), "no store on disk"
