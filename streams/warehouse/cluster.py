@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 LOCAL_SUFFIX = "_local"
 DEFAULT_ZOOKEEPER_PATH = "/clickhouse/tables/{shard}"
@@ -73,6 +74,26 @@ class ClusterSpec:
             f"CREATE TABLE IF NOT EXISTS {db}.{table} {self.on_cluster} AS {db}.{local_name(table)} "
             f"ENGINE = Distributed({self.name}, {db}, {local_name(table)})"
         )
+
+
+class _ClusterSettings(Protocol):
+    @property
+    def clickhouse_cluster(self) -> str: ...
+
+    @property
+    def clickhouse_database(self) -> str: ...
+
+    @property
+    def clickhouse_zookeeper_path(self) -> str: ...
+
+
+def cluster_spec(settings: _ClusterSettings) -> ClusterSpec | None:
+    """The cluster the settings name (``OMNISEG_CLICKHOUSE_CLUSTER``), or None for one plain server."""
+    if not settings.clickhouse_cluster:
+        return None
+    return ClusterSpec(
+        settings.clickhouse_cluster, settings.clickhouse_database, settings.clickhouse_zookeeper_path
+    )
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
