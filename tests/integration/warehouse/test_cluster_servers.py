@@ -3,7 +3,7 @@ two ClickHouse 18.16 servers (one shard of two replicas), each on its own free p
 
 :func:`running_cluster` starts all three and stops them by pid on exit, even after a failure. With
 ``zookeeper`` missing it fails with one clear line in CI, and skips with the reason elsewhere.
-The single test here checks the harness itself: both servers see the cluster and ZooKeeper.
+It holds no tests itself: test_cluster.py uses it.
 """
 
 from __future__ import annotations
@@ -186,15 +186,3 @@ def running_cluster() -> Iterator[Cluster]:
         for proc in reversed(procs):
             proc.stop()
         shutil.rmtree(state, ignore_errors=True)
-
-
-def test_both_replicas_see_the_cluster_and_zookeeper() -> None:
-    with running_cluster() as cluster:
-        for replica in cluster.replicas:
-            client = replica.client()
-            hosts = client.execute(
-                "SELECT count() FROM system.clusters WHERE cluster = %(c)s", {"c": cluster.name}
-            )
-            assert hosts == [(2,)]
-            assert client.execute("SELECT count() > 0 FROM system.zookeeper WHERE path = '/'") == [(1,)]
-            client.disconnect()
