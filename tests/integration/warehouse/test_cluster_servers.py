@@ -137,7 +137,12 @@ _CLUSTER_CONFIG = """<?xml version="1.0"?>
 
 
 def _clickhouse_node(
-    state: Path, name: str, tcp_port: int, http_port: int, interserver_port: int, zookeeper_port: int,
+    state: Path,
+    name: str,
+    tcp_port: int,
+    http_port: int,
+    interserver_port: int,
+    zookeeper_port: int,
     all_ports: list[int],
 ) -> ManagedProcess:
     node = state / name
@@ -173,9 +178,7 @@ def running_cluster() -> Iterator[Cluster]:
     procs: list[ManagedProcess] = [_zookeeper(state, zookeeper_port)]
     replicas = []
     for name, tcp_port in zip(names, tcp_ports, strict=True):
-        proc = _clickhouse_node(
-            state, name, tcp_port, free_port(), free_port(), zookeeper_port, tcp_ports
-        )
+        proc = _clickhouse_node(state, name, tcp_port, free_port(), free_port(), zookeeper_port, tcp_ports)
         procs.append(proc)
         replicas.append(Replica(name, tcp_port, proc))
     try:
