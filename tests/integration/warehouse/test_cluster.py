@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from streams.domain.events import Event
 from streams.dev.stack import apply_migrations
+from streams.domain.events import Event
 from streams.kafka.stage import Outputs
 from streams.settings import Settings
 from streams.sinks.events import EventsSinkStep

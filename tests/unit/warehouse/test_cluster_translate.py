@@ -93,8 +93,9 @@ def test_create_table_keeps_columns_keys_and_engine_arguments() -> None:
     )
     assert local == (
         "CREATE TABLE IF NOT EXISTS omniseg.t_local ON CLUSTER c1\n(\n    a String DEFAULT 'x(y',\n"
-        "    v UInt64\n)\nENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/omniseg/t_local', "
-        "'{replica}', v)\nPARTITION BY toYYYYMM(now())\nORDER BY (a, v)"
+        "    v UInt64\n)\nENGINE = ReplicatedReplacingMergeTree("
+        "'/clickhouse/tables/{shard}/omniseg/t_local', '{replica}', v)\n"
+        "PARTITION BY toYYYYMM(now())\nORDER BY (a, v)"
     )
     (plain, _) = translate("CREATE TABLE t (a String) ENGINE = MergeTree ORDER BY a", SPEC)
     assert (
@@ -118,7 +119,8 @@ def test_rename_moves_local_tables_and_rebuilds_fronts() -> None:
     assert translate("RENAME TABLE a TO a_old, a_new TO a", SPEC) == [
         "DROP TABLE IF EXISTS omniseg.a ON CLUSTER c1",
         "DROP TABLE IF EXISTS omniseg.a_new ON CLUSTER c1",
-        "RENAME TABLE omniseg.a_local TO omniseg.a_old_local, omniseg.a_new_local TO omniseg.a_local ON CLUSTER c1",
+        "RENAME TABLE omniseg.a_local TO omniseg.a_old_local, "
+        "omniseg.a_new_local TO omniseg.a_local ON CLUSTER c1",
         "CREATE TABLE IF NOT EXISTS omniseg.a_old ON CLUSTER c1 AS omniseg.a_old_local "
         "ENGINE = Distributed(c1, omniseg, a_old_local)",
         "CREATE TABLE IF NOT EXISTS omniseg.a ON CLUSTER c1 AS omniseg.a_local "
