@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything omniseg needs on a fresh Debian machine (Python 3.11, pip and apt only):
-# ClickHouse server from Debian (for the local stack), ZooKeeper (for the cluster tests), a virtualenv in .venv, and the pinned packages.
+# ClickHouse server from Debian (for the local stack), ZooKeeper (for the cluster tests), a virtualenv
+# in .venv, and the pinned packages.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
