@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,17 +173,35 @@ def _counts(cluster: Cluster, message_id: str) -> list[tuple[Any, ...]]:
     return out
 
 
+def _next_second() -> None:
+    """Return once the wall clock is in the next second."""
+    second = int(time.time())
+    while int(time.time()) == second:
+        time.sleep(0.01)
+
+
+def _step(settings: Settings) -> EventsSinkStep:
+    """The history sink's step; a failed insert raises at once instead of being retried for ever."""
+    step = EventsSinkStep(settings)
+    step.abandon = threading.Event()
+    step.abandon.set()
+    return step
+
+
 def test_a_retried_block_is_stored_once_on_both_replicas(migrated: Cluster) -> None:
     first, second = _settings(migrated, 0), _settings(migrated, 1)
     message_id = f"m-{uuid.uuid4()}"
-    step = EventsSinkStep(first)
+    step = _step(first)
     step.process([_event_record(first, message_id)], Outputs())
     write = step.checkpoint(Outputs())
     assert write is not None
     write()
+    # Each retry in a later second: a server-side now() would make it another block.
+    _next_second()
     write()  # the same block again on replica 1: a retry after a lost acknowledgement
     step.writer.close()
     step.writer = ClickHouseWriter(second)
+    _next_second()
     write()  # and once more through replica 2
     step.writer.close()
     assert _counts(migrated, message_id) == [(1, 1, 1), (1, 1, 1)]
@@ -193,9 +213,8 @@ def test_a_replayed_record_in_another_block_collapses_on_read(migrated: Cluster)
     settings = _settings(migrated, 0)
     message_id = f"m-{uuid.uuid4()}"
     for stamp in (1_700_000_000, 1_700_000_001):
-        step = EventsSinkStep(settings)
+        step = _step(settings)
         step.process([_event_record(settings, message_id)], Outputs())
-        batch = step._batch
-        step._insert(batch, stamp)  # type: ignore[arg-type]
+        step._insert(step._batch, stamp)
         step.writer.close()
     assert _counts(migrated, message_id) == [(2, 2, 1), (2, 2, 1)]

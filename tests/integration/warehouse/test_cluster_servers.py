@@ -77,7 +77,7 @@ def _zookeeper_ready(port: int) -> bool:
     except OSError:
         return False
     _length, _protocol, timeout_ms, session_id = struct.unpack(">iiiq", answer[:20])
-    return timeout_ms > 0 and session_id != 0
+    return bool(timeout_ms > 0 and session_id != 0)
 
 
 def _zookeeper(state: Path, port: int) -> ManagedProcess:
