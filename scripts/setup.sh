@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything omniseg needs on a fresh Debian machine (Python 3.11, pip and apt only):
-# ClickHouse server from Debian (for the local stack), a virtualenv in .venv, and the pinned packages.
+# ClickHouse server from Debian (for the local stack), ZooKeeper (for the cluster tests), a virtualenv
+# in .venv, and the pinned packages.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,23 @@ if [ ! -x /usr/bin/clickhouse ] && [ ! -x /usr/sbin/clickhouse-server ]; then
   $SUDO apt-get update -qq
   # The package's own service is not used (omniseg runs its own server process on its own ports).
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server >/dev/null
+fi
+
+# ZooKeeper (and the Java runtime it pulls in): the ClickHouse cluster tests run their own ZooKeeper
+# process beside two ClickHouse replicas (tests/integration/warehouse/test_cluster.py).
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { say "error: ZooKeeper is missing and I am not root; run: apt-get install zookeeper"; exit 1; }
+    SUDO=sudo
+  fi
+  say "installing zookeeper from Debian (for the ClickHouse cluster tests, which run their own ZooKeeper process)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq zookeeper >/dev/null
+  # The package's own service is not used; on a machine with systemd it would hold port 2181.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now zookeeper >/dev/null 2>&1 || true
+  fi
 fi
 
 # nginx: the TLS proxy test runs deploy/tls/omniseg.conf.template in front of real servers.

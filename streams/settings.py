@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     clickhouse_database: str = "omniseg"
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
+    # A ClickHouse cluster of one shard and several replicas (docs/clickhouse_cluster.md). With a
+    # cluster name from the servers' remote_servers, `omniseg migrate` creates every table as a
+    # replicated `<name>_local` table on every node ON CLUSTER with a Distributed table `<name>` in
+    # front, and the sinks insert into the `_local` table of the server they connect to. Empty: plain
+    # tables on one server. The replicated tables live under <zookeeper path>/<database>/<table>_local.
+    clickhouse_cluster: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    clickhouse_zookeeper_path: str = Field(default="/clickhouse/tables/{shard}", pattern=r"^/[^']*$")
 
     # Read API (``omniseg api serve``): person lookup. Tokens are comma-separated bearer tokens; with
     # none set, the API refuses to start.

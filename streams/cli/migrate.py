@@ -24,7 +24,10 @@ from streams.warehouse import migrations
     "use 'tmp' for a throwaway folder. Proves the migrations run on a modern ClickHouse.",
 )
 def migrate(list_only: bool, chdb_path: str | None) -> None:
-    """Apply every migration in deploy/clickhouse/ that the database lacks (OMNISEG_CLICKHOUSE_*)."""
+    """Apply every migration in deploy/clickhouse/ that the database lacks (OMNISEG_CLICKHOUSE_*).
+
+    With OMNISEG_CLICKHOUSE_CLUSTER set, every table is created on every node of that cluster as a
+    replicated table with a Distributed table in front (docs/clickhouse_cluster.md)."""
     settings = get_settings()
     try:
         if list_only:
@@ -33,14 +36,16 @@ def migrate(list_only: bool, chdb_path: str | None) -> None:
             return
         if chdb_path is not None:
             path = tempfile.mkdtemp(prefix="omniseg-chdb-") if chdb_path == "tmp" else chdb_path
+            # chDB is one in-process server: the plain tables, whatever OMNISEG_CLICKHOUSE_CLUSTER says.
             backend = migrations.ChdbBackend(path, settings.clickhouse_database)
             done = migrations.apply(backend, settings.clickhouse_database, progress=click.echo)
             click.echo(f"chDB at {path}: {len(done)} migrations applied")
             return
         require_clickhouse(settings)
         done = apply_migrations(settings, report=click.echo)
+        on = f" (cluster {settings.clickhouse_cluster})" if settings.clickhouse_cluster else ""
         click.echo(
-            f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}: "
+            f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}{on}: "
             f"{len(done)} migrations applied"
         )
     except ServerDown:

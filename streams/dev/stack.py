@@ -21,6 +21,7 @@ from streams.dev.process import ManagedProcess, StackError
 from streams.settings import CHANNELS, Settings
 from streams.topics import ALL_TOPICS
 from streams.warehouse import migrations
+from streams.warehouse.cluster import cluster_spec
 
 Report = Callable[[str], None]
 
@@ -203,7 +204,9 @@ def apply_migrations(settings: Settings, report: Report = print) -> list[migrati
     backend = migrations.ClickHouseBackend(
         lambda db: clickhouse_client(settings, db), settings.clickhouse_database
     )
-    return migrations.apply(backend, settings.clickhouse_database, progress=report)
+    return migrations.apply(
+        backend, settings.clickhouse_database, progress=report, cluster=cluster_spec(settings)
+    )
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> int:

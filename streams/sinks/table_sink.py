@@ -179,7 +179,9 @@ class TableSinkStep(Step):
         if not len(batch):
             return None
         self._failures_at_write = self.writer.failed_attempts
-        return lambda: self._insert(batch)
+        # One stamp per batch: a retried write of it is the same block (insert dedup on a cluster).
+        stamp = int(time.time())
+        return lambda: self._insert(batch, stamp)
 
     def flush(self, out: Outputs) -> None:
         """Nothing is held outside the batch; the runtime's checkpoint writes it."""
@@ -187,11 +189,13 @@ class TableSinkStep(Step):
     def stalled(self) -> bool:
         return self.writer.failed_attempts > self._failures_at_write
 
-    def _insert(self, batch: TableBatch) -> None:
+    def _insert(self, batch: TableBatch, stamp: int | None = None) -> None:
         """Writer thread: insert every table, retrying until it works or the runtime gives up."""
         written: dict[str, int] = {}
         for table, columns in batch.tables():
-            self.writer.insert(table, columns.names, columns.columns, len(columns), wait=self._sleep)
+            self.writer.insert(
+                table, columns.names, columns.columns, len(columns), wait=self._sleep, stamp=stamp
+            )
             written[table] = len(columns)
         rows = self.stats.rows
         for table, count in written.items():

@@ -4,6 +4,11 @@ Every migration must run on ClickHouse 18.16 (the local server) and on a current
 with chDB). The runner records what it applied, with a checksum, in ``schema_migrations``; editing a
 migration after it was applied is an error, not a silent drift. ``max_migration.txt`` names the newest
 number so that two branches adding the same number conflict in git.
+
+With a cluster (:class:`~streams.warehouse.cluster.ClusterSpec`), every statement runs in its
+``ON CLUSTER`` form (:func:`streams.warehouse.cluster.translate`): replicated ``_local`` tables on
+every node with Distributed tables in front, and ``schema_migrations`` replicated too, so every node
+knows what was applied.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from streams.warehouse import cluster as clustering
+from streams.warehouse.cluster import ClusterSpec
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "deploy" / "clickhouse"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -49,7 +57,7 @@ class Backend(Protocol):
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]: ...
 
-    def record(self, database: str, migration: Migration) -> None: ...
+    def record(self, database: str, migration: Migration, table: str = "schema_migrations") -> None: ...
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -80,25 +88,49 @@ def check_identifier(name: str) -> str:
     return name
 
 
+_SCHEMA_MIGRATIONS = (
+    "(version UInt32, name String, checksum String, applied_at DateTime DEFAULT now()) "
+    "ENGINE = MergeTree ORDER BY version"
+)
+
+
 def apply(
     backend: Backend,
     database: str,
     migrations: Sequence[Migration] | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
+    cluster: ClusterSpec | None = None,
 ) -> list[Migration]:
-    """Create ``database`` if needed and apply the migrations it lacks, in order. Returns those applied."""
+    """Create ``database`` if needed and apply the migrations it lacks, in order. Returns those applied.
+
+    With ``cluster``, every statement runs in its cluster form on every node (see the module doc)."""
     database = check_identifier(database)
     migrations = discover() if migrations is None else migrations
-    backend.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
-    backend.execute(
-        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
-        "(version UInt32, name String, checksum String, applied_at DateTime DEFAULT now()) "
-        "ENGINE = MergeTree ORDER BY version"
-    )
+    record_table = "schema_migrations"
+    if cluster is None:
+        backend.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        backend.execute(f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations {_SCHEMA_MIGRATIONS}")
+    else:
+        if cluster.database != database:
+            raise MigrationError(f"cluster spec is for {cluster.database}, not {database}")
+        shards = backend.rows(
+            f"SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = '{cluster.name}'"
+        )
+        try:
+            clustering.check_one_shard(int(shards[0][0]) if shards else 0, cluster.name)
+        except clustering.ClusterTranslationError as exc:
+            raise MigrationError(str(exc)) from exc
+        backend.execute(f"CREATE DATABASE IF NOT EXISTS {database} {cluster.on_cluster}")
+        create = f"CREATE TABLE IF NOT EXISTS schema_migrations {_SCHEMA_MIGRATIONS}"
+        for statement in clustering.translate(create, cluster):
+            backend.execute(statement)
+        record_table = clustering.local_name("schema_migrations")
+        # Read what this node's replica holds once it has every part the others wrote.
+        backend.execute(f"SYSTEM SYNC REPLICA {database}.{record_table}")
     applied = {
         int(version): (name, checksum)
         for version, name, checksum in backend.rows(
-            f"SELECT version, name, checksum FROM {database}.schema_migrations"
+            f"SELECT version, name, checksum FROM {database}.{record_table}"
         )
     }
     done: list[Migration] = []
@@ -111,15 +143,19 @@ def apply(
                     f"(checksum {checksum} -> {migration.checksum}); add a new migration instead"
                 )
             continue
-        progress(f"applying {migration.path.name} to {database}")
+        progress(
+            f"applying {migration.path.name} to {database}"
+            + (f" on cluster {cluster.name}" if cluster else "")
+        )
         for statement in migration.statements():
             try:
-                backend.execute(statement)
+                for step in [statement] if cluster is None else clustering.translate(statement, cluster):
+                    backend.execute(step)
             except Exception as exc:
                 raise MigrationError(
                     f"{migration.path.name} failed on {database}: {exc}\nstatement:\n{statement}"
                 ) from exc
-        backend.record(database, migration)
+        backend.record(database, migration, record_table)
         done.append(migration)
     return done
 
@@ -146,9 +182,9 @@ class ClickHouseBackend:
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return list(self._ensure().execute(sql))
 
-    def record(self, database: str, migration: Migration) -> None:
+    def record(self, database: str, migration: Migration, table: str = "schema_migrations") -> None:
         self._ensure().execute(
-            f"INSERT INTO {database}.schema_migrations (version, name, checksum) VALUES",
+            f"INSERT INTO {database}.{table} (version, name, checksum) VALUES",
             [(migration.version, migration.name, migration.checksum)],
         )
 
@@ -186,10 +222,10 @@ class ChdbBackend:
         text = result.bytes().decode()
         return [tuple(_unescape(cell) for cell in line.split("\t")) for line in text.splitlines() if line]
 
-    def record(self, database: str, migration: Migration) -> None:
+    def record(self, database: str, migration: Migration, table: str = "schema_migrations") -> None:
         # name and checksum are [a-z0-9_] by construction, so inlining them is safe.
         self.execute(
-            f"INSERT INTO {database}.schema_migrations (version, name, checksum) "
+            f"INSERT INTO {database}.{table} (version, name, checksum) "
             f"VALUES ({migration.version}, '{migration.name}', '{migration.checksum}')"
         )
 

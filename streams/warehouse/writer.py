@@ -3,6 +3,13 @@
 The caller blocks in :meth:`ClickHouseWriter.insert` until the rows are in, which is what makes the
 sink apply backpressure instead of buffering: it reads no more from Kafka while an insert is pending.
 Each failed attempt logs one line (no traceback); the first success after failures logs one more.
+
+On a cluster (``OMNISEG_CLICKHOUSE_CLUSTER``), rows go into the replicated ``<table>_local`` of the
+server the writer is connected to, and replication copies them to the other replicas. A replicated
+table drops a block identical to one it already holds (insert deduplication, shared by every replica
+through ZooKeeper), so a retried insert, on the same replica or another, stores the rows once. For the
+retry to be identical, columns that default to ``now()`` (``ingested_at``) are not left to the server:
+the writer fills them with the insert's ``stamp``, the same on every attempt.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from streams.settings import Settings
+from streams.warehouse.cluster import local_name
 
 log = logging.getLogger("streams.warehouse.writer")
 
@@ -68,6 +76,8 @@ class ClickHouseWriter:
         self._max_backoff_s = settings.sink_retry_max_backoff_s
         self._where = f"{settings.clickhouse_host}:{settings.clickhouse_port}/{settings.clickhouse_database}"
         self._client: Client | None = None
+        self._cluster = bool(settings.clickhouse_cluster)
+        self._now_columns: dict[str, tuple[str, ...]] = {}
         self.failed_attempts = 0
 
     def insert(
@@ -78,21 +88,30 @@ class ClickHouseWriter:
         rows: int,
         *,
         wait: Wait = _sleep,
+        stamp: int | None = None,
     ) -> None:
         """Insert the columns, retrying until it succeeds.
 
         ``wait(seconds)`` is called between attempts and may keep the caller alive meanwhile (the sink
         polls Kafka there so it keeps its group membership); it returns False to give up, and then
-        :class:`WriteAbandoned` is raised with the rows not written.
+        :class:`WriteAbandoned` is raised with the rows not written. ``stamp`` (Unix seconds, default
+        now) fills the columns that default to ``now()`` on a cluster (see the module doc).
         """
-        statement = f"INSERT INTO {table} ({', '.join(column_names)}) VALUES"
+        stamp = int(time.time()) if stamp is None else stamp
         attempt = 0
         delay = _FIRST_BACKOFF_S
         while True:
             try:
                 if self._client is None:
                     self._client = self._factory()
-                self._client.execute(statement, columns, columnar=True)
+                target, names, data = table, list(column_names), columns
+                if self._cluster:
+                    target = local_name(table)
+                    stamped = [name for name in self._stamped(target) if name not in names]
+                    names += stamped
+                    data = [*columns, *([[stamp] * rows] * len(stamped))]
+                statement = f"INSERT INTO {target} ({', '.join(names)}) VALUES"
+                self._client.execute(statement, data, columnar=True)
             except NOT_RETRYABLE:
                 raise
             except RETRYABLE as exc:
@@ -126,6 +145,18 @@ class ClickHouseWriter:
                     attempt,
                 )
             return
+
+    def _stamped(self, table: str) -> tuple[str, ...]:
+        """The columns of ``table`` whose default is ``now()`` (asked once per table)."""
+        if table not in self._now_columns:
+            assert self._client is not None
+            rows = self._client.execute(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(t)s "
+                "AND default_kind = 'DEFAULT' AND replaceAll(default_expression, ' ', '') = 'now()'",
+                {"t": table},
+            )
+            self._now_columns[table] = tuple(name for (name,) in rows)
+        return self._now_columns[table]
 
     def close(self) -> None:
         if self._client is not None:
