@@ -16,9 +16,12 @@ The checkpoint, written in the same RocksDB batch as the entries:
 
 Restore on assignment, with the group's committed offset ``C``: no checkpoint, ``applied > C`` (the
 group's offsets were lost) or other partition counts -> the store is emptied and the topics are read
-whole. Otherwise each partition is read from one record before its mark: that record must be there (a
-partition that is shorter, or starts later, was recreated or deleted past the mark: read whole too). Records
-with positions in ``[applied, C)`` are applied, and every position read counts as published.
+whole. Otherwise each partition is read from its mark; a partition that is now shorter than its mark
+(recreated, or deleted past it) makes the reader start at its beginning, which the first offset read
+shows: the store is emptied and the topics are read whole too. Records with positions in
+``[applied, C)`` are applied, and every position read counts as published. (A mark is a watermark, and
+the offset before it may be a transaction marker, which a reader never receives: so the check is on the
+first offset read, not on a record at the mark.)
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class StoredLinkState:
         self.tables = StoredLinkTables(self.store, self.capacity)
         self._marks: dict[str, dict[str, int]] = {}
         self._marked_at = 0.0
+        self._applied = -1
         self.last_read = 0  # records read by the last restore
 
     # -- restore ------------------------------------------------------------------------------------
@@ -108,7 +112,9 @@ class StoredLinkState:
         if whole:
             self._reset()
             applied, marks = 0, {}
-        run = self._read(reader, applied, committed, topics, order, marks, published)
+        run = _Restore(applied, committed, {}, shorter=True)
+        if not _beyond_end(reader, marks):
+            run = self._read(reader, applied, committed, topics, order, marks, published)
         if run.shorter:
             log.warning("link writer state: a topic is shorter than the store had read: reading whole")
             self._reset()
@@ -117,6 +123,7 @@ class StoredLinkState:
         self._fix_lineage(run.touched)
         self._marks = self._marks_after(run)
         self.store.set_meta("applied", committed)
+        self._applied = committed
         self.store.set_meta("marks", self._marks)
         self.store.set_meta("partitions", topics)
         self.store.flush()
@@ -150,7 +157,7 @@ class StoredLinkState:
         for topic, count in topics.items():
             for p in range(count):
                 mark = marks.get(topic, {}).get(str(p), 0)
-                starts[(topic, p)] = mark - 1 if mark > 0 else -2
+                starts[(topic, p)] = mark if mark > 0 else -2
         run = _Restore(applied, committed, starts)
         persons, assignments, changes, suppressions = order
         takers: dict[str, Callable[[Message], None]] = {
@@ -190,9 +197,6 @@ class StoredLinkState:
 
             tps = [TopicPartition(topic, p, starts[(topic, p)]) for p in range(topics[topic])]
             read_to_end(reader, tps, on_message, _TIMEOUT_S)
-        for key, start in starts.items():
-            if start >= 0 and key not in run.seen:
-                run.shorter = True
         return run
 
     @staticmethod
@@ -204,7 +208,7 @@ class StoredLinkState:
             key = (topic, partition)
             mark = run.beyond.get(key)
             if mark is None:
-                mark = run.last[key] + 1 if key in run.last else 0
+                mark = run.last[key] + 1 if key in run.last else max(run.starts[key], 0)
             marks.setdefault(topic, {})[str(partition)] = mark
         return marks
 
@@ -282,15 +286,20 @@ class StoredLinkState:
 
     # -- while owning -------------------------------------------------------------------------------
 
-    def committed(self, next_offset: int, reader: Consumer | None, topics: dict[str, int]) -> None:
+    def committed(
+        self, next_offset: int, reader: Consumer | None, topics: dict[str, int], last: bool = False
+    ) -> None:
         """The transaction of every event before ``next_offset`` committed: write the tables' changes and
-        the checkpoint. Now and then the marks move on to the high watermarks."""
+        the checkpoint. Now and then, and on the ``last`` call before a stop or a revocation, the marks
+        move on to the high watermarks."""
         store = self.store
-        if not store.pending() and store.meta("applied") == next_offset:
+        now = time.monotonic()
+        move = reader is not None and (last or now - self._marked_at >= _MARK_EVERY_S)
+        if not store.pending() and self._applied == next_offset and not move:
             return
         store.set_meta("applied", next_offset)
-        now = time.monotonic()
-        if reader is not None and now - self._marked_at >= _MARK_EVERY_S:
+        self._applied = next_offset
+        if move and reader is not None:
             self._marked_at = now
             try:
                 for topic, count in topics.items():
@@ -313,6 +322,36 @@ class StoredLinkState:
 
     def in_memory(self) -> int:
         return self.store.in_memory()
+
+
+def _beyond_end(reader: Consumer, marks: dict[str, dict[str, int]]) -> bool:
+    """Whether a partition now ends before its mark (recreated, or deleted past it)."""
+    return any(
+        mark > 0 and mark > partition_end(reader, topic, int(partition), mark)
+        for topic, by_partition in marks.items()
+        for partition, mark in by_partition.items()
+    )
+
+
+def partition_end(reader: Consumer, topic: str, partition: int, wanted: int) -> int:
+    """The end offset of a partition, as far as it matters to know whether it reaches ``wanted``.
+
+    A fetch from beyond the end gets nothing on Tansu (no error, no end-of-partition), so a reader
+    must not start there. The high watermark answers; Tansu's can be too low (the base offset of the
+    last batch plus one, docs/decisions/0009), so when it is below ``wanted`` the partition is read
+    from just before it to its end (a batch at most) and the last offset read counts too.
+    """
+    tp = TopicPartition(topic, partition)
+    _, high = reader.get_watermark_offsets(tp, _TIMEOUT_S, cached=False)
+    if high >= wanted:
+        return int(high)
+    last = [high - 1]
+
+    def note(msg: Message) -> None:
+        last[0] = max(last[0], msg.offset() or 0)
+
+    read_to_end(reader, [TopicPartition(topic, partition, max(high - 1, 0))], note, _TIMEOUT_S)
+    return max(int(high), last[0] + 1)
 
 
 def _canonical(persons: Any, pid: str) -> str:

@@ -223,7 +223,7 @@ class LinkStep(Step):
         self._write_committed()
 
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
-        self._write_committed()
+        self._write_committed(last=True)
         self._release()
 
     def failed_transaction(self) -> None:
@@ -232,7 +232,7 @@ class LinkStep(Step):
         self._release()
 
     def close(self) -> None:
-        self._write_committed()
+        self._write_committed(last=True)
         self.state = None
         if self._state_reader is not None:
             self._state_reader.close()
@@ -241,10 +241,10 @@ class LinkStep(Step):
             self.stored.close()
             self.stored = None
 
-    def _write_committed(self) -> None:
+    def _write_committed(self, last: bool = False) -> None:
         """Every turn before this one committed (a failed one was discarded): write its changes."""
         if self.stored is not None and self.state is not None:
-            self.stored.committed(self._next_offset, self._state_reader, self._partitions)
+            self.stored.committed(self._next_offset, self._state_reader, self._partitions, last)
 
     def _release(self) -> None:
         if self.owning is not None:

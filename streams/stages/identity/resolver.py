@@ -41,6 +41,7 @@ from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Outputs, Refused, StageSpec, Step
 from streams.redaction import redact_identifier
 from streams.settings import CHANNELS, Settings
+from streams.stages.identity.link_store import partition_end
 from streams.state.identifiers import TEXT, CachedTable, IdentifierStore, open_slot, wipe
 from streams.topics import IDENTITY_ASSIGNMENTS_TOPIC, IDENTITY_LINKS_TOPIC, RESOLVED_TOPIC
 from streams.wire.codecs import SerializationError
@@ -115,7 +116,11 @@ class AssignmentReplica:
         if isinstance(owners, dict):
             start = [TopicPartition(self._topic, p, -2) for p in partitions]  # -2: OFFSET_BEGINNING
             return read_to_end(self._consumer, start, self._apply, timeout_s)
-        read = self._read_from(owners, owners.starts(partitions), timeout_s)
+        starts = owners.starts(partitions)
+        if _beyond_end(self._consumer, self._topic, starts):
+            read = _Read(starts, shorter=True)
+        else:
+            read = self._read_from(owners, starts, timeout_s)
         if read.shorter:
             log.warning(
                 "identity replica: %s is shorter than the store had read (recreated, or deleted past it): "
@@ -186,6 +191,15 @@ class AssignmentReplica:
         self._consumer.close()
         if not isinstance(self.owners, dict):
             self.owners.close()
+
+
+def _beyond_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> bool:
+    """Whether a partition now ends at or before the last record the store applied (recreated, or
+    deleted past it); a reader started there would wait for ever on Tansu."""
+    return any(
+        start >= 0 and start >= partition_end(consumer, topic, partition, start + 1)
+        for partition, start in starts.items()
+    )
 
 
 @dataclass
