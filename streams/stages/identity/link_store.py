@@ -11,8 +11,9 @@ The checkpoint, written in the same RocksDB batch as the entries:
   docs/decisions/0011-link-writer-positions.md). Positions only grow along a partition, so reading from
   the mark finds every record the tables lack, and every record a replay must not publish again.
   Marks come from the first record read at or beyond ``C`` on a restore, and later from high watermarks
-  taken after a flush: a watermark may answer too low on Tansu (docs/decisions/0009), which only means
-  reading a little more.
+  taken after a flush, once the writer has replayed past every record published before its restore
+  (those have positions beyond the checkpoint and lie below any watermark taken earlier). A watermark
+  may answer too low on Tansu (docs/decisions/0009), which only means reading a little more.
 
 Restore on assignment, with the group's committed offset ``C``: no checkpoint, ``applied > C`` (the
 group's offsets were lost) or other partition counts -> the store is emptied and the topics are read

@@ -244,7 +244,11 @@ class LinkStep(Step):
     def _write_committed(self, last: bool = False) -> None:
         """Every turn before this one committed (a failed one was discarded): write its changes."""
         if self.stored is not None and self.state is not None:
-            self.stored.committed(self._next_offset, self._state_reader, self._partitions, last)
+            # Marks move only once the replay is over: before that, records published before a crash
+            # with positions beyond the checkpoint lie below any watermark taken now.
+            replayed = self._next_offset > self._replay_until
+            reader = self._state_reader if replayed else None
+            self.stored.committed(self._next_offset, reader, self._partitions, last)
 
     def _release(self) -> None:
         if self.owning is not None:
