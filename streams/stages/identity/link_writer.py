@@ -159,7 +159,8 @@ class LinkStep(Step):
         self._replay_until = -1  # links offsets up to this one may have been published already
         self._next_offset = 0
         self.stored: StoredLinkState | None = None  # the graph on disk (state_dir set)
-        self._state_reader: Consumer | None = None  # kept open while stored: the marks' watermarks
+        # While stored: a consumer that is never assigned (no fetch buffers), for the marks' watermarks.
+        self._state_reader: Consumer | None = None
 
     def ready(self) -> bool:
         return self.state is not None
@@ -174,7 +175,7 @@ class LinkStep(Step):
         committed = claim.committed(self._links, 0)
         if self.settings.state_dir is not None and self.stored is None:
             self.stored = StoredLinkState(self.settings, writer_group(self.settings), self.rules)
-        reader = self._state_reader or Consumer(
+        reader = Consumer(
             consumer_config(
                 self.settings,
                 group=f"{self.settings.identity_group}.link-writer-state",  # assign only, never joined
@@ -182,7 +183,6 @@ class LinkStep(Step):
                 **{"enable.partition.eof": True},
             )
         )
-        keep = False
         try:
             self._partitions = {
                 topic: len(partitions_of(reader, topic, _TIMEOUT_S))
@@ -194,13 +194,18 @@ class LinkStep(Step):
                 self.state, self.suppressions = self.stored.restore(
                     reader, committed, self._partitions, order, published
                 )
-                self._state_reader, keep = reader, True
+                if self._state_reader is None:
+                    self._state_reader = Consumer(
+                        consumer_config(
+                            self.settings,
+                            group=f"{self.settings.identity_group}.link-writer-state",
+                            client_id="omniseg-link-writer-marks",
+                        )
+                    )
             else:
                 self.state = self._rebuild(reader, committed, published)
         finally:
-            if not keep:
-                reader.close()
-                self._state_reader = None
+            reader.close()
         self._published = published
         self._replay_until = max((offset for offset, _ in published.values()), default=-1)
         self._next_offset = committed
