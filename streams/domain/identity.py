@@ -309,14 +309,12 @@ class IdentityGraph:
         """The live person that ``person_id`` is now (itself, or its survivor through merges)."""
         persons = self._persons
         current = person_id
-        seen: set[str] = set()
-        while current not in seen:
+        for _ in range(len(persons) + 1):
             record = persons.get(current)
             if record is None:
                 raise KeyError(f"unknown person id {person_id!r}")
             if record.merged_into is None:
                 return current
-            seen.add(current)
             current = record.merged_into
         raise IdentityStateError(f"person {person_id}: merged_into pointers form a cycle")
 
