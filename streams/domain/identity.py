@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -219,6 +219,36 @@ class GraphChanges:
         return bool(self.identifiers or self.persons)
 
 
+class GraphStorage(Protocol):
+    """Where an :class:`IdentityGraph` keeps its tables: identifier key -> live person id, live person
+    id -> its identifier keys, person id -> ``PersonRecord`` (live and merged).
+
+    The graph reads and writes them as mappings and writes a members list back whenever it changed it,
+    so an implementation may keep them anywhere (``MemoryGraphStorage`` here; RocksDB with a bounded
+    cache in ``streams.state.identifiers``).
+    """
+
+    @property
+    def owner(self) -> MutableMapping[str, str]: ...
+
+    @property
+    def members(self) -> MutableMapping[str, list[str]]: ...
+
+    @property
+    def persons(self) -> MutableMapping[str, PersonRecord]: ...
+
+
+class MemoryGraphStorage:
+    """The graph's tables as plain dicts: every identifier in memory."""
+
+    __slots__ = ("members", "owner", "persons")
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}
+        self.persons: dict[str, PersonRecord] = {}
+
+
 def person_id_for(seed: Identifier) -> str:
     """The deterministic id of the person seeded by ``seed``."""
     return str(uuid.uuid5(PERSON_NAMESPACE, seed.key))
@@ -227,20 +257,31 @@ def person_id_for(seed: Identifier) -> str:
 class IdentityGraph:
     """Each identifier belongs to exactly one live person; persons are the components of accepted links.
 
-    State is three dicts: identifier key -> live person id, live person id -> its identifier keys, and
-    person id -> ``PersonRecord`` (live and merged). Person id strings are shared objects, so an
-    identifier costs its key, one dict slot and one list slot.
+    State is three tables (:class:`GraphStorage`): identifier key -> live person id, live person id ->
+    its identifier keys, and person id -> ``PersonRecord`` (live and merged). In memory (the default),
+    person id strings are shared objects, so an identifier costs its key, one dict slot and one list slot.
     """
 
-    __slots__ = ("_dirty_ids", "_dirty_persons", "_limit", "_members", "_owner", "_persons", "_rank", "rules")
+    __slots__ = (
+        "_dirty_ids",
+        "_dirty_persons",
+        "_limit",
+        "_members",
+        "_owner",
+        "_persons",
+        "_rank",
+        "rules",
+        "storage",
+    )
 
-    def __init__(self, rules: IdentityRules | None = None) -> None:
+    def __init__(self, rules: IdentityRules | None = None, storage: GraphStorage | None = None) -> None:
         self.rules = rules if rules is not None else IdentityRules()
         self._rank: dict[str, int] = {rule.kind: i for i, rule in enumerate(self.rules.identifier_types)}
         self._limit: dict[str, int | None] = {rule.kind: rule.limit for rule in self.rules.identifier_types}
-        self._owner: dict[str, str] = {}
-        self._members: dict[str, list[str]] = {}
-        self._persons: dict[str, PersonRecord] = {}
+        self.storage: GraphStorage = storage if storage is not None else MemoryGraphStorage()
+        self._owner = self.storage.owner
+        self._members = self.storage.members
+        self._persons = self.storage.persons
         self._dirty_ids: set[str] = set()
         self._dirty_persons: set[str] = set()
 
@@ -413,7 +454,9 @@ class IdentityGraph:
 
     def _attach(self, pid: str, key: str) -> None:
         self._owner[key] = pid
-        self._members[pid].append(key)
+        members = self._members[pid]
+        members.append(key)
+        self._members[pid] = members  # written back: a stored table sees the change
         self._dirty_ids.add(key)
 
     def _has_room(self, pid: str, kind: IdKind) -> bool:
@@ -452,7 +495,9 @@ class IdentityGraph:
         owner = self._owner
         for key in moved:
             owner[key] = survivor
-        self._members[survivor].extend(moved)
+        members = self._members[survivor]
+        members.extend(moved)
+        self._members[survivor] = members
         self._dirty_ids.update(moved)
         persons[loser] = PersonRecord(persons[loser].first_seen_ms, survivor)
         self._dirty_persons.add(loser)
@@ -471,9 +516,11 @@ class IdentityGraph:
         identifiers: Mapping[str, str],
         persons: Mapping[str, PersonRecord | Sequence[Any]],
         rules: IdentityRules | None = None,
+        storage: GraphStorage | None = None,
     ) -> IdentityGraph:
-        """Rebuild a graph from its records (e.g. the changelog tables); raises ``IdentityStateError``."""
-        graph = cls(rules)
+        """Rebuild a graph from its records (e.g. the changelog tables) into ``storage`` (empty; in memory
+        when None); raises ``IdentityStateError``."""
+        graph = cls(rules, storage)
         interned: dict[str, str] = {}
         for pid, raw in persons.items():
             try:
@@ -503,6 +550,7 @@ class IdentityGraph:
                 state = "merged" if pid in interned else "unknown"
                 raise IdentityStateError(f"identifier {key!r}: points at {state} person {pid!r}")
             members.append(key)
+            graph._members[pid] = members
             graph._owner[key] = interned[pid]
         for pid, members in graph._members.items():
             if not members:

@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from streams.domain.identifiers import (
     ExtractedIds,
@@ -27,8 +27,10 @@ from streams.domain.identifiers import (
     RejectReason,
 )
 from streams.domain.identity import (
+    GraphStorage,
     IdentityGraph,
     IdentityRules,
+    MemoryGraphStorage,
     Merged,
     PersonRecord,
     Rejected,
@@ -159,6 +161,28 @@ class LinkResult:
     persons: list[dict[str, Any]] = field(default_factory=list)
 
 
+class LinkStorage(GraphStorage, Protocol):
+    """The link writer's tables: the graph's, identifier key -> first seen ms, live person id -> the
+    merged ids it stands for (see :class:`LinkState`)."""
+
+    @property
+    def first_seen(self) -> MutableMapping[str, int]: ...
+
+    @property
+    def lineage(self) -> MutableMapping[str, list[str]]: ...
+
+
+class MemoryLinkStorage(MemoryGraphStorage):
+    """The link writer's tables as plain dicts."""
+
+    __slots__ = ("first_seen", "lineage")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_seen: dict[str, int] = {}
+        self.lineage: dict[str, list[str]] = {}
+
+
 class LinkState:
     """The single link writer's state: the graph, first-seen time per identifier, merge lineage.
 
@@ -171,12 +195,17 @@ class LinkState:
     def __init__(
         self,
         graph: IdentityGraph,
-        first_seen: dict[str, int] | None = None,
-        lineage: dict[str, list[str]] | None = None,
+        first_seen: MutableMapping[str, int] | None = None,
+        lineage: MutableMapping[str, list[str]] | None = None,
     ) -> None:
         self.graph = graph
-        self.first_seen: dict[str, int] = first_seen if first_seen is not None else {}
-        self.lineage: dict[str, list[str]] = lineage if lineage is not None else {}
+        self.first_seen: MutableMapping[str, int] = first_seen if first_seen is not None else {}
+        self.lineage: MutableMapping[str, list[str]] = lineage if lineage is not None else {}
+
+    @classmethod
+    def on(cls, storage: LinkStorage, rules: IdentityRules) -> LinkState:
+        """The state whose tables are ``storage`` (as they are: empty, or as stored before)."""
+        return cls(IdentityGraph(rules, storage), storage.first_seen, storage.lineage)
 
     @classmethod
     def from_records(
@@ -184,17 +213,24 @@ class LinkState:
         assignments: Mapping[str, tuple[str, int]],
         persons: Mapping[str, PersonRecord],
         rules: IdentityRules,
+        storage: LinkStorage | None = None,
     ) -> LinkState:
-        """Rebuild from published records: identifier key -> (person id, first seen ms), person records.
+        """Rebuild from published records: identifier key -> (person id, first seen ms), person records,
+        into ``storage`` (empty; in memory when None).
 
         Raises ``IdentityStateError`` when the records are inconsistent.
         """
-        graph = IdentityGraph.from_records({k: v[0] for k, v in assignments.items()}, persons, rules)
-        lineage: dict[str, list[str]] = {}
+        storage = storage if storage is not None else MemoryLinkStorage()
+        graph = IdentityGraph.from_records({k: v[0] for k, v in assignments.items()}, persons, rules, storage)
+        lineage = storage.lineage
         for pid, record in persons.items():
             if record.merged_into is not None:
-                lineage.setdefault(graph.canonical(pid), []).append(pid)
-        return cls(graph, {k: v[1] for k, v in assignments.items()}, lineage)
+                live = graph.canonical(pid)
+                lineage[live] = [*lineage.get(live, ()), pid]
+        first_seen = storage.first_seen
+        for key, (_, first) in assignments.items():
+            first_seen[key] = first
+        return cls(graph, first_seen, lineage)
 
     def apply(
         self,
@@ -274,8 +310,9 @@ class LinkState:
         return ErasureResult(ids, keys, changes, suppressions)
 
     def _merged(self, merged: Merged, message_id: str, channel: str | None) -> dict[str, Any]:
-        folded = [merged.merged, *self.lineage.pop(merged.merged, ())]
-        self.lineage.setdefault(merged.survivor, []).extend(folded)
+        lineage = self.lineage
+        folded = [merged.merged, *lineage.pop(merged.merged, ())]
+        lineage[merged.survivor] = [*lineage.get(merged.survivor, ()), *folded]
         return {
             "changeId": merge_change_id(merged.merged),
             "kind": "merged",

@@ -26,6 +26,14 @@ On (re)assignment the writer:
 ResolvedEvents are at least once (the resolvers write the same topic, so the writer's tail is not its
 own); they carry the messageId, and replays give the same person.
 
+State on disk (docs/state-identity.md)
+--------------------------------------
+With ``state_dir`` set, the graph lives in RocksDB behind a cache of ``identity_cache_identifiers``
+entries (:mod:`streams.stages.identity.link_store`). A batch's changes wait in memory until its
+transaction and offset commit succeeded, and are written at the start of the next turn (or on
+revocation, or on close) with the links offset they reach; a failed transaction drops them. On
+assignment the store reads only the records published after its checkpoint.
+
 Erasure (docs/privacy.md)
 -------------------------
 An erasure request travels on ``identity.links`` too (header ``omniseg-record: erasure``), so it takes its
@@ -58,6 +66,7 @@ from streams.kafka.reading import partitions_of, read_to_end
 from streams.kafka.runtime import StageRuntime
 from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
 from streams.settings import Settings
+from streams.stages.identity.link_store import StoredLinkState
 from streams.topics import (
     IDENTITY_ASSIGNMENTS_TOPIC,
     IDENTITY_CHANGES_TOPIC,
@@ -149,6 +158,9 @@ class LinkStep(Step):
         self._published: dict[tuple[str, int], tuple[int, int]] = {}  # newest position per partition
         self._replay_until = -1  # links offsets up to this one may have been published already
         self._next_offset = 0
+        self.stored: StoredLinkState | None = None  # the graph on disk (state_dir set)
+        # While stored: a consumer that is never assigned (no fetch buffers), for the marks' watermarks.
+        self._state_reader: Consumer | None = None
 
     def ready(self) -> bool:
         return self.state is not None
@@ -161,6 +173,8 @@ class LinkStep(Step):
         started = time.monotonic()
         self.stats.recoveries += 1
         committed = claim.committed(self._links, 0)
+        if self.settings.state_dir is not None and self.stored is None:
+            self.stored = StoredLinkState(self.settings, writer_group(self.settings), self.rules)
         reader = Consumer(
             consumer_config(
                 self.settings,
@@ -175,7 +189,21 @@ class LinkStep(Step):
                 for topic in (self._changes, self._assignments, self._persons, self._suppressions_topic)
             }
             published: dict[tuple[str, int], tuple[int, int]] = {}
-            self.state = self._rebuild(reader, committed, published)
+            if self.stored is not None:
+                order = [self._persons, self._assignments, self._changes, self._suppressions_topic]
+                self.state, self.suppressions = self.stored.restore(
+                    reader, committed, self._partitions, order, published
+                )
+                if self._state_reader is None:
+                    self._state_reader = Consumer(
+                        consumer_config(
+                            self.settings,
+                            group=f"{self.settings.identity_group}.link-writer-state",
+                            client_id="omniseg-link-writer-marks",
+                        )
+                    )
+            else:
+                self.state = self._rebuild(reader, committed, published)
         finally:
             reader.close()
         self._published = published
@@ -196,11 +224,36 @@ class LinkStep(Step):
             len(self.state.graph),
         )
 
+    def before_turn(self, out: Outputs) -> None:
+        self._write_committed()
+
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
+        self._write_committed(last=True)
         self._release()
 
     def failed_transaction(self) -> None:
+        if self.stored is not None:
+            self.stored.discard()
         self._release()
+
+    def close(self) -> None:
+        self._write_committed(last=True)
+        self.state = None
+        if self._state_reader is not None:
+            self._state_reader.close()
+            self._state_reader = None
+        if self.stored is not None:
+            self.stored.close()
+            self.stored = None
+
+    def _write_committed(self, last: bool = False) -> None:
+        """Every turn before this one committed (a failed one was discarded): write its changes."""
+        if self.stored is not None and self.state is not None:
+            # Marks move only once the replay is over: before that, records published before a crash
+            # with positions beyond the checkpoint lie below any watermark taken now.
+            replayed = self._next_offset > self._replay_until
+            reader = self._state_reader if replayed else None
+            self.stored.committed(self._next_offset, reader, self._partitions, last)
 
     def _release(self) -> None:
         if self.owning is not None:
@@ -360,6 +413,8 @@ class LinkStep(Step):
             encoded = PRIVACY_SUPPRESSION_CODEC.encode(record)
             self._place_owned(out, self._suppressions_topic, encoded, key, offset, index)
             self.suppressions.add(key)
+            if self.stored is not None:
+                self.stored.tables.suppressions[key] = True
             index += 1
         self.stats.erasures += 1
         log.info(

@@ -3,14 +3,23 @@ the link writer publishes (with the erasure's tombstones) rebuild the state that
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.domain.identifiers import Identifier
-from streams.domain.identity import IdentityGraph, IdentityRules, PersonRecord
+from streams.domain.identity import IdentityRules, PersonRecord
 from streams.domain.privacy import suppression_key
 from streams.domain.resolution import LinkState
-from tests.unit.domain.test_identity_properties import identifiers, rules_strategy, stream_strategy
+from tests.unit.domain.test_identity_properties import (
+    STORAGES,
+    identifiers,
+    link_storage,
+    rules_strategy,
+    stream_strategy,
+)
 
 Replica = tuple[dict[str, tuple[str, int]], dict[str, PersonRecord]]
 
@@ -23,15 +32,24 @@ def _publish(replica: Replica, assignments: list[dict], persons: list[dict]) -> 
         records[row["personId"]] = PersonRecord(row["firstSeen"], row["mergedInto"])
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_erasure_removes_exactly_the_persons_component(data: st.DataObject) -> None:
-    rules: IdentityRules = data.draw(rules_strategy())
+def test_erasure_removes_exactly_the_persons_component(storage: str, data: st.DataObject) -> None:
+    with link_storage(storage) as (tables, flush):
+        _erasure_removes_exactly_the_persons_component(
+            data, LinkState.on(tables, data.draw(rules_strategy())), flush
+        )
+
+
+def _erasure_removes_exactly_the_persons_component(
+    data: st.DataObject, state: LinkState, flush: Callable[[], None]
+) -> None:
+    rules: IdentityRules = state.graph.rules
     stream = data.draw(stream_strategy(rules))
     erase_at = data.draw(st.integers(0, len(stream)))
     target: Identifier = data.draw(identifiers)
     suppress = data.draw(st.booleans())
-    state = LinkState(IdentityGraph(rules))
     replica: Replica = ({}, {})
     erased_keys: set[str] = set()
     for index, (ids, at) in enumerate(stream):
@@ -42,6 +60,8 @@ def test_erasure_removes_exactly_the_persons_component(data: st.DataObject) -> N
             continue  # suppressed: the link writer drops the event
         result = state.apply(ids, at, f"m{index}", None, version=index)
         _publish(replica, result.assignments, result.persons)
+        if index % 2:
+            flush()
     if erase_at == len(stream):
         erased_keys |= _erase(state, replica, target, suppress)
     owners, records = state.graph.records()

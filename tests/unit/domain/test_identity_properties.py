@@ -1,14 +1,22 @@
 """Property tests: IdentityGraph against the naive reference model on random event streams.
 
 Identifiers come from small pools so that collisions, merges and limit conflicts are frequent; limits
-and priorities are random; timestamps repeat so that age ties are broken by the person id.
+and priorities are random; timestamps repeat so that age ties are broken by the person id. Each test
+runs on both storages of the graph: in memory, and RocksDB with a cache of a few entries (so most reads
+come from disk) whose pending writes are flushed after random events, as the link writer does.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +32,36 @@ from streams.domain.identity import (
     PersonRecord,
     TypeRule,
 )
+from streams.domain.resolution import LinkStorage, MemoryLinkStorage
+from streams.state.identifiers import StoredLinkTables, open_slot
 from tests.unit.domain.identity_reference import ReferenceIdentity, RefOutcome
+
+STORAGES = ["memory", "rocksdb"]
+# Few enough that almost every read of the RocksDB storage misses the cache.
+SMALL_CACHE = 8
+
+
+@contextmanager
+def link_storage(kind: str) -> Iterator[tuple[LinkStorage, Callable[[], None]]]:
+    """An empty storage of ``kind`` and its flush (a no-op in memory)."""
+    if kind == "memory":
+        yield MemoryLinkStorage(), lambda: None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="identity-graph-"))
+    store = open_slot(folder, "link-writer", "test")
+    try:
+        tables = StoredLinkTables(store, SMALL_CACHE)
+        yield tables, store.flush
+        assert store.in_memory() <= SMALL_CACHE + store.pending()
+    finally:
+        store.close()
+        shutil.rmtree(folder)
+
+
+def maybe_flush(data: st.DataObject, flush: Callable[[], None]) -> None:
+    if data.draw(st.booleans(), label="flush"):
+        flush()
+
 
 POOL_SIZES = {
     IdKind.CUSTOMER_ID: 4,
@@ -125,20 +162,32 @@ def check_invariants(graph: IdentityGraph, rules: IdentityRules) -> None:
         assert (records[survivor].first_seen_ms, survivor) <= (record.first_seen_ms, pid)
 
 
-def run(graph: IdentityGraph, stream: Stream) -> list[tuple[str, tuple[RefOutcome, ...]]]:
+def run(
+    graph: IdentityGraph, stream: Stream, flush: Callable[[], None] | None = None
+) -> list[tuple[str, tuple[RefOutcome, ...]]]:
     results = []
     for n, (ids, at_ms) in enumerate(stream):
         resolution = graph.link(ids, at_ms, f"e{n}")
         results.append((resolution.person_id, tuple(as_tuple(o) for o in resolution.outcomes)))
+        if flush is not None and n % 3 == 0:
+            flush()
     return results
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
-def test_graph_matches_reference_model(data: st.DataObject) -> None:
+def test_graph_matches_reference_model(storage: str, data: st.DataObject) -> None:
+    with link_storage(storage) as (tables, flush):
+        graph_matches_reference_model(data, tables, flush)
+
+
+def graph_matches_reference_model(
+    data: st.DataObject, tables: LinkStorage, flush: Callable[[], None]
+) -> None:
     rules = data.draw(rules_strategy())
     stream = data.draw(stream_strategy(rules))
-    graph = IdentityGraph(rules)
+    graph = IdentityGraph(rules, tables)
     reference = reference_for(rules)
     issued: set[str] = set()
     for n, (ids, at_ms) in enumerate(stream):
@@ -151,25 +200,36 @@ def test_graph_matches_reference_model(data: st.DataObject) -> None:
         head = min(enabled, key=lambda i: (rules.kinds().index(i.kind), i.key))
         assert graph.person_of(head) == resolution.person_id
         issued.update(o.person_id for o in resolution.outcomes if isinstance(o, Created))
+        maybe_flush(data, flush)
     check_invariants(graph, rules)
     assert live_persons(graph) == reference.persons()
     for pid in issued:
         assert graph.canonical(pid) == reference.canonical(pid)
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=150, deadline=None)
 @given(st.data())
-def test_replay_from_empty_graph_gives_identical_ids_and_merges(data: st.DataObject) -> None:
+def test_replay_from_empty_graph_gives_identical_ids_and_merges(storage: str, data: st.DataObject) -> None:
     rules = data.draw(rules_strategy())
     stream = data.draw(stream_strategy(rules))
-    first, second = IdentityGraph(rules), IdentityGraph(rules)
-    assert run(first, stream) == run(second, stream)
-    assert first.records() == second.records()
+    with link_storage(storage) as (tables, flush):
+        first, second = IdentityGraph(rules), IdentityGraph(rules, tables)
+        assert run(first, stream) == run(second, stream, flush)
+        assert first.records() == second.records()
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=150, deadline=None)
 @given(st.data())
-def test_rebuilding_from_drained_records_gives_identical_graph(data: st.DataObject) -> None:
+def test_rebuilding_from_drained_records_gives_identical_graph(storage: str, data: st.DataObject) -> None:
+    with link_storage(storage) as (tables, flush):
+        rebuilding_from_drained_records_gives_identical_graph(data, tables, flush)
+
+
+def rebuilding_from_drained_records_gives_identical_graph(
+    data: st.DataObject, tables: LinkStorage, flush: Callable[[], None]
+) -> None:
     rules = data.draw(rules_strategy())
     stream = data.draw(stream_strategy(rules))
     cut = data.draw(st.integers(0, len(stream)))
@@ -187,23 +247,33 @@ def test_rebuilding_from_drained_records_gives_identical_graph(data: st.DataObje
     table_ids.update(changes.identifiers)
     table_persons.update({pid: list(record) for pid, record in changes.persons.items()})
     assert not graph.drain_changes()
-    rebuilt = IdentityGraph.from_records(table_ids, table_persons, rules)
+    rebuilt = IdentityGraph.from_records(table_ids, table_persons, rules, tables)
+    flush()
     assert rebuilt.records() == graph.records()
     # The rebuilt graph behaves identically on the rest of the stream.
     rest = stream[cut:]
-    assert run(rebuilt, rest) == run(graph, rest)
+    assert run(rebuilt, rest, flush) == run(graph, rest)
     assert rebuilt.records() == graph.records()
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=150, deadline=None)
 @given(st.data())
-def test_linking_an_event_again_changes_nothing(data: st.DataObject) -> None:
+def test_linking_an_event_again_changes_nothing(storage: str, data: st.DataObject) -> None:
+    with link_storage(storage) as (tables, flush):
+        linking_an_event_again_changes_nothing(data, tables, flush)
+
+
+def linking_an_event_again_changes_nothing(
+    data: st.DataObject, tables: LinkStorage, flush: Callable[[], None]
+) -> None:
     rules = data.draw(rules_strategy())
     stream = data.draw(stream_strategy(rules))
-    graph = IdentityGraph(rules)
+    graph = IdentityGraph(rules, tables)
     for n, (ids, at_ms) in enumerate(stream):
         first = graph.link(ids, at_ms, f"e{n}")
         graph.drain_changes()
+        maybe_flush(data, flush)
         before = graph.records()
         again = graph.link(ids, at_ms + 1, f"e{n}")
         assert again.person_id == first.person_id
@@ -216,12 +286,20 @@ def test_linking_an_event_again_changes_nothing(data: st.DataObject) -> None:
         assert graph.records() == before
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=100, deadline=None)
 @given(st.data())
-def test_drained_records_are_exactly_the_changed_keys(data: st.DataObject) -> None:
+def test_drained_records_are_exactly_the_changed_keys(storage: str, data: st.DataObject) -> None:
+    with link_storage(storage) as (tables, flush):
+        drained_records_are_exactly_the_changed_keys(data, tables, flush)
+
+
+def drained_records_are_exactly_the_changed_keys(
+    data: st.DataObject, tables: LinkStorage, flush: Callable[[], None]
+) -> None:
     rules = data.draw(rules_strategy())
     stream = data.draw(stream_strategy(rules))
-    graph = IdentityGraph(rules)
+    graph = IdentityGraph(rules, tables)
     for n, (ids, at_ms) in enumerate(stream):
         before_ids, before_persons = graph.records()
         graph.link(ids, at_ms, f"e{n}")
@@ -230,6 +308,7 @@ def test_drained_records_are_exactly_the_changed_keys(data: st.DataObject) -> No
         assert changes.identifiers == {k: v for k, v in after_ids.items() if before_ids.get(k) != v}
         assert changes.persons == {k: v for k, v in after_persons.items() if before_persons.get(k) != v}
         assert all(isinstance(v, PersonRecord) for v in changes.persons.values())
+        maybe_flush(data, flush)
 
 
 RAW_POOLS: dict[str, list[str]] = {

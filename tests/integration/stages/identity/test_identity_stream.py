@@ -1,5 +1,7 @@
 """Streaming identity on the real Tansu broker: two `omniseg worker` processes, 4 partitions per channel
-topic, one worker killed with SIGKILL mid-stream and restarted.
+topic, one worker killed with SIGKILL mid-stream and restarted. Once with the state in memory, once on
+disk (both workers share one ``state_dir`` with a cache smaller than the graph; the killed one restarts
+on its store).
 
 The reference is the domain run single-threaded over ``identity.links`` in its recorded order (the only
 order the policy depends on, docs/identity.md section 5): the published state, the merges and every
@@ -100,7 +102,7 @@ def shop_stream(customers: int, events: int, seed: int) -> list[Event]:
 
 
 class Worker:
-    def __init__(self, name: str, settings: Settings, logs: Path) -> None:
+    def __init__(self, name: str, settings: Settings, logs: Path, state_dir: Path | None = None) -> None:
         self.name = name
         self.log = logs / f"{name}.log"
         self.env = {
@@ -115,6 +117,9 @@ class Worker:
             "OMNISEG_CLICKHOUSE_DATABASE": settings.clickhouse_database,
             "OMNISEG_IDENTITY_BATCH_SIZE": "500",
         }
+        if state_dir is not None:
+            self.env["OMNISEG_STATE_DIR"] = str(state_dir)
+            self.env["OMNISEG_IDENTITY_CACHE_IDENTIFIERS"] = "1000"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -195,12 +200,14 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
             worker.stop()
 
 
+@pytest.mark.parametrize("state", ["memory", "disk"])
 def test_two_workers_and_a_kill9_resolve_every_event_and_publish_each_merge_once(
-    settings_factory: Callable[..., Settings], workers: list[Worker], tmp_path: Path
+    settings_factory: Callable[..., Settings], workers: list[Worker], tmp_path: Path, state: str
 ) -> None:
     settings = settings_factory(identity_group=f"identity-{tmp_path.name[-12:]}")
     stream = shop_stream(customers=250, events=4000, seed=7)
-    a, b = Worker("a", settings, tmp_path), Worker("b", settings, tmp_path)
+    state_dir = tmp_path / "state" if state == "disk" else None
+    a, b = Worker("a", settings, tmp_path, state_dir), Worker("b", settings, tmp_path, state_dir)
     workers.extend([a, b])
     a.start()
     b.start()
