@@ -1,8 +1,8 @@
 """Identity state on local disk: RocksDB tables with a bounded cache of decoded entries in front.
 
 The resolver's replica of ``identity.assignments`` and the link writer's graph live here when
-``state_dir`` is set (docs/state-identity.md). A store is a cache of its changelog topics, never the only
-copy: deleting its directory costs a full read of the topics, nothing else.
+``state_dir`` is set (docs/state.md, "Identity state on disk"). A store is a cache of its changelog
+topics, never the only copy: deleting its directory costs a full read of the topics, nothing else.
 
 - :class:`CachedTable` is a ``MutableMapping`` over one key prefix of a store. Reads go through an LRU
   cache of at most ``capacity`` entries (misses are cached too, as absent); writes wait in ``pending``
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from streams.domain.identity import PersonRecord
-from streams.state.rocks import Rdict, batch, open_store, store_path
+from streams.state.rocks import Rdict, batch, open_free_slot, open_store
 
 log = logging.getLogger("streams.state.identifiers")
 
@@ -36,7 +36,6 @@ _META = b"\x00"  # meta keys: before every table prefix
 _COUNT = b"\x00n"  # + table prefix: the table's entry count
 _ABSENT: Any = object()  # a cached miss
 _DELETED: Any = object()  # a pending delete
-_MAX_SLOTS = 64
 
 
 class Codec(Generic[V]):
@@ -243,22 +242,10 @@ class IdentifierStore:
 
 
 def open_slot(state_dir: Path, stage: str, group: str) -> IdentifierStore:
-    """Open the first store directory of ``stage`` and ``group`` that no other process holds.
-
-    Every slot holds a whole copy of the same topics, so any free one is right; a worker restarted
-    alone takes its old slot back and reads only what changed since.
-    """
-    base = store_path(state_dir, stage, group)
-    errors = []
-    for n in range(_MAX_SLOTS):
-        path = base / f"slot-{n}"
-        try:
-            return IdentifierStore(path, open_store(path))
-        except RuntimeError as exc:
-            if "lock" not in str(exc).lower():
-                raise
-            errors.append(exc)
-    raise RuntimeError(f"all {_MAX_SLOTS} state slots under {base} are held by other processes")
+    """Open the first store directory of ``stage`` and ``group`` that no other process holds
+    (:func:`streams.state.rocks.open_free_slot`)."""
+    path, db = open_free_slot(state_dir, stage, group)
+    return IdentifierStore(path, db)
 
 
 def wipe(store: IdentifierStore) -> IdentifierStore:

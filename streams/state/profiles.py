@@ -46,7 +46,7 @@ from streams.state.profile_table import (
     partition_range,
     put_record,
 )
-from streams.state.rocks import Rdict, batch, open_store, store_path
+from streams.state.rocks import Rdict, batch, open_free_slot
 from streams.state.timers import DiskTimers, Timers
 from streams.wire.codecs import SEGMENT_CHANGE_CODEC, SerializationError
 from streams.wire.segments import decode_state, encode_state
@@ -101,8 +101,7 @@ class ProfileStore:
         if settings.state_dir is None:
             self.profiles, self.timers = {}, Timers()
         else:
-            path = store_path(settings.state_dir, "segments", settings.segments_group)
-            self.db = open_store(path)
+            path, self.db = open_free_slot(settings.state_dir, "segments", settings.segments_group)
             log.info(
                 "segments: profiles on disk at %s, %d kept in memory", path, settings.segments_cache_profiles
             )

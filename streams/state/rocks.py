@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rocksdict import DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
-__all__ = ["Rdict", "WriteBatch", "batch", "open_store", "store_path"]
+__all__ = ["Rdict", "WriteBatch", "batch", "open_free_slot", "open_store", "store_path"]
 
 # Block cache and memtables: RocksDB's own memory, outside the Python heap and on top of the stage's
 # cache of decoded entries. Small, because the decoded cache is what saves work.
@@ -47,6 +47,27 @@ def open_store(path: Path) -> Rdict:
     setattr(write, "disable_wal", True)  # a property at run time (the stub says a method)  # noqa: B010
     db.set_write_options(write)
     return db
+
+
+_MAX_SLOTS = 64
+
+
+def open_free_slot(state_dir: Path, stage: str, group: str) -> tuple[Path, Rdict]:
+    """Open the first store directory ``<stage>/<group>/slot-N`` that no other process holds.
+
+    A store is a cache of topics whose every record it checks against them when it opens, so any free
+    slot is right for any worker: several workers on one host share one state directory, and a worker
+    restarted alone takes its old slot back (and reads only what changed since).
+    """
+    base = store_path(state_dir, stage, group)
+    for n in range(_MAX_SLOTS):
+        path = base / f"slot-{n}"
+        try:
+            return path, open_store(path)
+        except RuntimeError as exc:
+            if "lock" not in str(exc).lower():
+                raise
+    raise RuntimeError(f"all {_MAX_SLOTS} state slots under {base} are held by other processes")
 
 
 def batch() -> WriteBatch:

@@ -26,7 +26,7 @@ On (re)assignment the writer:
 ResolvedEvents are at least once (the resolvers write the same topic, so the writer's tail is not its
 own); they carry the messageId, and replays give the same person.
 
-State on disk (docs/state-identity.md)
+State on disk (docs/state.md, "Identity state on disk")
 --------------------------------------
 With ``state_dir`` set, the graph lives in RocksDB behind a cache of ``identity_cache_identifiers``
 entries (:mod:`streams.stages.identity.link_store`). A batch's changes wait in memory until its

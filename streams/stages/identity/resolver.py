@@ -14,7 +14,8 @@ the beginning, all partitions, no group). Per event (docs/identity.md, "Streamin
 
 With ``state_dir`` set, the replica lives in RocksDB with a cache of ``identity_cache_identifiers``
 entries in front, and remembers per partition where it has read to (in the same write batch as the
-entries), so a restart on the same disk reads only the records after that (docs/state-identity.md).
+entries), so a restart on the same disk reads only the records after that (docs/state.md,
+"Identity state on disk").
 
 At least once (the stage runtime, :mod:`streams.kafka.runtime`): a batch's offsets are committed only
 after every record it produced was acknowledged. A replayed event is resolved again with the same
