@@ -31,14 +31,14 @@ from typing import Any
 
 import orjson
 from clickhouse_driver import Client
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from streams.domain.segments.backfill import history_entries, split_parts
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import LineItem, SegmentEvent, line_item, segment_event
 from streams.domain.segments.model import SegmentDefinition
 from streams.kafka.config import consumer_config, producer_config
-from streams.kafka.reading import partitions_of
+from streams.kafka.reading import partitions_of, read_to_end
 from streams.settings import CHANNELS, Settings
 from streams.sinks.identity import identity_sink_group
 from streams.topics import RESOLVED_TOPIC, SEGMENT_FORWARD_TOPIC
@@ -348,33 +348,43 @@ class BackfillJob:
         return run
 
     def _cut(self) -> tuple[int, ...]:
-        """The end offsets of events.resolved now, once every reader of it has committed past them."""
-        consumer = Consumer(consumer_config(self.settings, self.settings.segments_group, "omniseg-backfill"))
-        try:
-            partitions = partitions_of(consumer, self.resolved_topic, _TIMEOUT_S)
-            ends = tuple(
-                consumer.get_watermark_offsets(TopicPartition(self.resolved_topic, p), _TIMEOUT_S)[1]
-                for p in partitions
-            )
-        finally:
-            consumer.close()
-        channel_topics = [self.settings.channel_topic(c) for c in CHANNELS]
+        """The ends of events.resolved now, once every reader of it has committed past them."""
+        ends = self._ends(self.resolved_topic, self.settings.segments_group)
         waits = [
             (self.settings.segments_group, {self.resolved_topic: ends}),
             (identity_sink_group(self.settings), {self.resolved_topic: ends}),
-            (self.settings.sink_group, {t: self._ends(t) for t in channel_topics}),
+            (
+                self.settings.sink_group,
+                {
+                    topic: self._ends(topic, self.settings.sink_group)
+                    for topic in (self.settings.channel_topic(c) for c in CHANNELS)
+                },
+            ),
         ]
         for group, positions in waits:
             self._wait_committed(group, positions)
         return ends
 
-    def _ends(self, topic: str) -> tuple[int, ...]:
-        consumer = Consumer(consumer_config(self.settings, self.settings.sink_group, "omniseg-backfill"))
+    def _ends(self, topic: str, group: str) -> tuple[int, ...]:
+        """Each partition's end, read from ``group``'s committed offset to where the fetch says it ends
+        (a watermark can be too low on Tansu: docs/decisions/0009); reads only the group's lag."""
+        consumer = Consumer(
+            consumer_config(self.settings, group, "omniseg-backfill", **{"enable.partition.eof": True})
+        )
         try:
-            return tuple(
-                consumer.get_watermark_offsets(TopicPartition(topic, p), _TIMEOUT_S)[1]
-                for p in partitions_of(consumer, topic, _TIMEOUT_S)
-            )
+            partitions = partitions_of(consumer, topic, _TIMEOUT_S)
+            committed = consumer.committed([TopicPartition(topic, p) for p in partitions], _TIMEOUT_S)
+            starts = [max(c.offset, 0) for c in committed]
+            ends = dict(enumerate(starts))
+
+            def seen(msg: Message) -> None:
+                partition, offset = msg.partition(), msg.offset()
+                if partition is not None and offset is not None:
+                    ends[partition] = max(ends[partition], offset + 1)
+
+            start = [TopicPartition(topic, p, offset) for p, offset in zip(partitions, starts, strict=True)]
+            read_to_end(consumer, start, seen, _TIMEOUT_S)
+            return tuple(ends[p] for p in partitions)
         finally:
             consumer.close()
 
@@ -417,7 +427,7 @@ class BackfillJob:
         self, engine: SegmentEngine, features: tuple[str, ...], since: int, cut: tuple[int, ...]
     ) -> dict[str, Any]:
         names = sorted({n for f in features for n in engine.features[f].names})
-        return {"since_s": since // 1000, "names": names, "cut": list(cut) or [0]}
+        return {"since_s": since // 1000, "names": tuple(names), "cut": list(cut) or [0]}
 
     # -- sending
 
