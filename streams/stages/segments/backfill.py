@@ -163,7 +163,7 @@ def clickhouse_client(settings: Settings) -> Client:
 # The event as the segment stage names it: a track call's event name, else the call type.
 _NAME = "if(type = 'track' AND event != '', event, toString(type))"
 
-_PAGE_SQL = f"""
+PAGE_SQL = f"""
 SELECT person, message_id, timestamp_ms, segment_name, toString(channel) AS channel_name, device_type,
     user_agent, timezone, properties, line_sku, line_ean, line_app_product_id, line_quantity,
     line_unit_price
@@ -177,28 +177,33 @@ FROM
         FROM event_persons FINAL
         WHERE timestamp >= toDateTime(%(since_s)s) AND {_NAME} IN %(names)s
             AND kafka_offset < arrayElement(%(cut)s, kafka_partition + 1)
-    )
+    ) AS resolved
     ANY LEFT JOIN
     (
         SELECT person_id AS resolved_person_id, canonical_person_id FROM person_canonical
-    ) USING resolved_person_id
+    ) AS canonical USING resolved_person_id
     WHERE cityHash64(person) %% %(pages)s = %(page)s
-)
+) AS persons
 ANY INNER JOIN
 (
     SELECT channel, message_id, timestamp_ms, {_NAME} AS segment_name, device_type, user_agent,
         timezone, properties, line_sku, line_ean, line_app_product_id, line_quantity, line_unit_price
     FROM events FINAL
     WHERE timestamp >= toDateTime(%(since_s)s) AND {_NAME} IN %(names)s
-) USING (channel, message_id)
+) AS history USING (channel, message_id)
 ORDER BY person, timestamp_ms
 """
 
-_COUNT_SQL = f"""
+COUNT_SQL = f"""
 SELECT count() FROM event_persons
 WHERE timestamp >= toDateTime(%(since_s)s) AND {_NAME} IN %(names)s
     AND kafka_offset < arrayElement(%(cut)s, kafka_partition + 1)
 """
+
+
+def query_params(names: Iterable[str], since_ms: int, cut: Iterable[int]) -> dict[str, Any]:
+    """The parameters of PAGE_SQL and COUNT_SQL (add ``pages`` and ``page`` for PAGE_SQL)."""
+    return {"since_s": since_ms // 1000, "names": tuple(sorted(names)), "cut": list(cut) or [0]}
 
 
 def _properties(text: str) -> dict[str, Any]:
@@ -211,7 +216,8 @@ def _properties(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _event(row: tuple[Any, ...]) -> SegmentEvent:
+def history_event(row: tuple[Any, ...]) -> SegmentEvent:
+    """The SegmentEvent of one PAGE_SQL row."""
     (_, message_id, ts, name, channel, device, agent, zone, properties, skus, eans, apps, qty, prices) = row
     lines: tuple[LineItem, ...] = tuple(
         line_item(sku or None, ean or None, app or None, quantity, price)
@@ -337,7 +343,7 @@ class BackfillJob:
             self.progress(f"backfill: waiting {self.settle_s:.0f}s for workers to apply the definitions")
             time.sleep(self.settle_s)
         cut = self._cut()
-        rows = self.client.execute(_COUNT_SQL, self._params(engine, ordered, since, cut))[0][0]
+        rows = self.client.execute(COUNT_SQL, self._params(engine, ordered, since, cut))[0][0]
         pages = max(1, math.ceil(rows / self.page_rows))
         run = BackfillRun(uuid.uuid4().hex[:12], segments, ordered, since, cut, pages)
         save_run(self.client, run)
@@ -426,8 +432,7 @@ class BackfillJob:
     def _params(
         self, engine: SegmentEngine, features: tuple[str, ...], since: int, cut: tuple[int, ...]
     ) -> dict[str, Any]:
-        names = sorted({n for f in features for n in engine.features[f].names})
-        return {"since_s": since // 1000, "names": tuple(names), "cut": list(cut) or [0]}
+        return query_params({n for f in features for n in engine.features[f].names}, since, cut)
 
     # -- sending
 
@@ -441,14 +446,14 @@ class BackfillJob:
         try:
             for page in range(run.pages_done, run.pages):
                 rows = self.client.execute_iter(
-                    _PAGE_SQL,
+                    PAGE_SQL,
                     {**params, "pages": run.pages, "page": page},
                     settings={"max_block_size": 65_536},
                 )
                 for person, events in persons_of(rows):
                     entries = history_entries(
                         features,
-                        map(_event, events),
+                        map(history_event, events),
                         lookup,
                         timezone=engine.timezone,
                         hemisphere=engine.hemisphere,
