@@ -14,9 +14,13 @@ sink (``events``) have all committed past them. Events before the cut come from 
 workers already counted live are skipped by their message hash); events after it only from the stream.
 
 The history is read in pages: a page is the persons whose canonical id (after merges) hashes to it,
-ordered by person, so one person's events arrive together and memory stays bounded. Progress is kept in
-``segment_backfills`` (migration 0014) after each page: a run that stops resumes at the next page with
-the same cut, and the parts it sends again are ignored by their owners.
+ordered by person, so one person's events arrive together and memory stays bounded (the page's persons
+are the right side of the join, held in memory by ClickHouse; ``events`` is scanned once per page).
+``events`` is read without FINAL: a message stored twice is counted once by its hash
+(``history_entries``); ``event_persons`` with FINAL, so the newest resolution of a message wins.
+
+Progress is kept in ``segment_backfills`` (migration 0014) after each page: a run that stops resumes at
+the next page with the same cut, and the parts it sends again are ignored by their owners.
 """
 
 from __future__ import annotations
@@ -169,6 +173,13 @@ SELECT person, message_id, timestamp_ms, segment_name, toString(channel) AS chan
     line_unit_price
 FROM
 (
+    SELECT channel, message_id, timestamp_ms, {_NAME} AS segment_name, device_type, user_agent,
+        timezone, properties, line_sku, line_ean, line_app_product_id, line_quantity, line_unit_price
+    FROM events
+    WHERE timestamp >= toDateTime(%(since_s)s) AND {_NAME} IN %(names)s
+) AS history
+ANY INNER JOIN
+(
     SELECT if(canonical_person_id = '', resolved_person_id, canonical_person_id) AS person, channel,
         message_id
     FROM
@@ -183,14 +194,7 @@ FROM
         SELECT person_id AS resolved_person_id, canonical_person_id FROM person_canonical
     ) AS canonical USING resolved_person_id
     WHERE cityHash64(person) %% %(pages)s = %(page)s
-) AS persons
-ANY INNER JOIN
-(
-    SELECT channel, message_id, timestamp_ms, {_NAME} AS segment_name, device_type, user_agent,
-        timezone, properties, line_sku, line_ean, line_app_product_id, line_quantity, line_unit_price
-    FROM events FINAL
-    WHERE timestamp >= toDateTime(%(since_s)s) AND {_NAME} IN %(names)s
-) AS history USING (channel, message_id)
+) AS persons USING (channel, message_id)
 ORDER BY person, timestamp_ms
 """
 
@@ -255,7 +259,7 @@ class BackfillJob:
         *,
         progress: Progress = lambda line: None,
         client: Client | None = None,
-        page_rows: int = 2_000_000,
+        page_rows: int = 1_000_000,
         per_part: int = 20_000,
         wait_s: float = 600.0,
         settle_s: float = 5.0,
