@@ -22,7 +22,7 @@ Invariants (tests/unit/domain/segments/test_backfill_properties.py):
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from streams.domain.segments.events import SegmentEvent
@@ -56,6 +56,62 @@ class BackfillBatch:
         return sum(len(found) for found in self.entries.values())
 
 
+class HistoryCounter:
+    """What each of a run's features counts of one person's history, event by event, each message once.
+
+    An event only a plain count reads (no filter but its name and channel) counts 1 without being built:
+    ``add`` takes the event's name, channel and time, and a maker called only when a filter needs it."""
+
+    def __init__(
+        self,
+        features: Iterable[Feature],
+        lookup: ProductLookup | None,
+        *,
+        timezone: str = "UTC",
+        hemisphere: str = "north",
+    ) -> None:
+        self.features = list(features)
+        self._lookup = lookup.lookup if lookup is not None else None
+        self._timezone, self._hemisphere = timezone, hemisphere
+        self._by_name: dict[str, list[Feature]] = {}
+        for feature in self.features:
+            for name in feature.names:
+                self._by_name.setdefault(name, []).append(feature)
+        self.names = frozenset(self._by_name)
+        self.found: dict[str, list[Entry]] = {}
+        self._seen: set[int] = set()
+
+    def start(self) -> dict[str, list[Entry]]:
+        """Begin a new person; returns the entries the following ``add`` calls fill."""
+        self.found = {feature.id: [] for feature in self.features}
+        self._seen = set()
+        return self.found
+
+    def add(
+        self, message_id: str, ts: int, name: str, channel: str, make: Callable[[], SegmentEvent]
+    ) -> None:
+        candidates = self._by_name.get(name)
+        if not candidates:
+            return
+        digest = message_hash(message_id)
+        if digest in self._seen:
+            return
+        self._seen.add(digest)
+        prepared: Prepared | None = None
+        found = self.found
+        for feature in candidates:
+            if feature.channels is not None and channel not in feature.channels:
+                continue
+            if feature.counts_all:
+                found[feature.id].append((ts, 1.0, digest))
+                continue
+            if prepared is None:
+                prepared = Prepared(make(), ts, self._lookup, self._timezone, self._hemisphere)
+            value = feature.match(prepared)
+            if value is not None:
+                found[feature.id].append((ts, value, digest))
+
+
 def history_entries(
     features: Iterable[Feature],
     events: Iterable[SegmentEvent],
@@ -65,28 +121,15 @@ def history_entries(
     hemisphere: str = "north",
 ) -> dict[str, list[Entry]]:
     """What each of ``features`` counts of ``events`` (one person's history), each message once."""
-    wanted = list(features)
-    by_name: dict[str, list[Feature]] = {}
-    for feature in wanted:
-        for name in feature.names:
-            by_name.setdefault(name, []).append(feature)
-    found: dict[str, list[Entry]] = {feature.id: [] for feature in wanted}
-    seen: set[int] = set()
-    find = lookup.lookup if lookup is not None else None
+    counter = HistoryCounter(features, lookup, timezone=timezone, hemisphere=hemisphere)
+    found = counter.start()
     for event in events:
-        candidates = by_name.get(event.name)
-        if not candidates:
-            continue
-        digest = message_hash(event.message_id)
-        if digest in seen:
-            continue
-        seen.add(digest)
-        prepared = Prepared(event, event.timestamp_ms, find, timezone, hemisphere)
-        for feature in candidates:
-            value = feature.match(prepared)
-            if value is not None:
-                found[feature.id].append((event.timestamp_ms, value, digest))
+        counter.add(event.message_id, event.timestamp_ms, event.name, event.channel, _given(event))
     return found
+
+
+def _given(event: SegmentEvent) -> Callable[[], SegmentEvent]:
+    return lambda: event
 
 
 def split_parts(

@@ -31,13 +31,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
 from clickhouse_driver import Client
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from streams.domain.segments.backfill import history_entries, split_parts
+from streams.domain.segments.backfill import HistoryCounter, split_parts
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import LineItem, SegmentEvent, line_item, segment_event
 from streams.domain.segments.model import SegmentDefinition
@@ -263,7 +264,9 @@ class BackfillJob:
         per_part: int = 20_000,
         wait_s: float = 600.0,
         settle_s: float = 5.0,
+        cut: tuple[int, ...] | None = None,
     ) -> None:
+        """``cut``: a fixed cut instead of the topic's ends (benchmarks that fill ClickHouse directly)."""
         self.settings = settings
         self.progress = progress
         self.client = client or clickhouse_client(settings)
@@ -271,6 +274,7 @@ class BackfillJob:
         self.per_part = per_part
         self.wait_s = wait_s
         self.settle_s = settle_s
+        self.fixed_cut = cut
         self.forward_topic = settings.topic(SEGMENT_FORWARD_TOPIC.name)
         self.resolved_topic = settings.topic(RESOLVED_TOPIC.name)
 
@@ -346,7 +350,7 @@ class BackfillJob:
         if self.settle_s > 0:
             self.progress(f"backfill: waiting {self.settle_s:.0f}s for workers to apply the definitions")
             time.sleep(self.settle_s)
-        cut = self._cut()
+        cut = self.fixed_cut if self.fixed_cut is not None else self._cut()
         rows = self.client.execute(COUNT_SQL, self._params(engine, ordered, since, cut))[0][0]
         pages = max(1, math.ceil(rows / self.page_rows))
         run = BackfillRun(uuid.uuid4().hex[:12], segments, ordered, since, cut, pages)
@@ -444,7 +448,9 @@ class BackfillJob:
         producer = Producer(producer_config(self.settings, "omniseg-segment-backfill", **{"linger.ms": 20}))
         features = [engine.features[f] for f in run.features if f in engine.features]
         params = self._params(engine, run.features, run.since_ms, run.cut_offsets)
-        lookup = engine.catalog
+        counter = HistoryCounter(
+            features, engine.catalog, timezone=engine.timezone, hemisphere=engine.hemisphere
+        )
         started = time.monotonic() - run.seconds
         next_line = time.monotonic() + _PROGRESS_EVERY_S
         try:
@@ -455,13 +461,9 @@ class BackfillJob:
                     settings={"max_block_size": 65_536},
                 )
                 for person, events in persons_of(rows):
-                    entries = history_entries(
-                        features,
-                        map(history_event, events),
-                        lookup,
-                        timezone=engine.timezone,
-                        hemisphere=engine.hemisphere,
-                    )
+                    entries = counter.start()
+                    for row in events:
+                        counter.add(row[1], row[2], row[3], row[4], partial(history_event, row))
                     now = int(time.time() * 1000)
                     for part in split_parts(run.run_id, person, run.features, entries, self.per_part):
                         self._send(producer, person, encode_backfill(part, now))
