@@ -116,8 +116,10 @@ _F_BACKFILL = FORWARD_READER.index("backfill")
 _BACKFILL_FIELDS = ("runId", "part", "last", "features", "feature", "timestamps", "values", "messageHashes")
 
 
-def encode_backfill(batch: BackfillBatch, now_ms: int) -> bytes:
-    """The segments.forward record (kind ``backfill``) of one part of a person's backfill."""
+def encode_backfill(batch: BackfillBatch, now_ms: int, deliver_to: str | None = None) -> bytes:
+    """The segments.forward record (kind ``backfill``) of one part of a person's backfill, for the
+    person's owner, or for ``deliver_to`` (the survivor of a merge since; fromPersonId keeps the person
+    the run addressed)."""
     index = {fid: i for i, fid in enumerate(batch.features)}
     feature: list[int] = []
     timestamps: list[int] = []
@@ -133,7 +135,8 @@ def encode_backfill(batch: BackfillBatch, now_ms: int) -> bytes:
     return SEGMENT_FORWARD_CODEC.encode(
         {
             "kind": "backfill",
-            "personId": batch.person_id,
+            "personId": deliver_to or batch.person_id,
+            "fromPersonId": batch.person_id if deliver_to else None,
             "at": now_ms,
             "backfill": {
                 "runId": batch.run_id,
@@ -171,7 +174,8 @@ def encode_backfill_end(run_id: str, features: Sequence[str], now_ms: int) -> by
 
 
 def decode_backfill(value: bytes) -> BackfillBatch:
-    """The part carried by a segments.forward record of kind ``backfill`` or ``backfill_end``."""
+    """The part carried by a segments.forward record of kind ``backfill`` or ``backfill_end`` (its
+    ``person_id`` is the person the run addressed, which may have been merged into the receiver)."""
     row = FORWARD_READER.decode(value)
     part = row[_F_BACKFILL]
     if part is None:
@@ -189,7 +193,7 @@ def decode_backfill(value: bytes) -> BackfillBatch:
         raise SerializationError(f"backfill part {run_id}/{number}: feature index out of range") from exc
     return BackfillBatch(
         run_id,
-        row[_F_PERSON],
+        row[_F_FROM] or row[_F_PERSON],
         number,
         last,
         tuple(features),

@@ -78,6 +78,7 @@ from streams.wire.segments import (
     decode_forward,
     decode_merge,
     decode_resolved,
+    encode_backfill,
     encode_changes,
     encode_forward,
 )
@@ -535,7 +536,8 @@ class SegmentStep(Step):
             return
         target = self.merged_into.get(person)
         if target is not None:  # merged since the run read the history: the survivor takes the part
-            self._outputs().sends.append((self._topics["forward"], target.encode(), value))
+            record = encode_backfill(batch, now, deliver_to=target)
+            self._outputs().sends.append((self._topics["forward"], target.encode(), record))
             self.stats.forwarded += 1
             return
         profile = self.store.profile(person)

@@ -34,6 +34,13 @@ def test_a_backfill_part_decodes_equal(
     assert decode_forward(raw)[:2] == ("backfill", "person-1")
 
 
+def test_a_part_delivered_to_a_survivor_keeps_the_person_it_was_for() -> None:
+    batch = BackfillBatch("run-1", "merged", 0, True, ("fa",), {"fa": ((1, 1.0, 7),)})
+    raw = encode_backfill(batch, 5, deliver_to="survivor")
+    assert decode_forward(raw)[:3] == ("backfill", "survivor", "merged")
+    assert decode_backfill(raw) == batch
+
+
 def test_the_end_of_a_run_names_its_features() -> None:
     raw = encode_backfill_end("run-1", ["fa", "fb"], 5)
     assert decode_forward(raw)[:2] == ("backfill_end", "")
