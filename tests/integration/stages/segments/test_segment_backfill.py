@@ -7,6 +7,7 @@ behaviour feature (Product Viewed, exactly 2 in 30 days) is applied and backfill
 - a person with 1 view in history and 1 counted live after the definition went live, but before the
   backfill's cut, enters too: the live one is not counted twice (3 views would not be "exactly 2");
 - a person with 1 view stays out;
+- a run stopped after its first page resumes where it stopped, with no change published twice;
 - a repeated backfill publishes nothing new, and both runs are recorded with their figures.
 """
 
@@ -162,10 +163,23 @@ def test_a_new_segment_is_backfilled_from_history_once(
     _wait(lambda: stage.stats.events == source.sent, "the live view", running)
     assert not [c for c in changes.seen if c["segmentId"] == "viewed-twice"], "nothing before the backfill"
 
+    # The first attempt stops after its first page (of one event each); the second resumes it.
     lines: list[str] = []
+
+    def stop_after_first_page(line: str) -> None:
+        lines.append(line)
+        if " page 1/" in line and not any("resuming" in seen for seen in lines):
+            raise KeyboardInterrupt
+
+    crashing = BackfillJob(settings, progress=stop_after_first_page, settle_s=0, wait_s=60, page_rows=1)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run(before=before)
+    (stopped,) = load_runs(clickhouse_client(settings))
+    assert (stopped.status, stopped.pages_done, stopped.pages) == ("running", 1, 5), lines
     job = BackfillJob(settings, progress=lines.append, settle_s=0, wait_s=60)
     first = job.run(before=before)
     assert first is not None and first.status == "done", lines
+    assert first.run_id == stopped.run_id and any("resuming at page 2 of 5" in line for line in lines)
     assert first.segments == ("viewed-twice",)
     # 2 + 2 + 1 views: the 40-day-old view and the order are not read
     assert (first.persons, first.events_read) == (3, 5), lines
