@@ -7,7 +7,8 @@ also on failure), fills ``events`` and ``event_persons`` with N events of P pers
 days (INSERT ... SELECT FROM numbers(), so the fill is not what is measured), publishes one segment
 with new behaviour features, and times ``BackfillJob.run``: history read page by page, each person's
 entries computed and sent as backfill parts on ``segments.forward``. The cut is fixed past every row
-(the rows were written without their events.resolved records).
+(the rows were written without their events.resolved records). With ``--apply``, a segment stage then
+applies every part (one profile per person) and that is timed too.
 
 Event mix: 50% Product Viewed, 20% Product Added, 10% Order Completed, 20% page. The segment reads
 Product Viewed (count, and count on mobile devices: a filter, so those events are built and matched),
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from streams.dev.stack import apply_migrations, clickhouse_client, create_topics
 from streams.settings import Settings
 from streams.stages.segments.backfill import BackfillJob
 from streams.stages.segments.definitions import apply_definitions
+from streams.stages.segments.stage import SegmentStage
 
 SEGMENT = """id: browsers-30d
 name: Browsing in the last 30 days
@@ -75,7 +78,37 @@ FROM events
 """
 
 
-def run(events: int, persons: int, page_rows: int) -> None:
+def apply_parts(settings: Settings, parts: int) -> None:
+    """A segment stage applies every part sent: parts/s and the changes they cause."""
+    stage = SegmentStage(settings)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            stage.run()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        assert stage.ready.wait(120), f"the segment stage did not start: {failures!r}"
+        ready = time.monotonic()
+        while stage.stats.backfill_parts < parts:
+            assert not failures, failures
+            time.sleep(0.2)
+        took = time.monotonic() - ready
+        print(
+            f"RESULT applied parts={stage.stats.backfill_parts} changes={stage.stats.changes} "
+            f"seconds={took:.1f} (start {ready - started:.1f}s) parts_per_s={parts / took:.0f}"
+        )
+    finally:
+        stage.stop()
+        thread.join(60)
+
+
+def run(events: int, persons: int, page_rows: int, apply: bool) -> None:
     state = Path(tempfile.mkdtemp(prefix="omniseg-bench-backfill-"))
     kafka_port, ch_port, ch_http = free_port(), free_port(), free_port()
     kafka, clickhouse = servers.tansu(state, kafka_port), servers.clickhouse(state, ch_port, ch_http)
@@ -110,6 +143,8 @@ def run(events: int, persons: int, page_rows: int) -> None:
             f"seconds={result.seconds:.1f} events_per_s={result.rate():.0f} "
             f"table_events_per_s={stored / result.seconds:.0f}"
         )
+        if apply:
+            apply_parts(settings, result.parts_sent)
     finally:
         clickhouse.stop()
         kafka.stop()
@@ -121,8 +156,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--persons", type=int, default=100_000)
     parser.add_argument("--page-rows", type=int, default=1_000_000)
+    parser.add_argument("--apply", action="store_true", help="then time a segment stage applying the parts")
     args = parser.parse_args()
-    run(args.events, args.persons, args.page_rows)
+    run(args.events, args.persons, args.page_rows, args.apply)
 
 
 if __name__ == "__main__":
