@@ -93,9 +93,11 @@ def _run_backfill(settings: Settings, **what: Any) -> None:
 
     try:
         run = BackfillJob(settings, progress=lambda line: click.echo(line, err=True)).run(**what)
-    except (BackfillError, KafkaException, ClickHouseError, TimeoutError) as exc:
+    except BackfillError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (KafkaException, ClickHouseError, TimeoutError, OSError) as exc:
         raise click.ClickException(
-            f"backfill stopped: {exc}. `omniseg segments backfill run` resumes it "
+            f"backfill stopped: {exc}. `omniseg segments backfill run --segment ID` resumes it "
             "(`omniseg segments backfill status` shows it)"
         ) from exc
     if run is None:

@@ -513,7 +513,10 @@ class BackfillJob:
     def _flush(self, producer: Producer) -> None:
         left = producer.flush(self.settings.produce_timeout_s * 6)
         if left:
-            raise BackfillError(f"{left} backfill parts not acknowledged by {self.settings.kafka_bootstrap}")
+            raise BackfillError(
+                f"{left} backfill parts not acknowledged by {self.settings.kafka_bootstrap}; run it again "
+                "to resume (omniseg segments backfill run --segment ID)"
+            )
 
 
 def _raise_failed(error: Any, msg: Any) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from confluent_kafka import Producer
 
 from streams.domain.events import Event
@@ -202,3 +203,24 @@ def test_a_new_segment_is_backfilled_from_history_once(
     assert {runs[first.run_id].status, runs[again.run_id].status} == {"done"}
     assert runs[first.run_id].events_read == 5 and runs[first.run_id].pages_done == runs[first.run_id].pages
     assert any("events/s" in line for line in lines)
+
+    # What a user sees of the runs.
+    from streams.cli.segments import segments
+    from streams.settings import get_settings
+
+    env = {
+        "OMNISEG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "OMNISEG_TOPIC_PREFIX": settings.topic_prefix,
+        "OMNISEG_CLICKHOUSE_HOST": settings.clickhouse_host,
+        "OMNISEG_CLICKHOUSE_PORT": str(settings.clickhouse_port),
+        "OMNISEG_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+    }
+    get_settings.cache_clear()
+    try:
+        status = CliRunner().invoke(segments, ["backfill", "status"], env=env)
+        unknown = CliRunner().invoke(segments, ["backfill", "run", "--segment", "nope"], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert status.exit_code == 0, status.output
+    assert first.run_id in status.output and again.run_id in status.output and "events/s" in status.output
+    assert unknown.exit_code == 1 and "no live segment nope" in unknown.output, unknown.output
