@@ -81,18 +81,25 @@ def apply(directory: Path, dry_run: bool, prune: bool, backfill: bool) -> None:
     suffix = " (dry run: nothing published)" if dry_run else ""
     click.echo(f"segments: {result.summary()}{suffix}", err=True)
     if before is not None and result.writes:
-        _run_backfill(settings, before=before)
+        _run_backfill(settings, deferred_ok=True, before=before)
 
 
-def _run_backfill(settings: Settings, **what: Any) -> None:
-    """Run (or resume) a backfill with progress lines; one clear line when it cannot."""
+def _run_backfill(settings: Settings, deferred_ok: bool = False, **what: Any) -> None:
+    """Run (or resume) a backfill with progress lines; one clear line when it cannot. With
+    ``deferred_ok`` (after an apply), workers that are not running defer it with a warning instead of
+    failing the apply (the definitions are published; a start script may apply before the workers)."""
     from clickhouse_driver.errors import Error as ClickHouseError
     from confluent_kafka import KafkaException
 
-    from streams.stages.segments.backfill import BackfillError, BackfillJob
+    from streams.stages.segments.backfill import BackfillError, BackfillJob, WorkersBehind
 
     try:
         run = BackfillJob(settings, progress=lambda line: click.echo(line, err=True)).run(**what)
+    except WorkersBehind as exc:
+        if not deferred_ok:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"warning: backfill not run: {exc}", err=True)
+        return
     except BackfillError as exc:
         raise click.ClickException(str(exc)) from exc
     except (KafkaException, ClickHouseError, TimeoutError, OSError) as exc:

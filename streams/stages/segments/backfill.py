@@ -58,6 +58,10 @@ class BackfillError(RuntimeError):
     """A backfill cannot run; the message says why and what to do."""
 
 
+class WorkersBehind(BackfillError):
+    """The workers have not processed up to the cut (not running, or too slow): no run was started."""
+
+
 @dataclass
 class BackfillRun:
     """One run's plan and figures (a row of ``segment_backfills``)."""
@@ -362,21 +366,26 @@ class BackfillJob:
         return run
 
     def _cut(self) -> tuple[int, ...]:
-        """The ends of events.resolved now, once every reader of it has committed past them."""
-        ends = self._ends(self.resolved_topic, self.settings.segments_group)
-        waits = [
-            (self.settings.segments_group, {self.resolved_topic: ends}),
-            (identity_sink_group(self.settings), {self.resolved_topic: ends}),
-            (
-                self.settings.sink_group,
-                {
-                    topic: self._ends(topic, self.settings.sink_group)
-                    for topic in (self.settings.channel_topic(c) for c in CHANNELS)
-                },
-            ),
-        ]
-        for group, positions in waits:
-            self._wait_committed(group, positions)
+        """The ends of events.resolved now, once every reader of it has committed past them.
+
+        If the segment workers are not running (their group's offsets stand still), the cut is where
+        they will resume instead: they apply everything after it with the new definitions, and
+        everything before it was applied with the old ones."""
+        segments_group = self.settings.segments_group
+        ends = self._ends(self.resolved_topic, segments_group)
+        resume = self._wait_committed(segments_group, {self.resolved_topic: ends}, stopped_ok=True)
+        if resume is not None:
+            self.progress(
+                f"backfill: the segment workers ({segments_group}) are not running: the cut is where "
+                "they will resume"
+            )
+            ends = resume
+        self._wait_committed(identity_sink_group(self.settings), {self.resolved_topic: ends})
+        channels = {
+            topic: self._ends(topic, self.settings.sink_group)
+            for topic in (self.settings.channel_topic(c) for c in CHANNELS)
+        }
+        self._wait_committed(self.settings.sink_group, channels)
         return ends
 
     def _ends(self, topic: str, group: str) -> tuple[int, ...]:
@@ -402,8 +411,12 @@ class BackfillJob:
         finally:
             consumer.close()
 
-    def _wait_committed(self, group: str, positions: dict[str, tuple[int, ...]]) -> None:
-        """Wait until ``group`` committed at least ``positions`` (per topic, per partition)."""
+    def _wait_committed(
+        self, group: str, positions: dict[str, tuple[int, ...]], *, stopped_ok: bool = False
+    ) -> tuple[int, ...] | None:
+        """Wait until ``group`` committed at least ``positions`` (per topic, per partition). A group
+        whose offsets stand still is not running: with ``stopped_ok``, its committed offsets of the
+        first topic are returned (per partition) instead of failing."""
         wanted = [
             TopicPartition(topic, p, end)
             for topic, ends in positions.items()
@@ -411,9 +424,13 @@ class BackfillJob:
             if end
         ]
         if not wanted:
-            return
+            return None
         consumer = Consumer(consumer_config(self.settings, group, "omniseg-backfill"))
         deadline = time.monotonic() + self.wait_s
+        # A running group commits at least every checkpoint: one that has not moved for this long is
+        # not running, and waiting for it would only block (an apply before the workers start).
+        stall_s = max(30.0, 6 * self.settings.segments_state_flush_s)
+        moved_at, last_behind = time.monotonic(), -1
         next_line = 0.0
         try:
             while True:
@@ -424,15 +441,23 @@ class BackfillJob:
                     max(0, w.offset - max(c.offset, 0)) for w, c in zip(wanted, committed, strict=True)
                 )
                 if not behind:
-                    return
-                if time.monotonic() >= deadline:
-                    raise BackfillError(
-                        f"consumer group {group} is {behind:,} records behind the backfill's cut after "
-                        f"{self.wait_s:.0f}s: are the workers running (omniseg worker)?"
+                    return None
+                now = time.monotonic()
+                if behind != last_behind:
+                    moved_at, last_behind = now, behind
+                if stopped_ok and now - moved_at >= stall_s:
+                    topic = next(iter(positions))
+                    at = {c.partition: max(c.offset, 0) for c in committed if c.topic == topic}
+                    return tuple(at.get(p, 0) for p in range(len(positions[topic])))
+                if now >= deadline or now - moved_at >= stall_s:
+                    raise WorkersBehind(
+                        f"consumer group {group} is {behind:,} records behind the backfill's cut and has "
+                        f"not committed for {now - moved_at:.0f}s: are the workers running (omniseg "
+                        "worker)? Once they are, `omniseg segments backfill run --segment ID` backfills"
                     )
-                if time.monotonic() >= next_line:
+                if now >= next_line:
                     self.progress(f"backfill: waiting for {group} to catch up ({behind:,} records behind)")
-                    next_line = time.monotonic() + 10.0
+                    next_line = now + 10.0
                 time.sleep(0.5)
         finally:
             consumer.close()
