@@ -10,6 +10,7 @@ import orjson
 
 from streams.domain.experiments.assignment import Covering, RunningUseCase
 from streams.domain.experiments.model import Arm
+from streams.domain.segments.backfill import BackfillBatch, Entry
 from streams.domain.segments.changes import Change
 from streams.domain.segments.events import SegmentEvent, line_item, segment_event
 from streams.domain.segments.profile import FORMAT, Profile
@@ -22,6 +23,7 @@ from streams.wire.codecs import (
     SEGMENT_DEFINITION_CODEC,
     SEGMENT_FORWARD_CODEC,
     SEGMENT_STATE_CODEC,
+    SerializationError,
 )
 from streams.wire.identity import CONTEXT_FIELDS, DEVICE_FIELDS, RecordReader, avro_long
 
@@ -110,6 +112,95 @@ def decode_forward(value: bytes) -> tuple[str, str, str | None, str | None, byte
     return row[_F_KIND], row[_F_PERSON], row[_F_FROM], row[_F_INTO], row[_F_STATE], row[_F_EVENT]
 
 
+_F_BACKFILL = FORWARD_READER.index("backfill")
+_BACKFILL_FIELDS = ("runId", "part", "last", "features", "feature", "timestamps", "values", "messageHashes")
+
+
+def encode_backfill(batch: BackfillBatch, now_ms: int, deliver_to: str | None = None) -> bytes:
+    """The segments.forward record (kind ``backfill``) of one part of a person's backfill, for the
+    person's owner, or for ``deliver_to`` (the survivor of a merge since; fromPersonId keeps the person
+    the run addressed)."""
+    index = {fid: i for i, fid in enumerate(batch.features)}
+    feature: list[int] = []
+    timestamps: list[int] = []
+    values: list[float] = []
+    hashes: list[int] = []
+    for fid, entries in batch.entries.items():
+        at = index[fid]
+        for ts, value, digest in entries:
+            feature.append(at)
+            timestamps.append(ts)
+            values.append(value)
+            hashes.append(digest)
+    return SEGMENT_FORWARD_CODEC.encode(
+        {
+            "kind": "backfill",
+            "personId": deliver_to or batch.person_id,
+            "fromPersonId": batch.person_id if deliver_to else None,
+            "at": now_ms,
+            "backfill": {
+                "runId": batch.run_id,
+                "part": batch.part,
+                "last": batch.last,
+                "features": list(batch.features),
+                "feature": feature,
+                "timestamps": timestamps,
+                "values": values,
+                "messageHashes": hashes,
+            },
+        }
+    )
+
+
+def encode_backfill_end(run_id: str, features: Sequence[str], now_ms: int) -> bytes:
+    """The segments.forward record (kind ``backfill_end``, no person) that ends a run on a partition."""
+    return SEGMENT_FORWARD_CODEC.encode(
+        {
+            "kind": "backfill_end",
+            "personId": "",
+            "at": now_ms,
+            "backfill": {
+                "runId": run_id,
+                "part": 0,
+                "last": True,
+                "features": list(features),
+                "feature": [],
+                "timestamps": [],
+                "values": [],
+                "messageHashes": [],
+            },
+        }
+    )
+
+
+def decode_backfill(value: bytes) -> BackfillBatch:
+    """The part carried by a segments.forward record of kind ``backfill`` or ``backfill_end`` (its
+    ``person_id`` is the person the run addressed, which may have been merged into the receiver)."""
+    row = FORWARD_READER.decode(value)
+    part = row[_F_BACKFILL]
+    if part is None:
+        raise SerializationError(f"segments.forward {row[_F_KIND]} record without its backfill part")
+    if isinstance(part, dict):  # read through the codec (another writer version): a dict
+        part = tuple(part[name] for name in _BACKFILL_FIELDS)
+    run_id, number, last, features, feature, timestamps, values, hashes = part
+    if not len(feature) == len(timestamps) == len(values) == len(hashes):
+        raise SerializationError(f"backfill part {run_id}/{number}: entry arrays of different lengths")
+    entries: dict[str, list[Entry]] = {}
+    try:
+        for at, ts, amount, digest in zip(feature, timestamps, values, hashes, strict=True):
+            entries.setdefault(features[at], []).append((ts, amount, digest))
+    except IndexError as exc:
+        raise SerializationError(f"backfill part {run_id}/{number}: feature index out of range") from exc
+    return BackfillBatch(
+        run_id,
+        row[_F_FROM] or row[_F_PERSON],
+        number,
+        last,
+        tuple(features),
+        {fid: tuple(found) for fid, found in entries.items()},
+    )
+
+
 def decode_merge(value: bytes) -> tuple[str, str, list[str], str]:
     """(kind, surviving personId, merged person ids, messageId) of one identity.changes record (an
     erasure's messageId is its request id)."""
@@ -139,7 +230,8 @@ _STATE_HEADER = MAGIC + SEGMENT_STATE_CODEC.current.fingerprint
 _NULL = b"\x00"
 _CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard", "advertisingId")
 _TRIGGERS = {
-    name: avro_long(i) for i, name in enumerate(("event", "timer", "merge", "definition", "erasure"))
+    name: avro_long(i)
+    for i, name in enumerate(("event", "timer", "merge", "definition", "erasure", "backfill"))
 }
 _ENTERED, _EXITED = avro_long(0), avro_long(1)
 _STATE_FORMAT = avro_long(FORMAT)

@@ -18,6 +18,13 @@ import sys
 from array import array
 from collections.abc import Iterable
 
+from streams.domain.segments.backfill import (
+    BackfillBatch,
+    apply_backfill,
+    forget_live,
+    is_backfilled,
+    note_live,
+)
 from streams.domain.segments.changes import Change, make_change
 from streams.domain.segments.compiler import (
     PURCHASE,
@@ -28,7 +35,7 @@ from streams.domain.segments.compiler import (
     needs_local_time,
 )
 from streams.domain.segments.events import SegmentEvent
-from streams.domain.segments.features import Feature
+from streams.domain.segments.features import FEATURE_TRIGGER, Feature
 from streams.domain.segments.loader import evaluation_order
 from streams.domain.segments.merge import combine
 from streams.domain.segments.model import SegmentDefinition
@@ -120,6 +127,43 @@ class SegmentEngine:
         )
         self.recorder = Recorder(self.features.values(), self.planner.by_trigger, local)
         self._reasons: dict[str, str] = {}  # event name -> the reason of its changes
+        # Features awaiting a backfill (new with this engine: await_backfill), and those whose backfill
+        # run has ended (backfill_ended); see streams/domain/segments/backfill.py.
+        self.backfilling: frozenset[str] = frozenset()
+        self.backfill_done: frozenset[str] = frozenset()
+
+    def new_features(self, previous: SegmentEngine | None) -> frozenset[str]:
+        """The features this engine keeps that ``previous`` did not (or still awaited a backfill for)."""
+        if previous is None:
+            return frozenset()
+        kept = previous.features.keys() - previous.backfilling
+        return frozenset(fid for fid in self.features if fid not in kept)
+
+    def await_backfill(self, feature_ids: Iterable[str]) -> None:
+        """Count ``feature_ids`` live from now on, remembering which events, until their backfill."""
+        self.backfilling = frozenset(fid for fid in feature_ids if fid in self.features)
+        self.backfill_done = frozenset()
+
+    def backfill_ended(self, feature_ids: Iterable[str]) -> None:
+        """The run that fills ``feature_ids`` has sent every person's part: stop remembering events."""
+        ended = frozenset(feature_ids)
+        self.backfilling = self.backfilling - ended
+        self.backfill_done = self.backfill_done | ended
+
+    def segments_reading(self, feature_ids: Iterable[str]) -> set[str]:
+        """The segments whose conditions read one of ``feature_ids``."""
+        wanted = set(feature_ids)
+        return {sid for sid, one in self.compiled.items() if any(f.id in wanted for f in one.features)}
+
+    def backfill(self, profile: Profile, batch: BackfillBatch, now: int) -> tuple[list[Change], int]:
+        """Add one backfill part to ``profile`` and re-evaluate the segments reading what it filled:
+        (the changes, trigger ``backfill``; the entries added). A part applied before changes nothing."""
+        filled, added = apply_backfill(self.features, profile, batch, now)
+        if not filled:
+            return [], 0
+        reason = f"history backfilled (run {batch.run_id})"
+        changes = self.reevaluate(profile, now, "backfill", reason, self.segments_reading(filled))
+        return changes, added
 
     def apply(self, profile: Profile, event: SegmentEvent, now: int) -> list[Change]:
         """Apply one event at ``now``; returns the changes (none for a duplicate message id)."""
@@ -138,6 +182,8 @@ class SegmentEngine:
         fresh = first and is_empty_profile(profile)
         matched: list[str] | None = [] if fresh else None
         tokens = self.recorder.record(profile, prepared, now, matched)
+        if self.backfilling or profile.backfill_live:
+            self._note_live(profile, tokens, digest)
         due = profile.due
         key = (event.name, bool(event.traits), bool(due and due <= now) and not first, tokens)
         if matched is not None:
@@ -156,6 +202,23 @@ class SegmentEngine:
         changes = self._evaluate(profile, now, plan, "event", reason, event.message_id)
         profile.due = self.next_deadline(profile, now) or 0
         return changes
+
+    def _note_live(self, profile: Profile, tokens: tuple[str, ...], digest: int) -> None:
+        """Remember the event in the features awaiting backfill that counted it."""
+        live = profile.backfill_live
+        if live and (self.backfill_done or not live.keys() <= self.features.keys()):
+            forget_live(profile, self.backfill_done, self.features)
+        awaiting = self.backfilling.union(live)
+        start = len(FEATURE_TRIGGER)
+        counted = [
+            token[start:]
+            for token in tokens
+            if token.startswith(FEATURE_TRIGGER)
+            and token[start:] in awaiting
+            and not is_backfilled(profile, token[start:])
+        ]
+        if counted:
+            note_live(profile, counted, digest)
 
     def tick(self, profile: Profile, now: int) -> list[Change]:
         """Let time pass to ``now``: windows expire, recency and derived conditions move."""
@@ -206,6 +269,9 @@ class SegmentEngine:
             if segment_ids is None
             else self.planner.closure(set(segment_ids) & set(self.order))
         )
+        if segment_ids is not None and profile.due and profile.due <= now:
+            # a deadline has passed unseen: the clock-driven segments move too (due is reset below)
+            wanted |= self.planner.timed
         changes = self._evaluate(profile, now, self.planner.plan(wanted), trigger, reason, None)
         for key in list(profile.members):
             segment_id, _, subject = key.partition(SUBJECT_SEP)

@@ -73,3 +73,9 @@ def combine(survivor: Profile, merged: Profile) -> None:
         survivor.last_ts = merged.last_ts
         survivor.last_context = merged.last_context
     survivor.seen = array("q", [*survivor.seen, *merged.seen][-KEPT_MESSAGE_IDS:])
+    # Backfill (streams/domain/segments/backfill.py): live events either person counted are skipped by
+    # the survivor's backfill; the marks are per addressed person, so both persons' parts apply once.
+    for fid, live in merged.backfill_live.items():
+        survivor.backfill_live[fid] = array("q", [*survivor.backfill_live.get(fid, ()), *live])
+    for fid, mark in merged.backfilled.items():
+        survivor.backfilled.setdefault(fid, list(mark))

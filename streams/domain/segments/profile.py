@@ -89,6 +89,11 @@ class Profile:
     seen: array[int] = field(default_factory=lambda: array("q"))  # hashes of the newest message ids
     due: int = 0  # the next time a clock-driven condition may change (0: none)
     offsets: dict[str, int] = field(default_factory=dict)  # the worker's: last applied offset per topic
+    # Backfill of features new with a definition (streams/domain/segments/backfill.py): feature ->
+    # [run id, next part] (next part -1: done), and feature -> hashes of the live events counted while
+    # the feature awaited its backfill (the backfill skips them: none is counted twice).
+    backfilled: dict[str, list[Any]] = field(default_factory=dict)
+    backfill_live: dict[str, array[int]] = field(default_factory=dict)
 
     def is_member(self, key: str) -> bool:
         return self.members.get(key, 0) % 2 == 1
@@ -133,6 +138,8 @@ class Profile:
                 "seen": self.seen.tolist(),
                 "due": self.due,
                 "offsets": self.offsets,
+                "backfilled": self.backfilled,
+                "backfill_live": {k: v.tolist() for k, v in self.backfill_live.items()},
                 "format": FORMAT,
             }
         )
@@ -166,6 +173,8 @@ class Profile:
         context = get("last_context")
         data["last_context"] = shared_context(tuple(context)) if context is not None else None
         data["seen"] = array("q", get("seen", ()))
+        data["backfilled"] = {sys.intern(k): [v[0], v[1]] for k, v in get("backfilled", {}).items()}
+        data["backfill_live"] = {sys.intern(k): array("q", v) for k, v in get("backfill_live", {}).items()}
         if "revenue" in data:
             data["revenue"] = float(data["revenue"])
         return cls(**data)

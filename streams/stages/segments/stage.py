@@ -74,9 +74,11 @@ from streams.topics import (
 )
 from streams.wire.codecs import SerializationError
 from streams.wire.segments import (
+    decode_backfill,
     decode_forward,
     decode_merge,
     decode_resolved,
+    encode_backfill,
     encode_changes,
     encode_forward,
 )
@@ -143,6 +145,7 @@ class SegmentStats:
     definitions_applied: int = 0
     erasures: int = 0  # person ids erased
     dropped_erased: int = 0  # records for an erased person id, dropped
+    backfill_parts: int = 0  # backfill parts applied (streams/stages/segments/backfill.py)
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -522,6 +525,9 @@ class SegmentStep(Step):
         if kind == "merge_out":
             self._merge_out(person, into_person or person, now)
             return
+        if kind in ("backfill", "backfill_end"):
+            self._on_backfill(kind, value, person, offset, now)
+            return
         target = self.merged_into.get(person)
         if target is not None:  # the receiver was merged on in turn: pass it along
             self._forward(kind, target, now, from_person=from_person, state=state, event=event)
@@ -548,6 +554,32 @@ class SegmentStep(Step):
                 self._publish(profile, changes, now)
             if profile.due:
                 self._timers.schedule(profile.due, person)
+
+    def _on_backfill(self, kind: str, value: bytes, person: str, offset: int, now: int) -> None:
+        """One part of a person's backfill (streams/domain/segments/backfill.py), or the end of a run."""
+        batch = decode_backfill(value)
+        if kind == "backfill_end":
+            self.engine.backfill_ended(batch.features)
+            log.info("segments: backfill run %s ended on a partition", batch.run_id)
+            return
+        target = self.merged_into.get(person)
+        if target is not None:  # merged since the run read the history: the survivor takes the part
+            record = encode_backfill(batch, now, deliver_to=target)
+            self._outputs().sends.append((self._topics["forward"], target.encode(), record))
+            self.stats.forwarded += 1
+            return
+        profile = self.store.profile(person)
+        if profile.offsets.get(_FORWARD, -1) >= offset:
+            self.stats.skipped_replays += 1
+            return
+        profile.offsets[_FORWARD] = offset
+        changes, _ = self.engine.backfill(profile, batch, now)
+        self._dirty.add(person)
+        self.stats.backfill_parts += 1
+        if changes:
+            self._publish(profile, changes, now)
+        if profile.due:
+            self._timers.schedule(profile.due, person)
 
     def _on_identity_change(self, value: bytes, now: int) -> None:
         kind, survivor, merged, message_id = decode_merge(value)
@@ -634,7 +666,9 @@ class SegmentStep(Step):
 
     def _redefine(self, changed: set[str]) -> None:
         assert self._definitions is not None
+        previous = self._engine
         self._engine = self._build_engine()
+        self._engine.await_backfill(self._engine.new_features(previous))
         now = self.now_ms()
         versions = ", ".join(
             f"{sid} v{self._definitions.active[sid][1]}"

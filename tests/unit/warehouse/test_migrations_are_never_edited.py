@@ -20,6 +20,7 @@ APPLIED = {
     "0011_usecases.sql": "6b204134724496c8",
     "0012_privacy_requests.sql": "2aea3c31d7332fb6",
     "0013_person_days.sql": "f0140840151d763a",
+    "0014_segment_backfills.sql": "4e8c21639c8d4fc9",
 }
 
 

@@ -177,7 +177,7 @@ def test_apply_removes_live_segments_only_with_prune_and_dry_run_shows_what_it_w
     def cli(*args: str) -> str:
         get_settings.cache_clear()
         try:
-            result = CliRunner().invoke(segments, ["apply", *args], env=env)
+            result = CliRunner().invoke(segments, ["apply", "--no-backfill", *args], env=env)
         finally:
             get_settings.cache_clear()
         assert result.exit_code == 0, result.output

@@ -37,6 +37,8 @@ def _full_profile() -> Profile:
         seen=array("q", [7, -9]),
         due=9_000,
         offsets={"r": 41},
+        backfilled={"f1": ["run-1", -1]},
+        backfill_live={"f1": array("q", [5, -6])},
     )
 
 
