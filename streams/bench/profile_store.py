@@ -10,10 +10,13 @@ its RSS is its own.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import random
 import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,21 @@ _TEMPLATES = 2_000  # distinct profiles the filled ones are copies of (each with
 _EVENTS_PER_PROFILE = 8
 _CHECKPOINT_EVENTS = 5_000  # events per checkpoint (the stage writes touched profiles once per one)
 _DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """The workload: ``concurrent`` shopping sessions at a time, each of about ``events`` events (at
+    least one), by a returning person (any profile, uniformly: the cache's worst case) or, for a
+    share ``new`` of them, a new visitor."""
+
+    concurrent: int = 20_000
+    events: float = 10.0
+    new: float = 0.5
+
+    def start(self, rng: random.Random, profiles: int, visitors: Iterator[int]) -> tuple[int, int]:
+        number = next(visitors) if rng.random() < self.new else rng.randrange(profiles)
+        return number, 1 + int(rng.expovariate(1 / max(self.events - 1, 0.001)))
 
 
 def _engine() -> SegmentEngine:
@@ -92,15 +110,18 @@ def _fill(path: str, profiles: int, queue: Any) -> None:
             wb, pending = batch(), 0
     db.write(wb)
     db.flush()
+    filled = time.monotonic()
+    db.compact_range(None, None)  # a store that has run a while is compacted in the background
     db.close()
-    queue.put({"fill_s": round(time.monotonic() - started, 1)})
+    queue.put({"fill_s": round(filled - started, 1), "compact_s": round(time.monotonic() - filled, 1)})
 
 
 def _workload(
-    path: str, profiles: int, cache: int, events: int, hot: float, on_disk: bool, queue: Any
+    path: str, profiles: int, cache: int, events: int, shape: Sessions, on_disk: bool, queue: Any
 ) -> None:
-    """Phase 2 (own process): ``events`` events, a share ``hot`` of them on ``cache // 2`` hot persons
-    and the rest on any person; profiles on disk behind a cache of ``cache``, or all in memory."""
+    """Phase 2 (own process): ``events`` events of shopping sessions (``shape``) on profiles on disk
+    behind a cache of ``cache``, or all in memory."""
+    gc.set_threshold(50_000, 20, 20)  # as the segment stage's runtime does (StageSpec.gc_young_threshold)
     engine = _engine()
     now = int(time.time() * 1000)
     rng = random.Random(11)
@@ -118,11 +139,14 @@ def _workload(
         for profile in _all(db, profiles):
             table[profile.person_id] = profile
     open_s = time.monotonic() - opened
-    hot_persons = max(1, cache // 2)
+    visitors = iter(range(profiles, profiles * 10))  # new visitors: no profile yet
+    sessions = [shape.start(rng, profiles, visitors) for _ in range(shape.concurrent)]
     dirty: set[str] = set()
     started = time.monotonic()
     for n in range(events):
-        number = rng.randrange(hot_persons) if rng.random() < hot else rng.randrange(profiles)
+        index = rng.randrange(len(sessions))
+        number, left = sessions[index]
+        sessions[index] = (number, left - 1) if left > 1 else shape.start(rng, profiles, visitors)
         person = _person(number)
         profile = table.get(person)
         if profile is None:
@@ -171,11 +195,12 @@ def _checkpoint(
 def _expiry(
     table: DiskProfiles, timers: DiskTimers, engine: SegmentEngine, profiles: int, cache: int, table_db: Any
 ) -> dict[str, float]:
-    """Deadlines of 20,000 profiles outside the cache, due over 2 s: how late each fires when the
-    timers are checked every 0.2 s (segments_timer_interval_s) and its profile is read from disk."""
+    """Deadlines of 2,000 profiles outside the cache, due over 2 s (1,000 a second, far more than
+    windows expire in a shop): how late each fires when the timers are checked every 0.2 s
+    (segments_timer_interval_s) and its profile is read from disk and evaluated."""
     rng = random.Random(13)
     start = int(time.time() * 1000) + 500
-    chosen = {rng.randrange(cache, profiles) for _ in range(20_000)}
+    chosen = {rng.randrange(cache, profiles) for _ in range(2_000)}
     for number in chosen:
         timers.schedule(start + rng.randrange(2_000), _person(number))
     late: list[float] = []
@@ -221,7 +246,13 @@ def _in_process(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def run_profile_store_bench(
-    directory: Path, profiles: int, cache: int, events: int, hot: float, memory_profiles: int, report: Report
+    directory: Path,
+    profiles: int,
+    cache: int,
+    events: int,
+    shape: Sessions,
+    memory_profiles: int,
+    report: Report,
 ) -> dict[str, Any]:
     """Fill a store with ``profiles`` profiles, then run the workload on disk; with
     ``memory_profiles`` > 0, also fill one that size and run disk, memory, memory, disk on it (ABBA)."""
@@ -229,7 +260,7 @@ def run_profile_store_bench(
         "profiles": profiles,
         "cache_profiles": cache,
         "events": events,
-        "hot_share": hot,
+        "sessions": asdict(shape),
     }
     big = directory / "big"
     shutil.rmtree(big, ignore_errors=True)
@@ -237,7 +268,7 @@ def run_profile_store_bench(
     results["fill"] = _in_process(_fill, str(big), profiles)
     report(f"  {results['fill']}")
     report(f"workload on disk: {events:,} events, cache {cache:,} profiles ...")
-    results["disk"] = _in_process(_workload, str(big), profiles, cache, events, hot, True)
+    results["disk"] = _in_process(_workload, str(big), profiles, cache, events, shape, True)
     report(f"  {results['disk']}")
     shutil.rmtree(big, ignore_errors=True)
     if memory_profiles:
@@ -246,7 +277,7 @@ def run_profile_store_bench(
         _in_process(_fill, str(small), memory_profiles)
         runs = []
         for on_disk in (True, False, False, True):
-            run = _in_process(_workload, str(small), memory_profiles, cache, events, hot, on_disk)
+            run = _in_process(_workload, str(small), memory_profiles, cache, events, shape, on_disk)
             report(f"  {memory_profiles:,} profiles, {run['home']}: {run}")
             runs.append(run)
         results["side_by_side"] = runs

@@ -348,11 +348,25 @@ def usecase_report(exposures: int, events: int, rounds: int, keep: bool) -> None
 )
 @click.option("--events", type=click.IntRange(min=10_000), default=1_000_000, show_default=True)
 @click.option(
-    "--hot",
-    type=click.FloatRange(0, 1),
-    default=0.9,
+    "--sessions",
+    type=click.IntRange(min=1),
+    default=20_000,
     show_default=True,
-    help="Share of events on hot persons.",
+    help="Concurrent shopping sessions.",
+)
+@click.option(
+    "--session-events",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Mean events per session (each session's first event of a returning person may miss the cache).",
+)
+@click.option(
+    "--new-visitors",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of sessions by new visitors (no profile yet).",
 )
 @click.option(
     "--memory-profiles",
@@ -369,18 +383,25 @@ def usecase_report(exposures: int, events: int, rounds: int, keep: bool) -> None
     show_default=True,
 )
 def profile_store(
-    profiles: int, cache: int, events: int, hot: float, memory_profiles: int, directory: Path
+    profiles: int,
+    cache: int,
+    events: int,
+    sessions: int,
+    session_events: float,
+    new_visitors: float,
+    memory_profiles: int,
+    directory: Path,
 ) -> None:
     """Segment profiles on disk (state_dir) against profiles in memory: RSS with PROFILES profiles and
     a cache of CACHE, events/s, reopening time, expiry lateness outside the cache. No stack needed."""
-    from streams.bench.profile_store import run_profile_store_bench
+    from streams.bench.profile_store import Sessions, run_profile_store_bench
 
     result = run_profile_store_bench(
         directory,
         profiles,
         cache,
         events,
-        hot,
+        Sessions(sessions, session_events, new_visitors),
         memory_profiles,
         report=lambda line: click.echo(line, err=True),
     )

@@ -40,18 +40,21 @@ def partition_range(prefix: bytes, partition: int) -> tuple[bytes, bytes]:
 
 
 def put_record(batch: WriteBatch, partition: int, person: str, value: bytes | None) -> None:
-    """Apply one ``segments.state`` record (``None``: a tombstone) to the store's entries of ``person``."""
-    profile_key, pointer_key = key(PROFILE, partition, person), key(POINTER, partition, person)
+    """Apply one ``segments.state`` record (``None``: a tombstone) to the store's entries of ``person``.
+
+    A person's profile record is followed only by profiles, then at most once by a merge pointer, and
+    a tombstone ends both: so a profile is one put (no delete of a pointer that cannot be there, which
+    would leave a tombstone in RocksDB for every write)."""
+    profile_key = key(PROFILE, partition, person)
     if value is None:
         batch.delete(profile_key)
-        batch.delete(pointer_key)
+        batch.delete(key(POINTER, partition, person))
         return
     _person, merged_into, _state = decode_state(value)
     if merged_into is None:
         batch.put(profile_key, value)
-        batch.delete(pointer_key)
     else:
-        batch.put(pointer_key, value)
+        batch.put(key(POINTER, partition, person), value)
         batch.delete(profile_key)
 
 
