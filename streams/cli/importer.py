@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -43,9 +44,16 @@ def import_(channel: str, fmt: str | None, source: str | None, file: Path) -> No
         importer.check_broker()
         size = file.stat().st_size
         with handle, tqdm(total=size, unit="B", unit_scale=True, desc=file.name, file=sys.stderr) as bar:
+            done = 0
+            started = time.monotonic()
 
-            def progress(_rows: int) -> None:
-                bar.update(handle.tell() - bar.n)
+            def progress(rows: int) -> None:
+                nonlocal done
+                done += rows
+                rate = done / max(time.monotonic() - started, 1e-9)
+                bar.set_postfix_str(f"{done:,} rows, {rate:,.0f} rows/s", refresh=False)
+                if not handle.closed:  # the CSV reader closes it once read to the end
+                    bar.update(handle.tell() - bar.n)
 
             summary = importer.run(rows, progress)
             bar.update(size - bar.n)
