@@ -25,8 +25,8 @@ _STORES = tuple(f"{city}-{n:02d}" for city in ("LDN", "MAN", "BRS", "EDI", "LDS"
 _EANS = tuple(f"50{n:011d}" for n in range(1, 2001))
 
 
-def write_pos_csv(path: Path, lines: int, *, seed: int = 24, bad_every: int = 500) -> int:
-    """Write about ``lines`` line items (whole orders) to ``path``; returns the number of orders.
+def write_pos_csv(path: Path, lines: int, *, seed: int = 24, bad_every: int = 500) -> tuple[int, int]:
+    """Write about ``lines`` line items (whole orders) to ``path``; returns (lines, orders) written.
 
     Every ``bad_every``-th order has no identifier (a bad row for ``events.invalid``); 0 writes none.
     """
@@ -55,4 +55,4 @@ def write_pos_csv(path: Path, lines: int, *, seed: int = 24, bad_every: int = 50
                 row = (txn, stamp, store, terminal, card, email, event, rng.choice(_EANS))
                 out.writerow((*row, str(rng.choice((1, 1, 1, 2, 3))), price, "GBP"))
                 written += 1
-    return orders
+    return written, orders
