@@ -173,8 +173,11 @@ class RecordWriter:
 class Importer:
     """Validates rows into events and produces them; bad rows go to ``events.invalid``."""
 
-    def __init__(self, settings: Settings, channel: ChannelName, source: str) -> None:
+    def __init__(
+        self, settings: Settings, channel: ChannelName, source: str, delivery_timeout_s: float = 60.0
+    ) -> None:
         self.settings = settings
+        self.delivery_timeout_s = delivery_timeout_s
         self.channel: ChannelName = channel
         self.source = source
         self.topic = settings.channel_topic(channel)
@@ -183,7 +186,12 @@ class Importer:
         self._lock = threading.Lock()
         # Delivery reports come for failures only; success is the producer holding nothing after flush.
         self._producer = Producer(
-            bulk_producer_config(settings, client_id="omniseg-import", on_delivery=self._delivered)
+            bulk_producer_config(
+                settings,
+                client_id="omniseg-import",
+                on_delivery=self._delivered,
+                **{"message.timeout.ms": int(delivery_timeout_s * 1000)},
+            )
         )
 
     def check_broker(self, timeout_s: float = 10.0) -> None:
@@ -221,6 +229,8 @@ class Importer:
                 produce(topic, value, key)
             except BufferError:
                 self._produce_when_room(topic, key, value)
+            except KafkaException as exc:
+                raise ImportFailed(f"line {row.line}: the producer refused the record: {exc}") from exc
             done += 1
             if done == PROGRESS_EVERY:
                 summary.rows += done
@@ -230,7 +240,8 @@ class Importer:
                 self._stop_on_failure()
         summary.rows += done
         progress(done)
-        remaining = self._producer.flush(60)
+        # Every record is delivered or reported failed within delivery_timeout_s of being queued.
+        remaining = self._producer.flush(self.delivery_timeout_s + 5)
         summary.seconds = time.monotonic() - started
         if remaining or self._failed:
             raise ImportFailed(
@@ -248,6 +259,8 @@ class Importer:
                 return
             except BufferError:
                 continue
+            except KafkaException as exc:
+                raise ImportFailed(f"the producer refused a record: {exc}") from exc
 
     def _stop_on_failure(self) -> None:
         if self._failed:
