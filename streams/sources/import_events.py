@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from streams.domain.event_time import out_of_range
+from streams.domain.event_time import EARLIEST, MAX_AHEAD
 from streams.domain.events import MAX_CONSENT_CATEGORIES, ChannelName
 from streams.sources.import_rows import IDENTIFIER_COLUMNS
 from streams.wire.codecs import EVENT_CODEC, MAGIC
@@ -46,6 +46,7 @@ _EVENT_COLUMNS = frozenset(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NULL = b"\x00"
 _SOME = b"\x02"
+_NULL2 = _NULL * 2
 _EMPTY = b"\x00"
 _DOUBLE = struct.Struct("<d").pack
 _ONE = _DOUBLE(1.0)
@@ -101,7 +102,10 @@ def parse_time(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    zone = moment.tzinfo
+    if zone is UTC:
+        return moment
+    return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
 
 
 class CsvEventWriter:
@@ -111,6 +115,7 @@ class CsvEventWriter:
         self, header: Sequence[str], channel: ChannelName, source: str, received_at: datetime
     ) -> None:
         self.received_at = received_at
+        self._latest = received_at + MAX_AHEAD
         self._received = avro_long(_millis(received_at))
         # context up to campaign (channel, source, ip, userAgent, locale, timezone, device, page) and after
         # it (library, consent): the same for every event of the import.
@@ -163,7 +168,6 @@ class CsvEventWriter:
         anonymous_id = get("anonymousId")
         if not message:
             return None
-        identifiers = [get(name) for name in IDENTIFIER_COLUMNS]
         key = user_id
         if not key:
             for name in _KEY_IDENTIFIERS:
@@ -177,13 +181,14 @@ class CsvEventWriter:
         stamped = get("timestamp")
         if stamped:
             moment = parse_time(stamped)
-            if moment is None or out_of_range(moment, self.received_at) is not None:
+            # streams.domain.event_time.out_of_range: the model's path gives the reason.
+            if moment is None or not EARLIEST <= moment <= self._latest:
                 return None
             timestamp = avro_long(_millis(moment))
             original = _SOME + timestamp
         else:
             timestamp, original = self._received, _NULL
-        traits = self._texts(cells, self._traits)
+        traits = self._texts(cells, self._traits) if self._traits else None
         if self._consent:
             consent: dict[str, Any] = {}
             for column, purpose in self._consent:
@@ -198,38 +203,38 @@ class CsvEventWriter:
                     return None
                 traits = traits or {}
                 traits["consent"] = consent
-        properties = self._texts(cells, self._properties)
+        properties = self._texts(cells, self._properties) if self._properties else None
         lines = self._lines(group)
         if lines is None:
             return None
         store_id = get("storeId")
         campaign = get("campaign")
-        email, phone, loyalty, esp, crm = identifiers
+        repeated = self._optional
         body = b"".join(
             (
                 _HEADER,
                 _text(message),
                 type_index,
-                self._optional[event] if event else _NULL,
+                repeated[event] if event else _NULL,
                 _NULL,  # name
                 _optional(anonymous_id),
                 _optional(user_id),
-                _NULL * 2,  # previousId, groupId
+                _NULL2,  # previousId, groupId
                 _NULL if traits is None else _SOME + _text(orjson.dumps(traits).decode()),
                 _NULL if properties is None else _SOME + _text(orjson.dumps(properties).decode()),
                 self._context_head,
                 _NULL if not campaign else _SOME + _optional(campaign) + _NULL * 4,
                 self._context_tail,
-                _optional(email),
-                _optional(phone),
-                _optional(esp),
-                _optional(loyalty),
-                _optional(crm),
+                _optional(get("email")),
+                _optional(get("phone")),
+                _optional(get("espSubscriberId")),
+                _optional(get("loyaltyCard")),
+                _optional(get("crmId")),
                 _NULL
                 if not store_id
                 else _SOME
-                + self._optional[store_id][1:]
-                + self._optional[get("terminalId") or ""]
+                + repeated[store_id][1:]
+                + repeated[get("terminalId") or ""]
                 + _optional(get("transactionId")),
                 lines,
                 timestamp,

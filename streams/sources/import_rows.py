@@ -82,12 +82,13 @@ def csv_rows(text_lines: Iterator[str]) -> Iterator[Row]:
             continue  # a blank line
         number = reader.line_num
         record: dict[Any, Any] = dict(zip(header, cells, strict=False))
-        if len(cells) > width:
-            record[None] = cells[width:]
-            yield Row(number, _csv_bytes(record), None, f"line {number} has more cells than the header")
-            continue
-        if len(cells) < width:
-            for key in header[len(cells) :]:
+        size = len(cells)
+        if size != width:
+            if size > width:
+                record[None] = cells[width:]
+                yield Row(number, _csv_bytes(record), None, f"line {number} has more cells than the header")
+                continue
+            for key in header[size:]:
                 record[key] = None
         txn = (record.get("transactionId") or "").strip()
         if group and (not txn or txn != group_txn):
@@ -108,8 +109,8 @@ def _csv_bytes(record: dict[Any, Any]) -> bytes:
 
 
 def _csv_row(number: int, group: list[dict[str, str]]) -> Row:
-    raw = b"\n".join(orjson.dumps(record) for record in group)
-    return Row(number, raw, None, cells=group)
+    raw = orjson.dumps(group[0]) if len(group) == 1 else b"\n".join(list(map(orjson.dumps, group)))
+    return Row(number, raw, None, None, None, group)
 
 
 def _flag(text: str) -> bool | str:
