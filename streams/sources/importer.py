@@ -244,10 +244,7 @@ class Importer:
         remaining = self._producer.flush(self.delivery_timeout_s + 5)
         summary.seconds = time.monotonic() - started
         if remaining or self._failed:
-            raise ImportFailed(
-                f"{remaining} records were not acknowledged and {len(self._failed)} failed "
-                f"(first: {self._failed[:1]}); the import is incomplete, run it again (ids are stable)"
-            )
+            raise ImportFailed(self._incomplete(remaining))
         return summary
 
     def _produce_when_room(self, topic: str, key: bytes, value: bytes) -> None:
@@ -264,11 +261,14 @@ class Importer:
 
     def _stop_on_failure(self) -> None:
         if self._failed:
-            remaining = self._producer.flush(10)
-            raise ImportFailed(
-                f"the broker refused records ({self._failed[0]}; {len(self._failed)} failed, "
-                f"{remaining} unacknowledged); the import is incomplete, run it again (ids are stable)"
-            )
+            raise ImportFailed(self._incomplete(self._producer.flush(10)))
+
+    def _incomplete(self, unacknowledged: int) -> str:
+        first = f" (first error: {self._failed[0]})" if self._failed else ""
+        return (
+            f"the broker did not acknowledge {len(self._failed) + unacknowledged:,} records{first}; "
+            "the import is incomplete, run it again (the message ids stay the same)"
+        )
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:

@@ -172,7 +172,12 @@ def message_id_for(source: str, row: Row) -> str:
 
 
 def reference_records(
-    rows: Iterator[Row], channel: ChannelName, source: str, topic: str, invalid_topic: str, received_at: datetime
+    rows: Iterator[Row],
+    channel: ChannelName,
+    source: str,
+    topic: str,
+    invalid_topic: str,
+    received_at: datetime,
 ) -> list[tuple[str, bytes, bytes]]:
     """What ``Importer._one`` produced for each row, in order: (topic, key, value)."""
     out: list[tuple[str, bytes, bytes]] = []
