@@ -34,8 +34,11 @@ _MAX_CURRENCY = 3
 _TYPES = {name: avro_long(index) for index, name in enumerate(("track", "identify", "page", "screen"))}
 _CHANNELS = {name: avro_long(index) for index, name in enumerate(("web", "app", "email", "store"))}
 # RFC 3339 as exports write it; other forms pydantic accepts (a space, unix seconds) take its path.
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?")
-_DECIMAL = re.compile(r"-?\d{1,15}(?:\.\d{1,15})?")
+# ASCII digits only: Python's float() reads other scripts' digits, pydantic does not.
+_ISO_TIME = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?", re.ASCII
+)
+_DECIMAL = re.compile(r"-?\d{1,15}(?:\.\d{1,15})?", re.ASCII)
 _FLAGS = {"true": True, "false": False}
 _EVENT_COLUMNS = frozenset(
     (
@@ -105,7 +108,12 @@ def parse_time(text: str) -> datetime | None:
     zone = moment.tzinfo
     if zone is UTC:
         return moment
-    return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
+    if zone is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None  # past year 9999 in UTC
 
 
 class CsvEventWriter:
@@ -127,13 +135,13 @@ class CsvEventWriter:
         self._consent = [(n, n.split(".", 1)[1]) for n in prefixed if n.startswith("consent.")]
         trait_names = {name for _, name in self._traits}
         property_names = {name for _, name in self._properties}
-        # Columns whose meaning goes beyond copying text: the model reads email and phone in traits as
-        # identifiers, a consent trait as consent, and products in properties as lines.
         self.header = tuple(header)
         # The columns an event is built from (the rest are ignored, as the model's path ignores them).
         self._used = [name for name in header if name in _EVENT_COLUMNS or "." in name]
         self._optional = _Encoded(_optional)
         self._number = _Encoded(_decimal_bytes)
+        # Columns whose meaning goes beyond copying text: the model reads email and phone in traits as
+        # identifiers, a consent trait as consent, and products in properties as lines.
         self.plain_header = (
             not trait_names & {"email", "phone", "consent"}
             and "products" not in property_names
@@ -264,7 +272,12 @@ class CsvEventWriter:
             quantity = (record.get("quantity") or "").strip()
             price = (record.get("unitPrice") or "").strip()
             currency = (record.get("currency") or "").strip()
-            if len(sku) > _MAX_CELL or len(ean) > _MAX_CELL or len(app) > _MAX_CELL or len(currency) > 3:
+            if (
+                len(sku) > _MAX_CELL
+                or len(ean) > _MAX_CELL
+                or len(app) > _MAX_CELL
+                or len(currency) > _MAX_CURRENCY
+            ):
                 return None
             quantity_bytes = number[quantity] if quantity else _ONE
             price_bytes = _SOME + number[price] if price else _NULL

@@ -151,6 +151,9 @@ class RecordWriter:
                 )
             except ValidationError as exc:
                 row.field, row.error = describe_validation_error(exc)
+            except OverflowError:
+                # A time whose offset moves it past year 9999 in UTC: the model cannot convert it.
+                row.error = "a time in the row lies beyond the year 9999 once converted to UTC"
             else:
                 summary.events += 1
                 return self.topic, event.partition_key(), EVENT_CODEC.encode(event.to_avro())

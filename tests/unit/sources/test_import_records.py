@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,11 +116,14 @@ _TIMES = st.one_of(
             "not-a-time",
             "",
             "2026-11-20t10:15:00z",
+            "\u0662\u0660\u0662\u0666-11-20T10:15:00Z",
         ]
     ),
 )
 _NUMBERS = st.one_of(
-    st.sampled_from(["", "1", "2", "-0", "0.50", "3.", "1e3", " 2 ", "abc", "inf", "nan", "01", "1_0"]),
+    st.sampled_from(
+        ["", "1", "2", "-0", "0.50", "3.", "1e3", " 2 ", "abc", "inf", "nan", "01", "1_0", "\u0661"]
+    ),
     st.decimals(allow_nan=False, allow_infinity=False, places=3, min_value=-1000, max_value=1000).map(str),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
 )
@@ -137,6 +141,51 @@ _CELLS = {
     "consent.advertising": st.sampled_from(["", "true", "FALSE", "maybe", " True "]),
     "consent.email": st.sampled_from(["", "false"]),
 }
+
+
+_HEAD = "transactionId,timestamp,storeId,loyaltyCard,ean,quantity,unitPrice,currency"
+_AHEAD = "2026-12-05T12:00:00.123Z"  # exactly 24 hours after RECEIVED (to the millisecond)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "T1,2026-11-20T10:15:00Z,LDN-01,6337 1,501,\u0661,2.50,GBP",  # an Arabic-Indic digit
+        "T1,\u0662\u0660\u0662\u0666-11-20T10:15:00Z,LDN-01,6337 1,501,1,2.50,GBP",
+        "T1,2026-11-20T10:15:00Z,LDN-01,6337 1,501,-0,-0.0,GBP",
+        "T1,2026-11-20T10:15:00Z,LDN-01,6337 1,501,1e3,2.5,GBP",
+        "T1,2026-11-20T10:15:00Z,LDN-01,6337 1,501,1,2.5,\u20ac",
+        "T1,2026-11-20T10:15:00Z,LDN-01,6337 1,501,1,2.5,GBPX",
+        f"T1,{_AHEAD},LDN-01,6337 1,501,1,2.5,GBP",
+        "T1,2026-12-05T12:00:00.124Z,LDN-01,6337 1,501,1,2.5,GBP",
+        "T1,1970-01-01T00:00:00Z,LDN-01,6337 1,501,1,2.5,GBP",
+        "T1,1970-01-01T01:00:00+01:01,LDN-01,6337 1,501,1,2.5,GBP",
+        "T1,2026-11-20T10:15:00.999999-05:30,LDN-01,6337 1,501,1,2.5,GBP",
+        "T1,2026-11-20T10:15:00,LDN-01,,501,1,2.5,GBP",
+        "T1,2026-11-20T10:15:00,,6337 1,,,,",
+    ],
+)
+def test_edge_cells_give_the_same_records_as_before(line: str) -> None:
+    text = f"{_HEAD}\n{line}\n"
+    assert _current(text) == _before(text)
+
+
+def test_a_time_past_year_9999_in_utc_is_a_bad_row_not_a_crash() -> None:
+    text = f"{_HEAD}\nT1,9999-12-31T23:59:59-05:00,LDN-01,6337 1,501,1,2.5,GBP\n"
+    ((topic, _, value),) = _current(text)
+    assert topic == INVALID
+    assert b"beyond the year 9999" in value
+
+
+def test_a_basket_over_the_line_limit_gives_the_same_records_as_before() -> None:
+    text = (
+        _HEAD
+        + "\n"
+        + "".join(f"T1,2026-11-20T10:15:00Z,LDN-01,6337 1,50{i},1,2.5,GBP\n" for i in range(1001))
+    )
+    before = _before(text)
+    assert before[0][0] == INVALID
+    assert _current(text) == before
 
 
 @st.composite
