@@ -406,3 +406,55 @@ def profile_store(
         report=lambda line: click.echo(line, err=True),
     )
     click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("import")
+@click.option(
+    "--lines",
+    type=click.IntRange(min=1000),
+    default=200_000,
+    show_default=True,
+    help="POS export lines generated (orders of one to five lines each).",
+)
+@click.option(
+    "--own-broker", is_flag=True, help="Start a temporary Tansu broker for the run (stopped afterwards)."
+)
+@click.option(
+    "--keep-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the generated export here and keep it (e.g. to time `omniseg import` on it).",
+)
+def import_(lines: int, own_broker: bool, keep_file: Path | None) -> None:
+    """Bulk import: lines/s and events/s of a generated POS export, encoded alone (no broker) and
+    imported into Kafka (every record acknowledged and counted on the topics).
+
+    Uses its own topic prefix on the configured broker (the topics are left there), or with --own-broker
+    a temporary broker of its own.
+    """
+    import tempfile
+
+    from streams.bench.importer import run_import_bench
+    from streams.dev import servers
+    from streams.dev.process import free_port
+
+    settings = get_settings()
+    report = lambda line: click.echo(line, err=True)  # noqa: E731
+    if not own_broker:
+        result = run_import_bench(settings, lines, report, keep_file=keep_file)
+    else:
+        with tempfile.TemporaryDirectory(prefix="omniseg-bench-broker-") as state:
+            port = free_port()
+            broker = servers.tansu(Path(state), port)
+            pid = broker.start(timeout_s=60)
+            try:
+                result = run_import_bench(
+                    settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"}),
+                    lines,
+                    report,
+                    broker_pid=pid,
+                    keep_file=keep_file,
+                )
+            finally:
+                broker.stop()
+    click.echo(json.dumps(result, indent=2))
