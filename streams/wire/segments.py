@@ -139,7 +139,8 @@ _STATE_HEADER = MAGIC + SEGMENT_STATE_CODEC.current.fingerprint
 _NULL = b"\x00"
 _CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard", "advertisingId")
 _TRIGGERS = {
-    name: avro_long(i) for i, name in enumerate(("event", "timer", "merge", "definition", "erasure"))
+    name: avro_long(i)
+    for i, name in enumerate(("event", "timer", "merge", "definition", "erasure", "retention"))
 }
 _ENTERED, _EXITED = avro_long(0), avro_long(1)
 _STATE_FORMAT = avro_long(FORMAT)

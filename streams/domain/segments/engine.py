@@ -29,6 +29,7 @@ from streams.domain.segments.compiler import (
 )
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.features import Feature
+from streams.domain.segments.inactivity import InactivityPolicy
 from streams.domain.segments.loader import evaluation_order
 from streams.domain.segments.merge import combine
 from streams.domain.segments.model import SegmentDefinition
@@ -88,11 +89,14 @@ class SegmentEngine:
         *,
         timezone: str = "UTC",
         hemisphere: str = "north",
+        inactivity: InactivityPolicy | None = None,
     ) -> None:
         self.catalog: ProductLookup = catalog or NoCatalog()
         self._lookup = None if type(self.catalog) is NoCatalog else self.catalog.lookup
         self.timezone = timezone
         self.hemisphere = hemisphere
+        # Retention of inactive persons: its deadline is one of the profile's (the stage removes them).
+        self.inactivity = inactivity if inactivity is not None and inactivity.enabled else None
         self.definitions: dict[str, SegmentDefinition] = {}
         self.versions: dict[str, int] = {}
         for definition, version in definitions:
@@ -195,6 +199,12 @@ class SegmentEngine:
             when = deadline(profile, now)
             if when is not None and (best is None or when < best):
                 best = when
+        if self.inactivity is not None:
+            when = self.inactivity.deadline(profile)
+            if when is not None:
+                when = max(when, now + 1)  # already inactive (a late event): the next tick removes it
+                if best is None or when < best:
+                    best = when
         return best
 
     def reevaluate(
@@ -234,6 +244,11 @@ class SegmentEngine:
     def erase(self, profile: Profile, now: int, request_id: str) -> list[Change]:
         """The person exits everything it is a member of: it is erased on request (docs/privacy.md)."""
         return self._exit_all(profile, now, "erasure", f"erased on request {request_id}")
+
+    def retire(self, profile: Profile, now: int) -> list[Change]:
+        """The person exits everything it is a member of: it is inactive (retention policy)."""
+        policy = self.inactivity.describe() if self.inactivity is not None else "retention"
+        return self._exit_all(profile, now, "retention", f"inactive: {policy}")
 
     def _exit_all(self, profile: Profile, now: int, trigger: str, reason: str) -> list[Change]:
         gone: list[Change] = []
