@@ -667,6 +667,10 @@ class SegmentStep(Step):
         left = counters_of(profile)
         if left is None:
             self._dirty.discard(person)
+            if self.store.on_disk:
+                # The stored profile stays until the tombstone is acknowledged: until then, lookups
+                # must find the tombstone (else the changelog record would be the stored profile).
+                self.store.unsaved.add(person, None, False)
             out.sends.append(self.store.changelog(person, now))  # a tombstone
         else:
             self.profiles[person] = left
