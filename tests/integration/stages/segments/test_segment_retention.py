@@ -83,9 +83,8 @@ class Latest:
                     self.records.setdefault(msg.key().decode(), []).append(msg.value())
             if predicate(self.records):
                 return
-        raise AssertionError(
-            f"timed out; records: { {k: [v if v is None else len(v) for v in vs] for k, vs in self.records.items()} }"
-        )
+        sizes = {k: [v if v is None else len(v) for v in vs] for k, vs in self.records.items()}
+        raise AssertionError(f"timed out; record sizes by key: {sizes}")
 
     def close(self) -> None:
         self.consumer.close()
@@ -190,3 +189,44 @@ def test_inactive_anonymous_person_is_removed_and_returns_fresh(
         ("visitor", "entered", 3, "event"),
     ]
     assert changes.of(bouncer) == []
+
+
+@pytest.mark.parametrize("home", ["memory", "disk"])
+def test_profiles_saved_before_the_policy_are_removed_after_a_restart_with_it(
+    settings_factory: Callable[..., Settings],
+    stages: Stages,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    home: str,
+) -> None:
+    """A profile at rest (no event, no timer) when the policy is set gets its deadline on restore."""
+    suffix = uuid.uuid4().hex[:8]
+    values = {
+        "segments_group": f"seg-ret2-{suffix}",
+        "segments_state_flush_s": 0.5,
+        "segments_timer_interval_s": 0.1,
+        "state_dir": tmp_path / "state" if home == "disk" else None,
+    }
+    settings = settings_factory(**values)
+    apply_definitions(settings, write_definitions(tmp_path / "segments", DEFINITIONS))
+    clock = Clock()
+    stage = stages.start(settings, clock)
+    producer = Producer(producer_config(settings, "it-segments-retention-restart"))
+    changes = Changes(settings)
+    request.addfinalizer(changes.consumer.close)
+    person = f"anon-{suffix}"
+    producer.produce(
+        settings.topic("events.resolved"),
+        _resolved(person, 1, clock, "Page Viewed", [f"anonymous_id:{person}"]),
+        person.encode(),
+    )
+    producer.flush(10)
+    changes.wait(lambda seen: ("visitor", "entered", 1, "event") in changes.of(person))
+    stages.stop(stage)
+
+    clock.offset += 3 * DAY_S
+    with_policy = settings.model_copy(update={"segments_inactive_days": 1.0})
+    restarted = stages.start(with_policy, clock)
+    changes.wait(lambda seen: ("visitor", "exited", 2, "retention") in changes.of(person))
+    assert restarted.stats.retired == 1
+    assert changes.of(person) == [("visitor", "entered", 1, "event"), ("visitor", "exited", 2, "retention")]
