@@ -202,7 +202,8 @@ class SegmentEngine:
         if self.inactivity is not None:
             when = self.inactivity.deadline(profile)
             if when is not None:
-                when = max(when, now + 1)  # already inactive (a late event): the next tick removes it
+                if when <= now:  # already inactive (a late event): the next tick removes it
+                    when = now + 1
                 if best is None or when < best:
                     best = when
         return best

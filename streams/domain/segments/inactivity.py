@@ -24,7 +24,7 @@ membership leaves nothing (a tombstone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from streams.domain.segments.profile import Profile
@@ -39,6 +39,11 @@ class InactivityPolicy:
 
     after_ms: int
     applies_to: AppliesTo = "anonymous"
+    # Deadlines are rounded up to a multiple of this: 1% of the period, at least a second.
+    grain_ms: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grain_ms", max(1000, self.after_ms // 100))
 
     @classmethod
     def from_days(cls, days: float, applies_to: AppliesTo = "anonymous") -> InactivityPolicy:
@@ -50,17 +55,6 @@ class InactivityPolicy:
     def enabled(self) -> bool:
         return self.after_ms > 0
 
-    def applies(self, profile: Profile) -> bool:
-        """Whether the policy covers the person (its newest event known, and anonymous if asked)."""
-        if self.after_ms <= 0 or profile.last_ts is None:
-            return False
-        return self.applies_to == "all" or not profile.contacts
-
-    @property
-    def grain_ms(self) -> int:
-        """Deadlines are rounded up to a multiple of this: 1% of the period, at least a second."""
-        return max(1000, self.after_ms // 100)
-
     def deadline(self, profile: Profile) -> int | None:
         """When the person becomes inactive: newest event + the period, rounded up to the grain;
         None when never.
@@ -68,11 +62,12 @@ class InactivityPolicy:
         Rounded so that the deadline (and so the profile's ``due``) moves only when an event crosses
         a grain, not with every event: each move schedules one more timer entry.
         """
-        if not self.applies(profile):
+        # On every event's path (SegmentEngine.next_deadline): one call, no helpers.
+        last = profile.last_ts
+        if last is None or self.after_ms <= 0 or (self.applies_to != "all" and profile.contacts):
             return None
-        assert profile.last_ts is not None
         grain = self.grain_ms
-        return -(-(profile.last_ts + self.after_ms) // grain) * grain
+        return -(-(last + self.after_ms) // grain) * grain
 
     def inactive(self, profile: Profile, now: int) -> bool:
         """Whether the profile is to be removed at ``now``."""

@@ -226,6 +226,8 @@ class SegmentStep(Step):
         self.activation.reads = self._reads.segments
         self._covering = covering(self._reads.usecases)
         log.info("segments: %d definitions active (%d records read)", len(self._definitions.active), loaded)
+        if self._engine.inactivity is not None:
+            log.info("segments: retention removes %s", self._engine.inactivity.describe())
         now = time.monotonic()
         self._next_flush = now + self.settings.segments_state_flush_s
         self._next_freeze = now + _FREEZE_EVERY_S
