@@ -83,8 +83,9 @@ class InactivityPolicy:
 
 def counters_of(profile: Profile) -> Profile | None:
     """What a removed person leaves: its membership transition counters (every membership exited),
-    so a returning person's changes continue them; None when it never held a membership."""
+    so a returning person's changes continue them, and the input offsets it had applied (a replay
+    after a crash skips them); None when it never held a membership."""
     if not profile.members:
         return None
     assert not profile.current_members(), "a person is removed only after exiting every segment"
-    return Profile(profile.person_id, members=dict(profile.members))
+    return Profile(profile.person_id, members=dict(profile.members), offsets=dict(profile.offsets))

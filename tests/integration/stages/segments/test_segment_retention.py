@@ -159,6 +159,7 @@ def test_inactive_anonymous_person_is_removed_and_returns_fresh(
     states.wait(lambda records: records[bouncer][-1] is None and _counters_only(records[anonymous][-1]))
     left = _state(states.records[anonymous][-1])
     assert left is not None and left.members == {"visitor": 2}  # only its membership counters
+    assert list(left.offsets) == ["r"]  # and the input position it had applied
     assert not left.contacts and not left.totals and left.last_ts is None
     assert states.records[bouncer][-1] is None  # a tombstone
     assert changes.of(known) == [("visitor", "entered", 1, "event")]

@@ -171,7 +171,7 @@ def test_known_person_is_kept_under_anonymous_policy() -> None:
 
 def test_counters_of_keeps_only_transition_counts() -> None:
     engine = engine_for(InactivityPolicy.from_days(1))
-    profile = Profile("p")
+    profile = Profile("p", offsets={"r": 41})
     event = SegmentEvent(message_id="m1", timestamp_ms=T0, name="Page Viewed", channel="web")
     engine.apply(profile, event, T0)
     assert sorted(profile.current_members()) == ["recent", "visitor"]
@@ -184,6 +184,7 @@ def test_counters_of_keeps_only_transition_counts() -> None:
     left = counters_of(profile)
     assert left is not None
     assert left.members == {"recent": 2, "visitor": 2} and left.last_ts is None and not left.windowed
+    assert left.offsets == {"r": 41} and not left.seen and not left.versions
     # Back: a new life whose entries continue the counts.
     back = SegmentEvent(message_id="m2", timestamp_ms=T0 + 30 * DAY_MS, name="Page Viewed", channel="web")
     again = engine.apply(left, back, T0 + 30 * DAY_MS)
