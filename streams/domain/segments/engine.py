@@ -96,7 +96,13 @@ class SegmentEngine:
         self.timezone = timezone
         self.hemisphere = hemisphere
         # Retention of inactive persons: its deadline is one of the profile's (the stage removes them).
+        # Its terms as plain ints here: next_deadline runs for every event, and a call into the policy
+        # costs more than the arithmetic (InactivityPolicy.deadline is the same computation; the
+        # property tests hold the two together).
         self.inactivity = inactivity if inactivity is not None and inactivity.enabled else None
+        self._idle_after = self.inactivity.after_ms if self.inactivity is not None else 0
+        self._idle_grain = self.inactivity.grain_ms if self.inactivity is not None else 1
+        self._idle_known_too = self.inactivity is not None and self.inactivity.applies_to == "all"
         self.definitions: dict[str, SegmentDefinition] = {}
         self.versions: dict[str, int] = {}
         for definition, version in definitions:
@@ -199,13 +205,15 @@ class SegmentEngine:
             when = deadline(profile, now)
             if when is not None and (best is None or when < best):
                 best = when
-        if self.inactivity is not None:
-            when = self.inactivity.deadline(profile)
-            if when is not None:
-                if when <= now:  # already inactive (a late event): the next tick removes it
-                    when = now + 1
-                if best is None or when < best:
-                    best = when
+        after = self._idle_after
+        last = profile.last_ts
+        if after and last is not None and (self._idle_known_too or not profile.contacts):
+            grain = self._idle_grain
+            when = -(-(last + after) // grain) * grain  # InactivityPolicy.deadline
+            if when <= now:  # already inactive (a late event): the next tick removes it
+                when = now + 1
+            if best is None or when < best:
+                best = when
         return best
 
     def reevaluate(
