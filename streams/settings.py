@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.domain.consent import ConsentPolicy
+from streams.domain.segments.inactivity import InactivityPolicy
 
 Channel = Literal["web", "app", "email", "store"]
 CHANNELS: tuple[Channel, ...] = ("web", "app", "email", "store")
@@ -171,6 +172,14 @@ class Settings(BaseSettings):
     # Local time for hour/weekday/month/season when an event has no context.timezone.
     segments_timezone: str = "UTC"
     segments_hemisphere: Literal["north", "south"] = "north"
+    # Retention of inactive persons (docs/retention.md, "Inactive persons"): a person with no event for
+    # this many days exits every segment (trigger `retention`) and its profile is removed from the
+    # segment stage's state; its history stays in ClickHouse. 0 keeps every profile (the default).
+    # Fractions are allowed (0.5 = 12 hours).
+    segments_inactive_days: float = Field(default=0.0, ge=0)
+    # Whom it removes: `anonymous` persons (no contact identifier: email, phone, userId, crmId,
+    # loyaltyCard, espSubscriberId, advertisingId) or `all`.
+    segments_inactive_applies_to: Literal["anonymous", "all"] = "anonymous"
 
     # Keyed state on local disk (docs/state.md). Empty: every stage keeps its state in memory and
     # restores it from its changelog topic at start. A directory: each stage keeps it in RocksDB under
@@ -264,6 +273,10 @@ class Settings(BaseSettings):
             defaults=dict(self.consent_defaults),
             aliases=dict(self.consent_aliases),
         )
+
+    def inactivity_policy(self) -> InactivityPolicy:
+        """The retention policy for inactive persons as the segment engine reads it."""
+        return InactivityPolicy.from_days(self.segments_inactive_days, self.segments_inactive_applies_to)
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one (adds ``topic_prefix``)."""

@@ -231,7 +231,7 @@ _NULL = b"\x00"
 _CONTACT_NAMES = ("email", "phone", "espSubscriberId", "userId", "crmId", "loyaltyCard", "advertisingId")
 _TRIGGERS = {
     name: avro_long(i)
-    for i, name in enumerate(("event", "timer", "merge", "definition", "erasure", "backfill"))
+    for i, name in enumerate(("event", "timer", "merge", "definition", "erasure", "backfill", "retention"))
 }
 _ENTERED, _EXITED = avro_long(0), avro_long(1)
 _STATE_FORMAT = avro_long(FORMAT)

@@ -20,7 +20,7 @@ class Change:
     entered: bool
     seq: int
     at: int
-    trigger: str  # event | timer | merge | definition
+    trigger: str  # event | timer | merge | definition | erasure | retention
     reason: str
     message_id: str | None
     version: int

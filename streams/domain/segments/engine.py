@@ -36,6 +36,7 @@ from streams.domain.segments.compiler import (
 )
 from streams.domain.segments.events import SegmentEvent
 from streams.domain.segments.features import FEATURE_TRIGGER, Feature
+from streams.domain.segments.inactivity import InactivityPolicy
 from streams.domain.segments.loader import evaluation_order
 from streams.domain.segments.merge import combine
 from streams.domain.segments.model import SegmentDefinition
@@ -95,11 +96,20 @@ class SegmentEngine:
         *,
         timezone: str = "UTC",
         hemisphere: str = "north",
+        inactivity: InactivityPolicy | None = None,
     ) -> None:
         self.catalog: ProductLookup = catalog or NoCatalog()
         self._lookup = None if type(self.catalog) is NoCatalog else self.catalog.lookup
         self.timezone = timezone
         self.hemisphere = hemisphere
+        # Retention of inactive persons: its deadline is one of the profile's (the stage removes them).
+        # Its terms as plain ints here: next_deadline runs for every event, and a call into the policy
+        # costs more than the arithmetic (InactivityPolicy.deadline is the same computation; the
+        # property tests hold the two together).
+        self.inactivity = inactivity if inactivity is not None and inactivity.enabled else None
+        self._idle_after = self.inactivity.after_ms if self.inactivity is not None else 0
+        self._idle_grain = self.inactivity.grain_ms if self.inactivity is not None else 1
+        self._idle_known_too = self.inactivity is not None and self.inactivity.applies_to == "all"
         self.definitions: dict[str, SegmentDefinition] = {}
         self.versions: dict[str, int] = {}
         for definition, version in definitions:
@@ -258,6 +268,15 @@ class SegmentEngine:
             when = deadline(profile, now)
             if when is not None and (best is None or when < best):
                 best = when
+        after = self._idle_after
+        last = profile.last_ts
+        if after and last is not None and (self._idle_known_too or not profile.contacts):
+            grain = self._idle_grain
+            when = -(-(last + after) // grain) * grain  # InactivityPolicy.deadline
+            if when <= now:  # already inactive (a late event): the next tick removes it
+                when = now + 1
+            if best is None or when < best:
+                best = when
         return best
 
     def reevaluate(
@@ -300,6 +319,11 @@ class SegmentEngine:
     def erase(self, profile: Profile, now: int, request_id: str) -> list[Change]:
         """The person exits everything it is a member of: it is erased on request (docs/privacy.md)."""
         return self._exit_all(profile, now, "erasure", f"erased on request {request_id}")
+
+    def retire(self, profile: Profile, now: int) -> list[Change]:
+        """The person exits everything it is a member of: it is inactive (retention policy)."""
+        policy = self.inactivity.describe() if self.inactivity is not None else "retention"
+        return self._exit_all(profile, now, "retention", f"inactive: {policy}")
 
     def _exit_all(self, profile: Profile, now: int, trigger: str, reason: str) -> list[Change]:
         gone: list[Change] = []

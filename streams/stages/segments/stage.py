@@ -35,6 +35,11 @@ it, forget the profile or merge pointer, and write a tombstone to ``segments.sta
 that arrive after it (events resolved before the resolvers learnt of the erasure, forwards) are dropped
 and counted for ``_ERASED_KEEP_S``.
 
+Retention (docs/retention.md, "Inactive persons"): with ``segments_inactive_days`` set, a profile's
+next deadline includes the day it becomes inactive; when its timer fires and the policy still says so,
+the person exits every segment (trigger ``retention``), the audience writer forgets it if it held a
+membership, and its profile goes: a tombstone, or only its membership counters if it ever held one.
+
 Timers: each profile knows its next deadline (window expiry, recency, days-since thresholds); they
 are checked every turn and an idle turn waits at most ``segments_timer_interval_s``, so windows expire
 within about that long of their deadline with no new event (invariant 5).
@@ -53,6 +58,7 @@ from streams.domain.experiments.assignment import Covering, RunningUseCase, cove
 from streams.domain.segments.changes import Change
 from streams.domain.segments.engine import SegmentEngine
 from streams.domain.segments.events import SegmentEvent
+from streams.domain.segments.inactivity import counters_of
 from streams.domain.segments.preparation import ProductLookup
 from streams.domain.segments.profile import Profile
 from streams.domain.segments.recovery import Published, adopt, newer_than, unpublished
@@ -98,6 +104,8 @@ _IDLE_SAVE_S = 0.25
 # How long records for an erased person id are still dropped (in memory; a restart forgets it). Events
 # resolved before the resolvers applied the erasure arrive within seconds.
 _ERASED_KEEP_S = 3600.0
+# Persons removed by the retention policy are reported in the log at most this often.
+_RETENTION_LOG_S = 60.0
 
 
 def segment_stage_spec(settings: Settings) -> StageSpec:
@@ -146,6 +154,9 @@ class SegmentStats:
     erasures: int = 0  # person ids erased
     dropped_erased: int = 0  # records for an erased person id, dropped
     backfill_parts: int = 0  # backfill parts applied (streams/stages/segments/backfill.py)
+    retired: int = 0  # inactive persons removed (retention policy, docs/retention.md)
+    retired_exits: int = 0  # memberships they exited (trigger retention)
+    retired_kept_counters: int = 0  # of them, those that left their membership counters behind
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -194,6 +205,8 @@ class SegmentStep(Step):
         self._next_flush = 0.0
         self._next_freeze = 0.0
         self._last_input = time.monotonic()
+        self._retired_unlogged = 0  # persons removed since the last retention log line
+        self._next_retention_log = 0.0
 
     @property
     def engine(self) -> SegmentEngine:
@@ -217,6 +230,8 @@ class SegmentStep(Step):
         self.activation.reads = self._reads.segments
         self._covering = covering(self._reads.usecases)
         log.info("segments: %d definitions active (%d records read)", len(self._definitions.active), loaded)
+        if self._engine.inactivity is not None:
+            log.info("segments: retention removes %s", self._engine.inactivity.describe())
         now = time.monotonic()
         self._next_flush = now + self.settings.segments_state_flush_s
         self._next_freeze = now + _FREEZE_EVERY_S
@@ -273,6 +288,7 @@ class SegmentStep(Step):
     def after_turn(self, handled: int, out: Outputs) -> None:
         self._out = out
         self._fire_timers(self.now_ms())
+        self._log_retention()
         if self._to_write:  # at least as many states as events this turn: keeps pace
             self._write_slice(out, max(_STATES_PER_TURN, handled))
         self.store.evict()
@@ -332,6 +348,7 @@ class SegmentStep(Step):
             for person, profile in self.profiles.items():
                 if profile.due and store.partition(person) in wanted:
                     self._timers.schedule(profile.due, person)
+        self._schedule_inactive(set(numbers))
         # Timers that fell due meanwhile fire now; their changes go out with this turn's outputs.
         self._fire_timers(self.now_ms())
         log.info(
@@ -469,6 +486,7 @@ class SegmentStep(Step):
             self._catalog,
             timezone=self.settings.segments_timezone,
             hemisphere=self.settings.segments_hemisphere,
+            inactivity=self.settings.inactivity_policy(),
         )
 
     def _on_resolved(
@@ -656,6 +674,10 @@ class SegmentStep(Step):
             profile = self.profiles.get(person)
             if profile is None or profile.due != due:
                 continue  # stale entry: the deadline moved or the person left
+            inactivity = self.engine.inactivity
+            if inactivity is not None and person not in self._pending and inactivity.inactive(profile, now):
+                self._retire(profile, now)
+                continue
             changes = self.engine.tick(profile, now)
             self._dirty.add(person)
             if changes:
@@ -663,6 +685,71 @@ class SegmentStep(Step):
                 self._publish(profile, changes, now)
             if profile.due:
                 timers.schedule(profile.due, person)
+
+    def _retire(self, profile: Profile, now: int) -> None:
+        """Remove an inactive person: it exits every segment (trigger ``retention``), the audience
+        writer forgets it if it may hold its facts (it ever held a membership), and its profile goes.
+        What stays is a tombstone, or only its membership counters when it held any, so that a
+        returning person's changes continue their ``seq`` (streams/domain/segments/inactivity.py)."""
+        person = profile.person_id
+        changes = self.engine.retire(profile, now)
+        if changes:
+            self._publish(profile, changes, now)
+        out = self._outputs()
+        if profile.members:
+            out.sends.append(self.activation.removed(person, now))
+            self.stats.audience_inputs += 1
+        self.profiles.pop(person, None)
+        left = counters_of(profile)
+        if left is None:
+            self._dirty.discard(person)
+            if self.store.on_disk:
+                # The stored profile stays until the tombstone is acknowledged: until then, lookups
+                # must find the tombstone (else the changelog record would be the stored profile).
+                self.store.unsaved.add(person, None, False)
+            out.sends.append(self.store.changelog(person, now))  # a tombstone
+        else:
+            self.profiles[person] = left
+            self._dirty.add(person)
+            self.stats.retired_kept_counters += 1
+        self.stats.retired += 1
+        self.stats.retired_exits += len(changes)
+        self._retired_unlogged += 1
+
+    def _schedule_inactive(self, numbers: set[int]) -> None:
+        """With a retention policy, a restored profile whose due misses its retention deadline (saved
+        before the policy was set, or under a longer one) gets it now: its timer fires then."""
+        inactivity = self.engine.inactivity
+        if inactivity is None:
+            return
+        now, count = self.now_ms(), 0
+        for profile in self.store.all_profiles(numbers):
+            deadline = inactivity.deadline(profile)
+            if deadline is None:
+                continue
+            deadline = max(deadline, now + 1)
+            if profile.due and profile.due <= deadline:
+                continue
+            profile.due = deadline
+            self._dirty.add(profile.person_id)
+            self._timers.schedule(deadline, profile.person_id)
+            count += 1
+        if count:
+            log.info("segments: %d restored profiles given their retention deadline", count)
+
+    def _log_retention(self) -> None:
+        """One line per ``_RETENTION_LOG_S`` while the retention policy removes persons."""
+        if not self._retired_unlogged or time.monotonic() < self._next_retention_log:
+            return
+        log.info(
+            "segments: retention removed %d inactive persons (%s); %d in all, %d memberships exited",
+            self._retired_unlogged,
+            self.engine.inactivity.describe() if self.engine.inactivity is not None else "off",
+            self.stats.retired,
+            self.stats.retired_exits,
+        )
+        self._retired_unlogged = 0
+        self._next_retention_log = time.monotonic() + _RETENTION_LOG_S
 
     def _redefine(self, changed: set[str]) -> None:
         assert self._definitions is not None
