@@ -7,7 +7,8 @@ entries are one key range):
 - ``m PP person`` -> the person's ``segments.state`` record (a merge pointer);
 - ``c PP``        -> the changelog position of the partition (:class:`Position`);
 - ``t due person`` and ``f`` -> the timer index and its floor (:mod:`streams.state.timers`);
-- ``r``           -> the segments audiences read, as last sent (:mod:`streams.state.profiles`).
+- ``r``           -> the segments audiences read, as last sent, and ``n name`` -> notes of the stage
+  (:mod:`streams.state.profiles`).
 
 The store holds only what the changelog holds: records are written to it once the checkpoint that
 produced them is acknowledged (:class:`Unsaved` keeps them until then, where lookups find them), so

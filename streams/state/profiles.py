@@ -65,6 +65,7 @@ _TRUST_POSITION_MS = 12 * 3600 * 1000
 # Records applied to the store per write batch during a restore.
 _RESTORE_BATCH = 5_000
 _READS_KEY = b"r"
+_NOTE = b"n"
 # How long the check of a stored position waits for the record before it (see _check_position).
 _CHECK_TIMEOUT_S = 10.0
 
@@ -250,6 +251,14 @@ class ProfileStore:
         """The profiles held: exact in memory, RocksDB's estimate on disk."""
         profiles = self.profiles
         return profiles.estimate() if isinstance(profiles, DiskProfiles) else len(profiles)
+
+    def note(self, name: bytes) -> bytes | None:
+        """A value the stage kept in the store under ``name`` (None in memory or when none)."""
+        return self.db.get(_NOTE + name) if self.db is not None else None
+
+    def remember(self, name: bytes, value: bytes) -> None:
+        if self.db is not None:
+            self.db.put(_NOTE + name, value)
 
     def reads_sent(self) -> frozenset[str] | None:
         """The audience-read segments whose memberships the store's profiles were last sent for (on

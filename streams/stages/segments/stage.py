@@ -48,6 +48,7 @@ within about that long of their deadline with no new event (invariant 5).
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -722,8 +723,19 @@ class SegmentStep(Step):
         inactivity = self.engine.inactivity
         if inactivity is None:
             return
+        store = self.store
+        profiles: Iterable[Profile]
+        if store.on_disk and store.note(b"i") == inactivity.describe().encode():
+            # The store's profiles were given deadlines under this policy before, and every profile
+            # saved since has it in its due: only those the restore read are looked at.
+            found = (self.profiles.get(person) for person in store.restored_persons)
+            profiles = itertools.chain(
+                store.all_profiles(store.restored_full & numbers), (p for p in found if p is not None)
+            )
+        else:
+            profiles = store.all_profiles(numbers)
         now, count = self.now_ms(), 0
-        for profile in self.store.all_profiles(numbers):
+        for profile in profiles:
             deadline = inactivity.deadline(profile)
             if deadline is None:
                 continue
@@ -736,6 +748,8 @@ class SegmentStep(Step):
             count += 1
         if count:
             log.info("segments: %d restored profiles given their retention deadline", count)
+        if store.on_disk:
+            store.remember(b"i", inactivity.describe().encode())
 
     def _log_retention(self) -> None:
         """One line per ``_RETENTION_LOG_S`` while the retention policy removes persons."""
