@@ -94,3 +94,43 @@ def test_a_refused_record_stays_outstanding_until_produced_again() -> None:
     refusal = KafkaError(KafkaError.NOT_ENOUGH_REPLICAS)
     checkpoint(refusal, "the record")
     assert not checkpoint.done() and failed == [(checkpoint, "the record", refusal)]
+
+
+class _Delivered:
+    """A delivery report's message: where the record landed."""
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp: int) -> None:
+        self._where = (topic, partition, offset, timestamp)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, self._where[3]
+
+
+def test_a_tracked_topic_s_last_offsets_are_handed_over_per_settled_checkpoint_in_order() -> None:
+    queue = CheckpointQueue()
+    first, second = Checkpoint([], "state"), Checkpoint([], "state")
+    for checkpoint in (first, second):
+        checkpoint.outstanding = 3
+        queue.close(checkpoint)
+    # Acknowledged out of order: the second checkpoint's records first; other topics are not noted.
+    second(None, _Delivered("state", 0, 9, 900))
+    second(None, _Delivered("changes", 0, 50, 950))
+    second(None, _Delivered("state", 1, 4, 940))
+    assert queue.settle() == (0, 0) and queue.take_settled() == []  # the first is still outstanding
+    first(None, _Delivered("state", 0, 7, 700))
+    first(None, _Delivered("state", 0, 5, 500))  # an earlier offset acknowledged later: not the last
+    first(None, _Delivered("changes", 0, 40, 710))
+    second(None, _Delivered("state", 1, 3, 930))
+    assert queue.settle() == (2, 0)
+    settled = queue.take_settled()
+    assert [c.produced for c in settled] == [{0: (7, 700)}, {0: (9, 900), 1: (4, 940)}]
+    assert queue.take_settled() == []
