@@ -118,9 +118,9 @@ class _Delivered:
 def test_a_tracked_topic_s_last_offsets_are_handed_over_per_settled_checkpoint_in_order() -> None:
     queue = CheckpointQueue()
     first, second = Checkpoint([], "state"), Checkpoint([], "state")
-    for checkpoint in (first, second):
-        checkpoint.outstanding = 3
-        queue.close(checkpoint)
+    first.outstanding, second.outstanding = 3, 4
+    queue.close(first)
+    queue.close(second)
     # Acknowledged out of order: the second checkpoint's records first; other topics are not noted.
     second(None, _Delivered("state", 0, 9, 900))
     second(None, _Delivered("changes", 0, 50, 950))
