@@ -262,6 +262,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _retention_not_on_a_cluster(self) -> Settings:
+        # The retention folds and deletes alter the raw tables, which ClickHouse refuses through the
+        # Distributed tables of a cluster (docs/clickhouse_cluster.md).
+        if self.clickhouse_cluster and self.events_retention_days > 0:
+            raise ValueError(
+                "events_retention_days does not run on a ClickHouse cluster yet "
+                f"(clickhouse_cluster={self.clickhouse_cluster}): set OMNISEG_EVENTS_RETENTION_DAYS=0 "
+                "(docs/clickhouse_cluster.md)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _consent_policy_valid(self) -> Settings:
         self.consent_policy()  # raises one clear line on an unknown purpose or a bad name
         return self

@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from streams.domain.identifiers import Normaliser
 from streams.domain.person_view import IdentifierQueryError, parse_identifier
 from streams.domain.privacy import valid_request_id
-from streams.privacy.erasure import Erasure, ErasureFailed, ErasureInProgress, ErasureRefused, find_subject
+from streams.privacy.erasure import (
+    Erasure,
+    ErasureFailed,
+    ErasureInProgress,
+    ErasureRefused,
+    ErasureUnsupported,
+    find_subject,
+)
 from streams.settings import Settings
 from streams.warehouse import privacy_requests
 
@@ -83,7 +90,13 @@ def erasure_router(
             job.open()
         except ErasureRefused as exc:
             client.disconnect()
-            status = 409 if isinstance(exc, ErasureInProgress) else 404
+            status = (
+                409
+                if isinstance(exc, ErasureInProgress)
+                else 501
+                if isinstance(exc, ErasureUnsupported)
+                else 404
+            )
             raise HTTPException(status_code=status, detail=str(exc)) from None
         except _UNAVAILABLE:
             client.disconnect()

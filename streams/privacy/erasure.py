@@ -76,6 +76,10 @@ class ErasureInProgress(ErasureRefused):
     """An erasure of the same person is received or in progress."""
 
 
+class ErasureUnsupported(ErasureRefused):
+    """The installation cannot run an erasure (a ClickHouse cluster: docs/clickhouse_cluster.md)."""
+
+
 class ErasureFailed(RuntimeError):
     """The erasure started but did not finish; the request is logged ``failed`` with this reason."""
 
@@ -152,7 +156,14 @@ class Erasure:
         self.progress(name)
 
     def open(self) -> None:
-        """Log the request, or refuse when one for the same person is in progress."""
+        """Log the request, or refuse when one for the same person is in progress (or when the
+        installation cannot erase: nothing is published then)."""
+        if self.settings.clickhouse_cluster:
+            raise ErasureUnsupported(
+                "erasure does not run on a ClickHouse cluster yet (OMNISEG_CLICKHOUSE_CLUSTER="
+                f"{self.settings.clickhouse_cluster}): its deletes must go to the replicated tables on "
+                "every replica; nothing was erased (docs/clickhouse_cluster.md)"
+            )
         active = privacy_requests.active_for(self.client.execute, "erasure", self._subject_hash)
         if active is not None:
             raise ErasureInProgress(
