@@ -133,7 +133,7 @@ def _workload(
     if on_disk:
         table = DiskProfiles(db, _partition, cache, unsaved, lambda _p: False)
         table.owned = set(range(_PARTITIONS))
-        timers = DiskTimers(db)
+        timers = DiskTimers(db, _partition, table.owned)
     else:  # every profile decoded into a dict, as a restore in memory does
         table = {}
         for profile in _all(db, profiles):
@@ -214,7 +214,7 @@ def _expiry(
         table.evict(lambda _p: False)
         time.sleep(0.2)
     wb = batch()
-    timers.settle(timers.floor, wb)  # fired: a later run on the same store starts without them
+    timers.settle(timers.floors(), wb)  # fired: a later run on the same store starts without them
     table_db.write(wb)
     return {
         "p50": round(percentile(late, 0.5)),

@@ -95,7 +95,8 @@ class ProfileStore:
         self.restored_full: set[int] = set()
         self.restored_persons: set[str] = set()
         self.unsaved = Unsaved()
-        self._floors: list[int] = []  # the timers' floor at each checkpoint not yet settled
+        # The timers' floor per owned partition at each checkpoint not yet settled.
+        self._floors: list[dict[int, int]] = []
         self.db: Rdict | None = None
         self.profiles: dict[str, Profile] | DiskProfiles
         self.timers: Timers | DiskTimers
@@ -109,7 +110,7 @@ class ProfileStore:
             self.profiles = DiskProfiles(
                 self.db, self.partition, settings.segments_cache_profiles, self.unsaved, self._gone
             )
-            self.timers = DiskTimers(self.db)
+            self.timers = DiskTimers(self.db, self.partition, self.profiles.owned)
 
     @property
     def on_disk(self) -> bool:
@@ -205,7 +206,7 @@ class ProfileStore:
         while it seals, wait for its acknowledgement."""
         if self.db is not None:
             self.unsaved.close()
-            self._floors.append(self.timers.floor if isinstance(self.timers, DiskTimers) else 0)
+            self._floors.append(self.timers.floors() if isinstance(self.timers, DiskTimers) else {})
 
     def settled(self, produced: dict[int, tuple[int, int]]) -> None:
         """The oldest open checkpoint is acknowledged: its records go to the store, with the position
@@ -214,7 +215,7 @@ class ProfileStore:
         if db is None:
             return
         records = self.unsaved.take_oldest()
-        floor = self._floors.pop(0) if self._floors else 0
+        floors = self._floors.pop(0) if self._floors else {}
         wb = batch()
         partition = self.partition
         for person, value in records.items():
@@ -222,8 +223,8 @@ class ProfileStore:
         now = int(time.time() * 1000)
         for number, (offset, stamp) in produced.items():
             wb.put(POSITION + number.to_bytes(2, "big"), Position(offset + 1, stamp, now).encode())
-        if isinstance(self.timers, DiskTimers) and floor:
-            self.timers.settle(floor, wb)
+        if isinstance(self.timers, DiskTimers):
+            self.timers.settle(floors, wb)
         db.write(wb)
 
     def pinned(self, person: str) -> bool:
@@ -367,6 +368,10 @@ class ProfileStore:
             self.db.delete_range(*partition_range(prefix, number))
         for person in [p for p in self.merged_into if self.partition(p) == number]:
             del self.merged_into[person]
+        if isinstance(self.timers, DiskTimers):
+            self.timers.forget(number)
+            for floors in self._floors:  # an older checkpoint's floor must not drop the new entries
+                floors.pop(number, None)
         self.restored_full.add(number)
 
     def _check_positions(self, positions: dict[int, Position]) -> dict[int, str]:

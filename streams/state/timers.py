@@ -15,6 +15,7 @@ from streams.state.rocks import Rdict, WriteBatch
 
 _TIMER, _FLOOR = b"t", b"f"
 _DUE = struct.Struct(">q")
+_PART = struct.Struct(">H")
 
 
 class Timers:
@@ -44,57 +45,90 @@ class Timers:
 
 
 class DiskTimers:
-    """The same entries in the state store, ordered by deadline (``t due person`` -> due), so a
-    deadline is kept for a profile that is not in memory, and survives a restart on the same disk.
+    """The same entries in the state store, per partition and ordered by deadline
+    (``t partition due person`` -> due), so a deadline is kept for a profile that is not in memory,
+    and survives a restart on the same disk.
 
-    Entries due are handed out from ``floor`` on, and the floor moves past them in memory at once;
-    on disk it moves (and the entries below it go) only once the checkpoint holding what firing
-    them changed is acknowledged (:meth:`settle`), so a crash fires them again rather than never.
-    An entry scheduled below the floor is stored at the floor: it fires on the next turn.
+    Each partition has its own floor. Only the partitions the worker owns (``owned``) are handed out:
+    those of another partition stay, with its floor, until the partition comes back (its owner
+    meanwhile fired what fell due and saved it to the changelog, or was killed first, and then the
+    entries fire here). Entries due are handed out from the floor on, and the floor moves past them
+    in memory at once; on disk it moves (and the entries below it go) only once the checkpoint holding
+    what firing them changed is acknowledged (:meth:`settle`), so a crash fires them again rather
+    than never. An entry scheduled below its partition's floor is stored at it: it fires on the next
+    turn.
     """
 
-    __slots__ = ("_db", "_floor", "_new")
+    __slots__ = ("_db", "_floors", "_new", "_owned", "_partition_of")
 
-    def __init__(self, db: Rdict) -> None:
+    def __init__(self, db: Rdict, partition_of: Callable[[str], int], owned: set[int]) -> None:
         self._db = db
-        raw = db.get(_FLOOR)
-        self._floor: int = _DUE.unpack(raw)[0] if raw is not None else 0
+        self._partition_of = partition_of
+        self._owned = owned  # shared with the profile table: the partitions assigned now
+        self._floors: dict[int, int] = {}
         self._new: dict[bytes, bytes] = {}
 
-    @property
-    def floor(self) -> int:
-        return self._floor
+    def floor(self, partition: int) -> int:
+        floor = self._floors.get(partition)
+        if floor is None:
+            raw = self._db.get(_FLOOR + _PART.pack(partition))
+            floor = self._floors[partition] = _DUE.unpack(raw)[0] if raw is not None else 0
+        return floor
+
+    def floors(self) -> dict[int, int]:
+        """The floor of every owned partition (what a checkpoint closed now has fired)."""
+        return {partition: self.floor(partition) for partition in self._owned}
 
     def __len__(self) -> int:
         return len(self._new)  # entries not yet in the store (the store's count is not kept)
 
     def schedule(self, due: int, person: str) -> None:
-        self._new[_TIMER + _DUE.pack(max(due, self._floor)) + person.encode()] = _DUE.pack(due)
+        partition = self._partition_of(person)
+        at = max(due, self.floor(partition))
+        self._new[_TIMER + _PART.pack(partition) + _DUE.pack(at) + person.encode()] = _DUE.pack(due)
 
     def due(self, now: int) -> Iterator[tuple[int, str]]:
-        """Every entry due at ``now``, earliest first (entries scheduled meanwhile are seen on the
-        next call)."""
+        """Every entry of the owned partitions due at ``now``, earliest first (entries scheduled
+        meanwhile are seen on the next call)."""
         self._write_new()
-        if now < self._floor:
+        runs = [self._due_in(partition, now) for partition in sorted(self._owned)]
+        yield from heapq.merge(*runs)
+
+    def _due_in(self, partition: int, now: int) -> Iterator[tuple[int, str]]:
+        floor = self.floor(partition)
+        if now < floor:
             return
-        end = _TIMER + _DUE.pack(now + 1)
+        head = _TIMER + _PART.pack(partition)
+        end = head + _DUE.pack(now + 1)
         it = self._db.iter()
-        it.seek(_TIMER + _DUE.pack(self._floor))
-        self._floor = now + 1
+        it.seek(head + _DUE.pack(floor))
+        self._floors[partition] = now + 1
         while it.valid():
             raw = bytes(it.key())
             if raw >= end:
                 break
-            yield _DUE.unpack(bytes(it.value()))[0], raw[9:].decode()
+            yield _DUE.unpack(bytes(it.value()))[0], raw[11:].decode()
             it.next()
 
     def keep(self, wanted: Callable[[str], bool]) -> None:
-        """Entries of persons not owned stay (a profile's owner checks ownership when one fires)."""
+        """Entries of partitions not owned stay for when they come back (``due`` skips them)."""
 
-    def settle(self, floor: int, batch: WriteBatch) -> None:
-        """Entries below ``floor`` have fired and what they changed is acknowledged: forget them."""
-        batch.delete_range(_TIMER, _TIMER + _DUE.pack(floor))
-        batch.put(_FLOOR, _DUE.pack(floor))
+    def settle(self, floors: dict[int, int], batch: WriteBatch) -> None:
+        """Entries below each partition's floor have fired and what they changed is acknowledged:
+        forget them."""
+        for partition, floor in floors.items():
+            head = _TIMER + _PART.pack(partition)
+            batch.delete_range(head, head + _DUE.pack(floor))
+            batch.put(_FLOOR + _PART.pack(partition), _DUE.pack(floor))
+
+    def forget(self, partition: int) -> None:
+        """Drop every entry of ``partition`` and its floor (it is read in full next, which schedules
+        its deadlines again)."""
+        self._write_new()
+        head = _TIMER + _PART.pack(partition)
+        self._db.delete_range(head, _TIMER + _PART.pack(partition + 1))
+        self._db.delete(_FLOOR + _PART.pack(partition))
+        self._floors[partition] = 0
 
     def _write_new(self) -> None:
         if not self._new:

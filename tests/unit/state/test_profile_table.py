@@ -120,10 +120,14 @@ def test_the_cache_stays_within_its_size_and_never_loses_a_pinned_profile(
         store.close()
 
 
+def _one_partition(person: str) -> int:
+    return 0
+
+
 def test_disk_timers_fire_in_order_survive_a_reopen_and_forget_only_settled_entries(tmp_path: Path) -> None:
     path = tmp_path / "timers"
     db = open_store(path)
-    timers = DiskTimers(db)
+    timers = DiskTimers(db, _one_partition, {0})
     timers.schedule(300, "b")
     timers.schedule(100, "a")
     timers.schedule(10_000, "c")
@@ -131,13 +135,39 @@ def test_disk_timers_fire_in_order_survive_a_reopen_and_forget_only_settled_entr
     assert list(timers.due(600)) == []  # handed out once
     timers.schedule(50, "late")  # below the floor: stored at it, fires on the next call, real due kept
     assert list(timers.due(700)) == [(50, "late")]
-    floor = timers.floor
+    floor = timers.floor(0)
     wb = batch()
-    timers.settle(400, wb)  # the checkpoint that fired "a" and "b" is acknowledged, not yet "late"'s
+    timers.settle({0: 400}, wb)  # the checkpoint that fired "a" and "b" is acknowledged, not yet "late"'s
     db.write(wb)
     db.close()
     db = open_store(path)
-    reopened = DiskTimers(db)
-    assert reopened.floor == 400 < floor
+    reopened = DiskTimers(db, _one_partition, {0})
+    assert reopened.floor(0) == 400 < floor
     assert list(reopened.due(20_000)) == [(50, "late"), (10_000, "c")]  # fired again, not lost
     db.close()
+
+
+def test_disk_timers_of_a_partition_not_owned_wait_for_it_to_come_back(db: Rdict) -> None:
+    """A worker that lost a partition keeps its entries and floor: when the partition comes back after
+    its other owner was killed before saving what fired there, the entries still fire here."""
+    owned = {0, 1}
+    timers = DiskTimers(db, lambda person: int(person[0]), owned)
+    timers.schedule(100, "0-a")
+    timers.schedule(200, "1-b")
+    timers.schedule(900, "1-c")
+    assert list(timers.due(50)) == []
+    owned.discard(1)  # partition 1 revoked
+    assert list(timers.due(1_000)) == [(100, "0-a")]
+    wb = batch()
+    timers.settle(timers.floors(), wb)  # only partition 0's floor moves
+    db.write(wb)
+    assert timers.floors() == {0: 1_001}
+    owned.add(1)  # partition 1 back
+    assert list(timers.due(1_000)) == [(200, "1-b"), (900, "1-c")]
+    timers.schedule(300, "1-d")  # below partition 1's floor now: fires on the next call
+    timers.schedule(300, "0-e")
+    assert list(timers.due(1_100)) == [(300, "0-e"), (300, "1-d")]
+    timers.forget(1)  # read in full next: its entries go, its floor starts again
+    timers.schedule(150, "1-f")
+    assert timers.floor(1) == 0
+    assert list(timers.due(1_200)) == [(150, "1-f")]
