@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = SecretStr("")
     # Audience pull API (same server): the destinations' YAML files, read again when one changes.
     destinations_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "destinations"
+    # Deltas newer than ClickHouse's are read from ``audiences.deltas`` by the API itself, so a change is
+    # pullable once the audience writer commits it (docs/decisions/0019-newest-deltas-from-the-topic.md);
+    # off: deltas come from ClickHouse alone, one sink batch later.
+    api_delta_tail: bool = True
     # Use cases (``omniseg usecases``): their YAML definitions, and the segment definitions their
     # audiences are checked against.
     usecases_dir: Path = Path(__file__).resolve().parent.parent / "deploy" / "usecases"
@@ -208,9 +212,10 @@ class Settings(BaseSettings):
     # Ad-platform audiences (docs/decisions/0013-audiences-for-ad-platforms.md)
     audiences_enabled: bool = True  # run the audience writer in `omniseg worker`
     audiences_group: str = "omniseg-audiences"
-    # The audiences sink inserts at least this often while deltas arrive (the pull API sees a change
-    # this much later at most; deltas are few, so short batches cost little).
-    audiences_sink_flush_interval_s: float = Field(default=0.1, gt=0)
+    # The audiences sink inserts at least this often while deltas arrive. The pull API serves newer
+    # deltas from the topic (api_delta_tail), so longer batches cost no latency and fewer parts cost
+    # ClickHouse fewer merges.
+    audiences_sink_flush_interval_s: float = Field(default=1.0, gt=0)
 
     # Retention of raw events in ClickHouse (docs/retention.md): events, event_persons and invalid_events
     # rows older than this many days go, after the lifetime KPIs' rollups took them in (0 keeps them

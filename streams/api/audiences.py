@@ -94,7 +94,10 @@ AudiencePath = Annotated[str, Path(description="segment id, or segment id/subjec
 
 
 def audiences_router(
-    settings: Settings, make_client: Callable[[], Client], registry: DestinationRegistry
+    settings: Settings,
+    make_client: Callable[[], Client],
+    registry: DestinationRegistry,
+    tail: queries.NewerDeltas | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/destinations", tags=["audiences"], responses=_errors(401, 403, 422, 503))
     where = f"{settings.clickhouse_host}:{settings.clickhouse_port}"
@@ -213,7 +216,7 @@ def audiences_router(
         audience = readable(found, audience_id)
         with clickhouse() as client:
             start = parse_cursor(cursor)
-            page = queries.deltas(client, found.id, audience, start, limit)
+            page = queries.deltas(client, found.id, audience, start, limit, tail)
             queries.record_pull(
                 client, found.id, audience, "deltas", len(page.adds) + len(page.removes), start,
                 page.next_cursor, requester(request),

@@ -14,9 +14,11 @@ whose parameters do not validate gets 422 with the first problem in one line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -25,6 +27,7 @@ from fastapi.responses import JSONResponse
 
 from streams.api.audiences import audiences_router
 from streams.api.credentials import SecretTable
+from streams.api.delta_tail import DeltaTail
 from streams.api.destinations import DestinationRegistry
 from streams.api.erasure import erasure_router
 from streams.api.subject_access import subject_access_router
@@ -34,6 +37,7 @@ from streams.domain.identity import IdentityRules
 from streams.domain.person_view import IdentifierQueryError, parse_identifier
 from streams.redaction import redact_access_logs
 from streams.settings import Settings
+from streams.warehouse import audiences as audience_queries
 from streams.warehouse.persons import PersonNotFound, PersonStore
 
 log = logging.getLogger("streams.api.persons")
@@ -82,9 +86,25 @@ def create_persons_app(
     if normaliser is None:
         normaliser = IdentityRules.from_yaml(settings.identity_rules_path).normalisation.normaliser()
     make_client = client_factory or _client_factory(settings)
-    app = FastAPI(title="omniseg read API", version="1")
+    tail = (
+        DeltaTail(settings, audience_queries.frontier_reader(make_client))
+        if settings.api_delta_tail
+        else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if tail is not None:
+            tail.start()
+        try:
+            yield
+        finally:
+            if tail is not None:
+                await anyio.to_thread.run_sync(tail.close)
+
+    app = FastAPI(title="omniseg read API", version="1", lifespan=lifespan)
     registry = destinations or DestinationRegistry(settings.destinations_dir)
-    app.include_router(audiences_router(settings, make_client, registry))
+    app.include_router(audiences_router(settings, make_client, registry, tail))
 
     def authorised(request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

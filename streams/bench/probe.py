@@ -259,19 +259,13 @@ def run_probe(
     if watch is not None:
         watch.finish(30)
         visible = [(seen - sent[mid]) * 1000 for mid, seen in watch.seen.items() if mid in sent]
-        written = [(at - sent[mid]) * 1000 for mid, at in watch.written.items() if mid in sent]
         report(
             f"latency probe: {len(visible):,} of {watch.wanted:,} probes visible in an audience delta; "
-            f"event -> delta p50 {percentile(visible, 0.5):,.0f} ms, p99 {percentile(visible, 0.99):,.0f} ms "
-            f"(event -> audience writer p50 {percentile(written, 0.5):,.0f} ms, "
-            f"p99 {percentile(written, 0.99):,.0f} ms)"
+            f"event -> delta p50 {percentile(visible, 0.5):,.0f} ms, p99 {percentile(visible, 0.99):,.0f} ms"
         )
         audience = {
             "event_to_audience_delta_ms_p50": round(percentile(visible, 0.5), 1),
             "event_to_audience_delta_ms_p99": round(percentile(visible, 0.99), 1),
-            # where the hop after the change went: up to the writer's apply (the writer's clock) ...
-            "event_to_audience_writer_ms_p50": round(percentile(written, 0.5), 1),
-            "event_to_audience_writer_ms_p99": round(percentile(written, 0.99), 1),
             "probes_missing_in_audience": watch.wanted - len(visible),
         }
     values = list(latency.values())

@@ -18,6 +18,14 @@ DELTA_COLUMNS: tuple[str, ...] = (
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
+def check_delta(delta: Delta) -> None:
+    """Raise :class:`SerializationError` for a delta the readers cannot page (it gets no row)."""
+    if not delta.destination_id or not delta.audience_id:
+        raise SerializationError("audience delta without a destinationId or audienceId")
+    if not _HASH.fullmatch(delta.hash):
+        raise SerializationError("audience delta whose hash is not 64 lower-case hex characters")
+
+
 class AudienceBatch:
     """One batch of delta rows, inserted into both audience tables."""
 
@@ -36,10 +44,7 @@ class AudienceBatch:
 
     def add_delta(self, delta: Delta, at: datetime | int, offset: int) -> None:
         """One delta at ``offset`` of ``audiences.deltas``; refuses a record the readers cannot page."""
-        if not delta.destination_id or not delta.audience_id:
-            raise SerializationError("audience delta without a destinationId or audienceId")
-        if not _HASH.fullmatch(delta.hash):
-            raise SerializationError("audience delta whose hash is not 64 lower-case hex characters")
+        check_delta(delta)
         at_ms = max(epoch_millis(at), 0)
         self.rows.append(
             (

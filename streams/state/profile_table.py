@@ -6,7 +6,7 @@ entries are one key range):
 - ``p PP person`` -> the person's ``segments.state`` record (a profile);
 - ``m PP person`` -> the person's ``segments.state`` record (a merge pointer);
 - ``c PP``        -> the changelog position of the partition (:class:`Position`);
-- ``t partition due person`` and ``f partition`` -> the timer index and its floors (:mod:`streams.state.timers`);
+- ``t PP due person`` and ``f PP`` -> the timer index and its floor (:mod:`streams.state.timers`);
 - ``r``           -> the segments audiences read, as last sent, and ``n name`` -> notes of the stage
   (:mod:`streams.state.profiles`).
 

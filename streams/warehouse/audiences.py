@@ -17,10 +17,10 @@ per page do not grow with the audience, and rows written meanwhile (offsets >= c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from clickhouse_driver import Client
 
@@ -39,6 +39,9 @@ from streams.warehouse.audience_cursors import (
 
 MAX_PAGE_SIZE = 10_000
 MAX_DELTAS = 10_000
+# How long a deltas request waits for the tail to reach a cursor ahead of ClickHouse (one another API
+# process gave out, whose tail was a little ahead of this one's).
+TAIL_WAIT_S = 2.0
 OPERATIONS = ("snapshot", "deltas", "export", "list")
 
 
@@ -67,6 +70,22 @@ class DeltasPage(NamedTuple):
     more: bool  # the limit was reached: more deltas may follow at once
 
 
+DeltaRow = tuple[int, str, str, int]  # kafka_offset, kind, hash, added
+
+
+class NewerDeltas(Protocol):
+    """The deltas ClickHouse does not have yet (:class:`streams.api.delta_tail.DeltaTail`)."""
+
+    @property
+    def end(self) -> int: ...
+
+    def wait_for(self, offset: int, timeout_s: float) -> bool: ...
+
+    def read(
+        self, frontier: int, destination_id: str, audience: str, start: int, limit: int
+    ) -> tuple[list[DeltaRow], int] | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AudienceSize:
     audience_id: str
@@ -84,6 +103,19 @@ def frontier(client: Client) -> int:
     """
     count, largest = client.execute("SELECT count(), max(kafka_offset) FROM audience_deltas")[0]
     return int(largest) + 1 if count else 0
+
+
+def frontier_reader(make_client: Callable[[], Client]) -> Callable[[], int]:
+    """:func:`frontier` on a client of its own each time (for another thread)."""
+
+    def read() -> int:
+        client = make_client()
+        try:
+            return frontier(client)
+        finally:
+            client.disconnect()
+
+    return read
 
 
 def oldest_cursor(client: Client) -> int:
@@ -235,33 +267,81 @@ LIMIT %(limit)s
 """
 
 
-def deltas(client: Client, destination_id: str, audience: str, cursor: int, limit: int = 1000) -> DeltasPage:
+def deltas(
+    client: Client,
+    destination_id: str,
+    audience: str,
+    cursor: int,
+    limit: int = 1000,
+    tail: NewerDeltas | None = None,
+) -> DeltasPage:
     """The audience's changes from ``cursor`` on, at most ``limit`` rows in offset order, netted.
 
     Each offset is one record, so a page never splits an offset's changes. A replayed row repeats its
-    offset: it is read once (and counts toward ``limit``, so a page may hold fewer changes). Raises
+    offset: it is read once (and counts toward ``limit``, so a page may hold fewer changes). With a
+    ``tail`` (:mod:`streams.api.delta_tail`), the records ClickHouse does not have yet follow those it
+    has, so a page runs to the tail's end and a cursor may be ahead of ClickHouse's frontier. Raises
     like :func:`check_cursor`.
     """
     if not 1 <= limit <= MAX_DELTAS:
         raise ValueError(f"limit must be between 1 and {MAX_DELTAS}, got {limit}")
-    upper = check_cursor(client, cursor)
-    params = {
-        "destination": destination_id,
-        "audience": audience,
-        "cursor": cursor,
-        "upper": upper,
-        "limit": limit,
-    }
-    rows = client.execute(_DELTAS, params)
+    stored = frontier(client)
+    if cursor > stored and (tail is None or not tail.wait_for(cursor, TAIL_WAIT_S)):
+        newest = stored if tail is None else max(stored, tail.end)
+        raise CursorError(
+            f"cursor {cursor} is ahead of the newest delta (cursor {newest}); "
+            "take a new snapshot when in doubt"
+        )
+    check_retained(client, cursor)
+
+    def stored_rows() -> list[DeltaRow]:
+        params = {
+            "destination": destination_id,
+            "audience": audience,
+            "cursor": cursor,
+            "upper": stored,
+            "limit": limit,
+        }
+        return [(int(o), str(k), str(h), int(a)) for o, k, h, a in client.execute(_DELTAS, params)]
+
+    return combine_deltas(destination_id, audience, cursor, limit, stored, stored_rows, tail)
+
+
+def combine_deltas(
+    destination_id: str,
+    audience: str,
+    cursor: int,
+    limit: int,
+    stored: int,
+    stored_rows: Callable[[], list[DeltaRow]],
+    tail: NewerDeltas | None,
+) -> DeltasPage:
+    """A deltas page from ClickHouse's rows at offsets in ``[cursor, stored)`` (``stored_rows``, at most
+    ``limit``, read only when the cursor is below ``stored``) followed by the tail's from there on."""
+    rows = stored_rows() if cursor < stored else []
+    upper = stored
+    if len(rows) < limit and tail is not None:
+        newer = tail.read(stored, destination_id, audience, cursor, limit - len(rows))
+        if newer is not None:
+            tail_rows, upper = newer
+            rows.extend(tail_rows)
+    if cursor > upper:  # the tail started again meanwhile, from a newer frontier
+        raise CursorError(f"cursor {cursor} is ahead of the newest delta (cursor {upper}); try again")
+    return page_of(destination_id, audience, rows, upper, limit)
+
+
+def page_of(destination_id: str, audience: str, rows: list[DeltaRow], upper: int, limit: int) -> DeltasPage:
+    """A deltas page from ``rows`` (offset, kind, hash, added) in offset order, read up to ``upper``
+    with ``limit``: netted, continuing after the last row when the limit was reached."""
     changes: list[Delta] = []
     previous = -1
     for offset, kind, h, added in rows:
         if offset != previous:
-            changes.append(Delta(destination_id, audience, AudienceIdKind(kind), str(h), bool(added)))
+            changes.append(Delta(destination_id, audience, AudienceIdKind(kind), h, bool(added)))
             previous = offset
     adds, removes = net(changes)
-    full = len(rows) == limit
-    next_cursor = int(rows[-1][0]) + 1 if full else upper
+    full = len(rows) >= limit
+    next_cursor = rows[-1][0] + 1 if full else upper
     return DeltasPage(
         [Member(str(d.kind), d.hash) for d in adds],
         [Member(str(d.kind), d.hash) for d in removes],
