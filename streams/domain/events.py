@@ -192,7 +192,10 @@ class Event(_Model):
             return None
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
+            raise ValueError("a time that is out of range in UTC") from None
 
     @model_validator(mode="after")
     def _segment_rules(self) -> Event:

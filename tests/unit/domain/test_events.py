@@ -95,6 +95,13 @@ def test_naive_timestamp_is_taken_as_utc() -> None:
     assert event.timestamp.tzinfo is not None
 
 
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_out_of_range_in_utc_is_refused_naming_the_field(stamp: str) -> None:
+    with pytest.raises(ValidationError, match="out of range in UTC") as info:
+        make({"type": "page", "anonymousId": "a", "messageId": "m", "timestamp": stamp})
+    assert info.value.errors()[0]["loc"] == ("timestamp",)
+
+
 _text = st.text(min_size=1, max_size=20)
 
 
