@@ -49,6 +49,8 @@ class SuppressionList:
 
     def load(self) -> int:
         """Read the topic from the beginning to its end; returns the records read."""
+        if self._consumer is not None:  # an earlier load that failed
+            self._consumer.close()
         consumer = self._consumer = Consumer(
             consumer_config(
                 self.settings,
@@ -82,23 +84,33 @@ class SuppressionList:
 
         def run() -> None:
             loaded = False
-            while not self._stop.is_set():
-                try:
-                    if not loaded:
-                        self.load()
-                        loaded = True
-                    self.poll(wait_s=interval_s)
-                except Exception as exc:  # a broker hiccup must not end the thread
-                    log.warning("suppressions: cannot read %s: %s", self.topic, exc)
-                    self._stop.wait(5.0)
+            try:
+                while not self._stop.is_set():
+                    try:
+                        if not loaded:
+                            self.load()
+                            loaded = True
+                        self.poll(wait_s=interval_s)
+                    except Exception as exc:  # a broker hiccup must not end the thread
+                        log.warning("suppressions: cannot read %s: %s", self.topic, exc)
+                        self._stop.wait(5.0)
+            finally:
+                self._close_consumer()
 
         self._thread = threading.Thread(target=run, name="omniseg-suppressions", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
+        """Stop following. The following thread closes its own consumer: one still waiting for an
+        unreachable broker is left to end by itself (a daemon) rather than closed under it, which would
+        hold up the collector's shutdown for as long as that wait."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is None:
+            self._close_consumer()
+        else:
             self._thread.join(5)
+
+    def _close_consumer(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
