@@ -195,7 +195,7 @@ class Event(_Model):
         try:
             return value.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
-            raise ValueError("a time that is out of range in UTC") from None
+            raise ValueError("a time out of range in UTC (beyond the year 9999 or before year 1)") from None
 
     @model_validator(mode="after")
     def _segment_rules(self) -> Event:
