@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -28,24 +27,14 @@ from streams.topics import AUDIENCE_DELTAS_TOPIC
 from streams.warehouse.audience_cursors import CursorError
 from streams.warehouse.audiences import Member, deltas, frontier, frontier_reader
 from streams.wire.audiences import encode_delta
+from tests.integration.sinks.test_dedup_by_message_id import wait_for
+from tests.integration.warehouse.test_audience_queries import h
 
 pytestmark = pytest.mark.integration
 
 AT = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
 EMAIL = AudienceIdKind.EMAIL
 KEY = "tail-test-key"
-
-
-def h(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Writer:
