@@ -35,10 +35,14 @@ def close_offset_clients() -> None:
 
 
 def start_worker(settings: Settings, env_file: Path, overrides: dict[str, Any]) -> subprocess.Popen[bytes]:
-    values = {**worker_env(settings), **overrides}
-    lines = [f"OMNISEG_{name.upper()}={value}" for name, value in values.items()]
-    env_file.write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "OMNISEG_ENV_FILE": str(env_file)}
+    values = {
+        f"OMNISEG_{name.upper()}": str(value) for name, value in {**worker_env(settings), **overrides}.items()
+    }
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    # The values go into the environment as well: a variable there wins over the file, so a shell that
+    # loaded the stack's env file (`set -a; . .omniseg/omniseg.env`) would otherwise point the run's
+    # workers at the stack's own database.
+    env = {**os.environ, **values, "OMNISEG_ENV_FILE": str(env_file)}
     omniseg = str(Path(sys.executable).with_name("omniseg"))
     return subprocess.Popen([omniseg, "worker", "--log-level", "warning"], env=env, start_new_session=True)
 
