@@ -7,6 +7,7 @@ and the collector serves again without a restart.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -83,8 +84,13 @@ def _assert_exactly_once_and_caught_up(
 # sink's and the resolver's) got no assignment back for minutes, restart after restart, while every
 # other group recovered at once; seen in every full-suite run on 2026-12-04, on the code of the
 # previous release too, and not when the test runs alone. Not diagnosed yet: the collector part and
-# the other groups recover. See the session notes of issue 23.
-@pytest.mark.xfail(reason="Tansu: channel-topic groups not reassigned after a broker pause", strict=False)
+# the other groups recover. See the session notes of issue 23. It runs, as an ordinary test that can
+# fail, only when OMNISEG_TEST_QUARANTINED=1 (it costs over two minutes of every run otherwise).
+@pytest.mark.skipif(
+    os.environ.get("OMNISEG_TEST_QUARANTINED") != "1",
+    reason="quarantined (Tansu: channel-topic groups not reassigned after a broker pause); "
+    "OMNISEG_TEST_QUARANTINED=1 runs it",
+)
 def test_broker_pause_collector_and_worker_recover(
     fault_settings: Settings,
     collector: ThreadedServer,
