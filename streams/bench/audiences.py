@@ -59,6 +59,8 @@ def _fill(settings: Settings, audiences: dict[str, int]) -> None:
                     )
                 )
             first += count
+        # As the sink records it after each batch (migration 0015).
+        client.execute("INSERT INTO audience_frontier (frontier) VALUES", [(first,)])
     finally:
         client.disconnect()
 

@@ -8,6 +8,7 @@ import click
 
 from streams.dev.process import StackError
 from streams.settings import get_settings
+from streams.warehouse.migrations import MigrationError
 
 
 @click.command("demo")
@@ -62,7 +63,7 @@ def demo(
             down=down,
             usecase_shoppers=usecase_shoppers,
         )
-    except StackError as exc:
+    except (StackError, MigrationError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:

@@ -9,6 +9,7 @@ import click
 from streams.dev.process import StackError
 from streams.dev.stack import LocalStack
 from streams.settings import get_settings
+from streams.warehouse.migrations import MigrationError
 
 
 @click.group("dev")
@@ -30,7 +31,7 @@ def up(with_worker: bool) -> None:
         stack.up(report=click.echo)
         if with_worker:
             stack.start_worker(report=click.echo)
-    except StackError as exc:
+    except (StackError, MigrationError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 

@@ -1,4 +1,4 @@
-"""Rows for the audience tables of migration 0009, from decoded ``audiences.deltas`` records."""
+"""Rows for the audience tables of migrations 0009 and 0015, from decoded ``audiences.deltas`` records."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from streams.wire.codecs import SerializationError
 DELTA_COLUMNS: tuple[str, ...] = (
     "destination_id", "audience_id", "kind", "hash", "added", "kafka_offset", "at", "at_ms",
 )  # fmt: skip
+
+FRONTIER_COLUMNS: tuple[str, ...] = ("frontier",)
+_OFFSET = DELTA_COLUMNS.index("kafka_offset")
 
 # Snapshot pages split the hash space by prefix, which needs the writer's form: SHA-256 lower-case hex.
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -36,11 +39,14 @@ class AudienceBatch:
         return len(self.rows)
 
     def tables(self) -> Iterator[tuple[str, Columns]]:
-        # audience_members first: readers take the frontier from audience_deltas, so every offset
-        # visible there must already be in audience_members (see migration 0009).
+        # In this order: a reader that sees a frontier finds every row below it in both tables
+        # (migrations 0009 and 0015).
         if len(self.rows):
             yield "audience_members", self.rows
             yield "audience_deltas", self.rows
+            frontier = Columns(FRONTIER_COLUMNS)
+            frontier.append((max(self.rows.columns[_OFFSET]) + 1,))
+            yield "audience_frontier", frontier
 
     def add_delta(self, delta: Delta, at: datetime | int, offset: int) -> None:
         """One delta at ``offset`` of ``audiences.deltas``; refuses a record the readers cannot page."""

@@ -1,11 +1,13 @@
-"""The audiences sink: ``audiences.deltas`` -> ClickHouse ``audience_members`` and ``audience_deltas``.
+"""The audiences sink: ``audiences.deltas`` -> ClickHouse ``audience_members``, ``audience_deltas`` and
+``audience_frontier``.
 
 A :class:`~streams.sinks.table_sink.TableSinkStep` with consumer group ``<sink_group>.audiences``. Each
 delta is written with its Kafka offset, the pull API's cursor (migration 0009). The topic has one
-partition and the runtime inserts one batch at a time, in offset order, so the offsets in ClickHouse
-are always every written offset up to the largest: :func:`streams.warehouse.audiences.frontier` relies
-on it. Both tables are ReplacingMergeTrees keyed by the whole record, so replays collapse. A record
-that does not decode, or whose hash is not lower-case SHA-256 hex, goes to ``events.invalid``.
+partition and the runtime inserts one batch at a time, in offset order, and each batch's frontier
+(largest offset + 1) after its rows, so ClickHouse holds every written offset below the recorded
+frontier: :func:`streams.warehouse.audiences.frontier` relies on it. Both delta tables are
+ReplacingMergeTrees keyed by the whole record, so replays collapse. A record that does not decode, or
+whose hash is not lower-case SHA-256 hex, goes to ``events.invalid``.
 """
 
 from __future__ import annotations

@@ -94,15 +94,15 @@ class AudienceSize:
 
 def frontier(client: Client) -> int:
     """The cursor up to which every delta is visible: the largest offset in ``audience_deltas`` + 1,
-    0 when it is empty.
+    0 when it is empty, as the audiences sink recorded it (``audience_frontier``, migration 0015).
 
     The sink writes a one-partition topic one batch at a time in offset order, each batch into
-    ``audience_members`` before ``audience_deltas``, and retries a batch until it is in. So the offsets
-    in ``audience_deltas`` are every written offset up to the largest, and each of them is in
-    ``audience_members`` too. Offsets with no row (a refused record, another audience) are in no table.
+    ``audience_members``, then ``audience_deltas``, then its frontier, and retries a batch until it is
+    in. So every offset below the frontier that has rows has them in both tables. Offsets with no row
+    (a refused record, another audience) are in no table. Reading the sink's record costs one small
+    read whatever the size of the tables, and an erasure that deletes the newest rows leaves it alone.
     """
-    count, largest = client.execute("SELECT count(), max(kafka_offset) FROM audience_deltas")[0]
-    return int(largest) + 1 if count else 0
+    return int(client.execute("SELECT max(frontier) FROM audience_frontier")[0][0])
 
 
 def frontier_reader(make_client: Callable[[], Client]) -> Callable[[], int]:

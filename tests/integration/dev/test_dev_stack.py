@@ -75,6 +75,22 @@ def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
         orphan = int(subprocess.run(spawn, capture_output=True, text=True, timeout=10).stdout)
         (tmp_path / "state" / "demo-collector.pid").write_text(str(orphan))
         assert re.search(r"^worker\s+running", _cli(later, "dev", "status").stdout, re.M)
+        # A database whose record says its first migration was another text: one line, no traceback
+        # (last: the env file now names that database).
+        client.execute("CREATE DATABASE tampered")
+        client.execute(
+            "CREATE TABLE tampered.schema_migrations (version UInt32, name String, checksum String, "
+            "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+        )
+        first = migrations.discover()[0]
+        client.execute(
+            "INSERT INTO tampered.schema_migrations (version, name, checksum) VALUES",
+            [(first.version, first.name, "0" * 64)],
+        )
+        refused = _cli({**ports, "OMNISEG_CLICKHOUSE_DATABASE": "tampered"}, "dev", "up")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stderr.startswith(f"error: {first.path.name} changed after it was applied to tampered")
+        assert "Traceback" not in refused.stderr
     finally:
         down = _cli(ports, "dev", "down")
         if orphan and pid_alive(orphan):

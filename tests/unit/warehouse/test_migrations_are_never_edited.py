@@ -21,6 +21,7 @@ APPLIED = {
     "0012_privacy_requests.sql": "2aea3c31d7332fb6",
     "0013_person_days.sql": "f0140840151d763a",
     "0014_segment_backfills.sql": "4e8c21639c8d4fc9",
+    "0015_audience_frontier.sql": "ff75ec31339cb27a",
 }
 
 
