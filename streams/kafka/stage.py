@@ -147,6 +147,23 @@ class StageSpec:
     track_produced: str | None = None
 
 
+def transactional_spec(
+    name: str, group: str, topic: str, batch_size: int, transactional_id: str
+) -> StageSpec:
+    """A stage that owns a log: reads ``topic`` and puts each turn's outputs in one Kafka transaction
+    (``transactional_id`` fences a previous owner), then commits its offsets."""
+    return StageSpec(
+        name=name,
+        group=group,
+        topics=[topic],
+        batch_size=batch_size,
+        producer={"transactional.id": transactional_id},
+        paced=False,
+        wait_s=0.02,
+        transactional=True,
+    )
+
+
 class Claim(Protocol):
     """What a step may ask about partitions it is given, and where it may have them read from."""
 

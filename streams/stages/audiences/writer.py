@@ -33,7 +33,7 @@ from streams.kafka.config import consumer_config
 from streams.kafka.positions import AUDIENCE_POSITION_HEADER, encode_position, position_of
 from streams.kafka.reading import read_to_end
 from streams.kafka.runtime import StageRuntime
-from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
+from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step, transactional_spec
 from streams.settings import Settings
 from streams.topics import AUDIENCE_DELTAS_TOPIC, AUDIENCE_INPUTS_TOPIC
 from streams.wire.audiences import decode_input, encode_delta
@@ -50,15 +50,12 @@ def writer_transactional_id(settings: Settings) -> str:
 
 def audience_writer_spec(settings: Settings) -> StageSpec:
     """The audience writer's declaration: ``audiences.inputs`` in, one transaction per batch out."""
-    return StageSpec(
-        name="audiences",
-        group=settings.audiences_group,
-        topics=[settings.topic(AUDIENCE_INPUTS_TOPIC.name)],
-        batch_size=settings.segments_batch_size,
-        producer={"transactional.id": writer_transactional_id(settings)},
-        paced=False,
-        wait_s=0.02,
-        transactional=True,
+    return transactional_spec(
+        "audiences",
+        settings.audiences_group,
+        settings.topic(AUDIENCE_INPUTS_TOPIC.name),
+        settings.segments_batch_size,
+        writer_transactional_id(settings),
     )
 
 

@@ -64,7 +64,7 @@ from streams.kafka.partitioner import murmur2_partition
 from streams.kafka.positions import POSITION_HEADER, encode_position, position_of
 from streams.kafka.reading import partitions_of, read_to_end
 from streams.kafka.runtime import StageRuntime
-from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step
+from streams.kafka.stage import Claim, Outputs, Refused, StageSpec, Step, transactional_spec
 from streams.settings import Settings
 from streams.stages.identity.link_store import StoredLinkState
 from streams.topics import (
@@ -111,15 +111,12 @@ def writer_transactional_id(settings: Settings) -> str:
 
 def link_writer_spec(settings: Settings) -> StageSpec:
     """The link writer's declaration: ``identity.links`` in, one transaction per batch out."""
-    return StageSpec(
-        name="identity",
-        group=writer_group(settings),
-        topics=[settings.topic(IDENTITY_LINKS_TOPIC.name)],
-        batch_size=settings.identity_batch_size,
-        producer={"transactional.id": writer_transactional_id(settings)},
-        paced=False,
-        wait_s=0.02,
-        transactional=True,
+    return transactional_spec(
+        "identity",
+        writer_group(settings),
+        settings.topic(IDENTITY_LINKS_TOPIC.name),
+        settings.identity_batch_size,
+        writer_transactional_id(settings),
     )
 
 
